@@ -1,0 +1,6 @@
+"""ig-captioner: Information Gain captioners in JAX/Flax."""
+
+import os
+
+# TensorFlow (imported by TFDS and clu for host-side work) logs verbosely at import; keep errors.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,1 @@
+"""Data: the embedded digits data set, tokenizer, and grain input pipelines."""

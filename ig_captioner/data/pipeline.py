@@ -1,0 +1,115 @@
+"""grain input pipelines: a sharded, deterministic, checkpointable train loader and eval batches.
+
+Each process reads only its shard (`ShardByJaxProcess`) and yields its *local* slice of the
+global batch; `sharding.global_batch_from_local` assembles the global arrays.
+"""
+
+from typing import Iterator
+
+import grain
+import jax
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from ig_captioner.data import sources
+from ig_captioner.data import tokenizer as tokenizer_lib
+
+
+def normalize_image(image_HxWxC: np.ndarray, image_size: int) -> np.ndarray:
+  """uint8 image -> float32 in [-1, 1] at image_size x image_size (bilinear resize if needed)."""
+  if image_HxWxC.ndim == 2:
+    image_HxWxC = image_HxWxC[..., None]
+  if image_HxWxC.shape[-1] == 1:
+    image_HxWxC = np.repeat(image_HxWxC, 3, axis=-1)
+  if image_HxWxC.shape[:2] != (image_size, image_size):
+    image_HxWxC = np.asarray(Image.fromarray(image_HxWxC).resize((image_size, image_size),
+                                                                 Image.BILINEAR))
+  return image_HxWxC.astype(np.float32) / 127.5 - 1.0
+
+
+class Preprocess(grain.transforms.Map):
+  """Record -> {'image': float32 HxWx3, 'tokens': int32 T}."""
+
+  def __init__(self, data_config, image_size: int, max_text_len: int,
+               tokenizer: tokenizer_lib.Tokenizer):
+    self._image_key = data_config.image_key
+    self._text_key = data_config.text_key
+    self._image_size = image_size
+    self._max_text_len = max_text_len
+    self._tokenizer = tokenizer
+
+  def map(self, record):
+    text = record[self._text_key]
+    text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+    return {
+        "image": normalize_image(record[self._image_key], self._image_size),
+        "tokens": self._tokenizer.encode(text, self._max_text_len),
+    }
+
+
+class RandomShift(grain.transforms.RandomMap):
+  """Translates the image by up to `max_shift` pixels per axis, filling with the background."""
+
+  def __init__(self, max_shift: int):
+    self._max_shift = max_shift
+
+  def random_map(self, element, rng: np.random.Generator):
+    if self._max_shift:
+      dy, dx = rng.integers(-self._max_shift, self._max_shift + 1, size=2)
+      image = element["image"]
+      shifted = np.full_like(image, -1.0)  # -1 is black, the digits' background.
+      h, w = image.shape[:2]
+      shifted[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+          image[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+      element = dict(element, image=shifted)
+    return element
+
+
+def local_batch_size(global_batch_size: int) -> int:
+  if global_batch_size % jax.process_count():
+    raise ValueError(f"config.batch_size={global_batch_size} is not divisible by the "
+                     f"{jax.process_count()} processes")
+  return global_batch_size // jax.process_count()
+
+
+def train_loader(config: ml_collections.ConfigDict,
+                 tokenizer: tokenizer_lib.Tokenizer) -> grain.DataLoader:
+  """Infinite, shuffled, per-process-sharded train batches; its iterator state is checkpointable."""
+  source = sources.open_split(config.data, config.data.train_split)
+  sampler = grain.samplers.IndexSampler(
+      num_records=len(source),
+      shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
+      shuffle=True, num_epochs=None, seed=int(config.data.shuffle_seed))
+  operations = [
+      Preprocess(config.data, config.model.image_size, config.model.max_text_len, tokenizer),
+      RandomShift(int(config.data.augment_shift)),
+      grain.transforms.Batch(local_batch_size(config.batch_size), drop_remainder=True),
+  ]
+  return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
+                          worker_count=int(config.data.num_workers))
+
+
+def labeled_batches(data_config: ml_collections.ConfigDict, split: str, image_size: int,
+                    global_batch_size: int, label_key: str = "label") -> Iterator[dict]:
+  """This process's slice of every global batch of `split`, in order, padded to whole batches.
+
+  Yields {'image': float32 bxHxWx3, 'label': int32 b, 'valid': bool b} with b the local batch
+  size; padded rows have valid=False. Every process yields the same number of batches.
+  """
+  source = sources.open_split(data_config, split)
+  local = local_batch_size(global_batch_size)
+  num_batches = -(-len(source) // global_batch_size)
+  offset = jax.process_index() * local
+  for b in range(num_batches):
+    ids = np.arange(b * global_batch_size + offset, b * global_batch_size + offset + local)
+    valid = ids < len(source)
+    records = [source[int(i)] for i in ids[valid]]
+    images = [normalize_image(r[data_config.image_key], image_size) for r in records]
+    labels = [int(r[label_key]) for r in records]
+    pad = local - len(records)
+    if pad:
+      blank = np.zeros((image_size, image_size, 3), np.float32)
+      images += [blank] * pad
+      labels += [0] * pad
+    yield {"image": np.stack(images), "label": np.asarray(labels, np.int32), "valid": valid}

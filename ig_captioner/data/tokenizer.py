@@ -1,0 +1,78 @@
+"""SentencePiece tokenizer: train one in-process from a corpus, or load any `.model` file.
+
+Special ids are fixed because the objective relies on them: pad=0, bos=1, eos=2, unk=3.
+A text becomes `[BOS, pieces..., EOS]` right-padded with PAD to `max_len` tokens.
+"""
+
+import io
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+import sentencepiece as spm
+
+from ig_captioner.objective import PAD_ID
+
+BOS_ID, EOS_ID, UNK_ID = 1, 2, 3
+
+
+def train(texts: Iterable[str], vocab_size: int) -> bytes:
+  """Trains a unigram SentencePiece model on `texts`; returns the serialized model."""
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
+      model_type="unigram", character_coverage=1.0,
+      pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
+      # Small corpora cannot fill a large vocabulary: let it be smaller than asked.
+      hard_vocab_limit=False, minloglevel=2,
+      # Large corpora: train on a random million sentences.
+      input_sentence_size=1_000_000, shuffle_input_sentence=True)
+  return model.getvalue()
+
+
+class Tokenizer:
+  """Encodes texts into fixed-length int32 token arrays."""
+
+  def __init__(self, model_proto: bytes, source: str = "<in memory>"):
+    self.source = source
+    self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+    ids = (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id())
+    if ids != (PAD_ID, BOS_ID, EOS_ID):
+      raise ValueError(f"tokenizer {source} has (pad, bos, eos) ids {ids}; ig-captioner needs "
+                       f"{(PAD_ID, BOS_ID, EOS_ID)}: train it with `ig_captioner.data.tokenizer.train`")
+
+  @classmethod
+  def from_file(cls, path: str) -> "Tokenizer":
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"SentencePiece model {path} does not exist: set config.data.tokenizer "
+                              "to an existing .model file, or leave it empty to use the data set's")
+    with open(path, "rb") as f:
+      return cls(f.read(), source=path)
+
+  @property
+  def vocab_size(self) -> int:
+    return self._sp.get_piece_size()
+
+  def encode(self, text: str, max_len: int, strict: bool = False) -> np.ndarray:
+    """`[BOS, pieces..., EOS, PAD...]` of length max_len.
+
+    Too long a text is cut (losing EOS), or raises if `strict` (used for class prompts, whose
+    score would silently change if cut).
+    """
+    pieces = self._sp.encode(text)
+    if len(pieces) + 2 > max_len:
+      if strict:
+        raise ValueError(f"text {text!r} needs {len(pieces) + 2} tokens with BOS/EOS but "
+                         f"max_text_len is {max_len}: raise config.model.max_text_len")
+      tokens = [BOS_ID] + pieces[:max_len - 1]
+    else:
+      tokens = [BOS_ID] + pieces + [EOS_ID]
+    out = np.full((max_len,), PAD_ID, np.int32)
+    out[:len(tokens)] = tokens
+    return out
+
+  def encode_batch(self, texts: Sequence[str], max_len: int, strict: bool = False) -> np.ndarray:
+    return np.stack([self.encode(t, max_len, strict) for t in texts])
+
+  def decode(self, tokens: Sequence[int]) -> str:
+    return self._sp.decode([int(t) for t in tokens if int(t) not in (PAD_ID, BOS_ID, EOS_ID)])

@@ -1,0 +1,125 @@
+"""The evaluator process: restores checkpoints from a workdir onto its own mesh and evaluates them.
+
+    python -m ig_captioner.evaluate --config=configs/demo.py --workdir=DIR           # watch
+    python -m ig_captioner.evaluate --config=configs/demo.py --workdir=DIR --once    # latest
+    python -m ig_captioner.evaluate --config=configs/demo.py --workdir=DIR --step=N  # one step
+
+It never talks to the trainer: it polls `DIR/checkpoints`, evaluates each new step with every
+entry of `config.evals`, and appends one row per step to `DIR/eval_metrics.jsonl` (plus
+TensorBoard under `DIR/tb/eval`). Steps already in that file are not evaluated again, so a
+restarted evaluator picks up where it stopped. Watching ends after `config.total_steps` is
+evaluated, or after `--timeout_s` without a new checkpoint.
+"""
+
+import os
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import ml_collections
+from ml_collections import config_flags
+
+from ig_captioner import checkpointing
+from ig_captioner import config_lib
+from ig_captioner import console
+from ig_captioner import metric_writing
+from ig_captioner import sharding
+from ig_captioner import train_state
+from ig_captioner.data import sources
+from ig_captioner.evaluators import zeroshot
+from ig_captioner.models import captioner
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The trainer's workdir.")
+_STEP = flags.DEFINE_integer("step", None, "Evaluate only this checkpoint step, then exit.")
+_ONCE = flags.DEFINE_bool("once", False, "Evaluate the latest checkpoint, then exit.")
+_POLL_S = flags.DEFINE_float("poll_interval_s", 10.0, "Seconds between checks for checkpoints.")
+_TIMEOUT_S = flags.DEFINE_float("timeout_s", 3600.0, "Stop watching after this long idle.")
+
+EVALUATORS = {"zeroshot": zeroshot.Evaluator}
+
+
+def build_evaluators(config, model, mesh) -> list:
+  tokenizer = sources.tokenizer(config.data)
+  return [EVALUATORS[ev.type](name, ev, config, model, mesh, tokenizer)
+          for name, ev in config.evals.items()]
+
+
+def evaluated_steps(workdir: str) -> set[int]:
+  return {row["step"] for row in metric_writing.read_jsonl(
+      metric_writing.jsonl_path(workdir, "eval"))}
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None,
+             once: bool = False, poll_interval_s: float = 10.0,
+             timeout_s: float = 3600.0) -> dict[int, dict[str, float]]:
+  """Evaluates checkpoints in `workdir` (see module docstring); returns {step: metrics}."""
+  config_lib.validate(config)
+  workdir = os.path.abspath(workdir)
+  mesh = sharding.make_mesh(config.eval_mesh)
+  model = captioner.build(config.model)
+  abstract_params, _ = train_state.abstract_params_and_shardings(model, mesh)
+  evaluators = build_evaluators(config, model, mesh)
+  ckpt = checkpointing.Checkpointer(workdir, read_only=True)
+  writer = metric_writing.create_writer(workdir, "eval")
+  writer_path = metric_writing.jsonl_path(workdir, "eval")
+  results = {}
+  done = evaluated_steps(workdir)
+  last_new = time.monotonic()
+  try:
+    while True:
+      available = ckpt.all_steps()
+      if step is not None:
+        if step not in available:
+          raise checkpointing.CheckpointError(
+              f"no checkpoint for step {step} in {ckpt.directory}; available: {available}")
+        todo = [step]
+      elif once:
+        if not available:
+          raise checkpointing.CheckpointError(f"no checkpoint in {ckpt.directory}")
+        todo = [available[-1]]
+      else:
+        todo = [s for s in available if s not in done]
+      for s in todo:
+        if s in done:
+          logging.info("Step %d is already in %s: not evaluating it again.", s, writer_path)
+          continue
+        logging.info("Evaluating step %d of %s", s, workdir)
+        try:
+          params = ckpt.restore_params(s, abstract_params, config)
+        except Exception:
+          if s in ckpt.all_steps():
+            raise
+          logging.warning("Checkpoint %d was deleted (max_to_keep) before it could be read.", s)
+          continue
+        metrics = {}
+        for evaluator in evaluators:
+          metrics.update(evaluator.run(params))
+        writer.write_scalars(s, metrics)
+        writer.flush()
+        logging.info("step %d: %s", s, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        results[s] = metrics
+        done.add(s)
+        last_new = time.monotonic()
+      if step is not None or once or config.total_steps in done:
+        return results
+      if time.monotonic() - last_new > timeout_s:
+        logging.warning("No new checkpoint for %.0fs: stopping.", timeout_s)
+        return results
+      time.sleep(poll_interval_s)
+  finally:
+    writer.close()
+
+
+def main(argv):
+  del argv
+  console.setup()
+  evaluate(_CONFIG.value, _WORKDIR.value, step=_STEP.value, once=_ONCE.value,
+           poll_interval_s=_POLL_S.value, timeout_s=_TIMEOUT_S.value)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

@@ -1,0 +1,1 @@
+"""Evaluators, each configured by `type` in `config.evals`."""

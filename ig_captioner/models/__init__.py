@@ -1,0 +1,1 @@
+"""Flax model definitions: ViT encoder, shared text decoder, the captioner."""

@@ -1,0 +1,99 @@
+"""The device mesh and the ONE table that maps logical axis names onto it.
+
+Params and activations name logical axes only (`embed`, `mlp`, `activation_batch`, ...). This
+module is the single place where those names meet the mesh axes `data`, `fsdp` and `tensor`:
+
+- `data`: pure data parallelism (params replicated).
+- `fsdp`: data parallelism with params and optimizer state split along `embed` (ZeRO-3 style).
+- `tensor`: Megatron-style tensor parallelism over heads, MLP hidden units and the vocabulary.
+"""
+
+import contextlib
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+LOGICAL_AXIS_RULES = (
+    # Activations.
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_mlp", "tensor"),
+    ("activation_heads", "tensor"),
+    ("activation_kv", None),
+    ("activation_vocab", "tensor"),
+    # Params.
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("vocab", "tensor"),
+    ("patch", None),
+    ("positions", None),
+    ("norm", None),
+)
+
+
+def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, ...]:
+  """Resolves `config.mesh` (sizes for data/fsdp/tensor, at most one -1) for `num_devices`."""
+  unknown = set(mesh_config.keys()) - set(MESH_AXES)
+  if unknown:
+    raise ValueError(f"config.mesh has unknown axes {sorted(unknown)}; allowed: {MESH_AXES}")
+  sizes = [int(mesh_config.get(axis, 1)) for axis in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise ValueError(f"config.mesh={dict(zip(MESH_AXES, sizes))} has more than one -1; "
+                     "at most one axis may take the remaining devices")
+  if any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f"config.mesh={dict(zip(MESH_AXES, sizes))}: sizes must be positive or -1")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if num_devices % known:
+      raise ValueError(f"config.mesh={dict(zip(MESH_AXES, sizes))}: {num_devices} devices are not "
+                       f"divisible by the fixed axes' product {known}")
+    sizes[sizes.index(-1)] = num_devices // known
+  if math.prod(sizes) != num_devices:
+    raise ValueError(f"config.mesh={dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices "
+                     f"but {num_devices} are available; set one axis to -1 to use them all")
+  return tuple(sizes)
+
+
+def make_mesh(mesh_config: ml_collections.ConfigDict, devices=None) -> jax.sharding.Mesh:
+  """A mesh with axes (data, fsdp, tensor), all of type Auto so that logical constraints apply."""
+  devices = jax.devices() if devices is None else devices
+  shape = mesh_shape(mesh_config, len(devices))
+  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                       devices=devices)
+
+
+@contextlib.contextmanager
+def activate(mesh: jax.sharding.Mesh):
+  """Context in which jitted model code sees the mesh and the logical-axis rules."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_AXIS_RULES):
+    yield
+
+
+def logical_to_shardings(boxed_tree: Any, mesh: jax.sharding.Mesh) -> Any:
+  """NamedShardings for a tree of (abstract) values boxed with logical axis names."""
+  specs = nn.get_partition_spec(boxed_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_AXIS_RULES)
+
+
+def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+  """Leading (batch) axis split over data and fsdp; other axes replicated."""
+  return NamedSharding(mesh, P(("data", "fsdp")))
+
+
+def batch_axis_size(mesh: jax.sharding.Mesh) -> int:
+  return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def global_batch_from_local(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict:
+  """Assembles each process's slice of the batch into global arrays sharded over the batch axes."""
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)

@@ -1,0 +1,37 @@
+"""Packaging for ig-captioner. Versions are pinned to a set checked to install and run together."""
+
+import setuptools
+
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "tensorflow-datasets==4.9.10",
+    "array-record==0.8.6",
+    "grain==0.2.18",
+    "ml-collections==1.1.0",
+    "einops==0.8.2",
+    "clu==0.0.12",
+    "sentencepiece==0.2.3",
+    # clu's TensorBoard writer and TFDS data preparation need TensorFlow (CPU build is enough).
+    "tensorflow-cpu==2.21.0",
+    "tensorboard==2.21.0",
+    # The embedded demo data set is built from scikit-learn's bundled digits images.
+    "scikit-learn==1.9.1",
+    "numpy>=2.0,<3",
+]
+
+setuptools.setup(
+    name="ig-captioner",
+    version="0.1.0",
+    description="Information Gain captioners in JAX/Flax: pretraining and zero-shot evaluation.",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["ig_captioner", "ig_captioner.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": ["pytest==9.0.3"]},
+)
