@@ -38,13 +38,16 @@ def digits_data(**overrides) -> ml_collections.ConfigDict:
       tokenizer_vocab_size=128,  # Size asked of SentencePiece when the data set is prepared.
       # digits_captions builder parameters (part of the data set's name on disk).
       prior_exponent=1.0,  # Zipf exponent of class frequency in captions; 0 = balanced.
+      caption_noise=0.0,  # Fraction of captions naming a popular class instead of the image's.
       seed=0,
       num_train_examples=20_000,
-      holdout_per_class=50,
+      holdout_per_class=50,  # Images per class in the held-out `zeroshot` split.
+      validation_per_class=20,  # Images per class in the `validation` split.
       # Pipeline.
       shuffle_seed=0,
       augment_shift=2,
-      num_workers=0,
+      num_workers=0,  # grain worker processes; 0 = in the main process.
+      read_threads=0,  # grain reader threads; >0 helps on remote storage.
   ))
   data.update(overrides)
   return data
@@ -59,7 +62,7 @@ def zeroshot_eval(**overrides) -> ml_collections.ConfigDict:
       # Prompt templates ({} = class name); the class score averages the per-template scores.
       templates=("a photo of the number {}", "a handwritten {}", "the digit {} written by hand"),
       alphas=(0.0, 0.5, 1.0),
-      batch_size=100,  # Images per global batch.
+      batch_size=128,  # Images per global batch (a multiple of the mesh's batch axes).
       prompt_chunk=64,  # (image, prompt) pairs scored per decoder call = batch_size * prompt_chunk.
   ))
   cfg.update(overrides)
@@ -87,6 +90,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.data.name == digits_captions.DigitsCaptions.name:
     check(config.data.prior_exponent >= 0, "data.prior_exponent", config.data.prior_exponent,
           "must be >= 0 (0 = balanced classes)")
+    check(0 <= config.data.caption_noise < 1, "data.caption_noise", config.data.caption_noise,
+          "must be in [0, 1)")
   check(config.data.augment_shift >= 0, "data.augment_shift", config.data.augment_shift,
         "must be >= 0")
   for name, ev in config.get("evals", {}).items():

@@ -17,7 +17,6 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 import ml_collections
 from ml_collections import config_flags
 
@@ -30,13 +29,6 @@ from ig_captioner import train_state
 from ig_captioner.data import sources
 from ig_captioner.evaluators import zeroshot
 from ig_captioner.models import captioner
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The trainer's workdir.")
-_STEP = flags.DEFINE_integer("step", None, "Evaluate only this checkpoint step, then exit.")
-_ONCE = flags.DEFINE_bool("once", False, "Evaluate the latest checkpoint, then exit.")
-_POLL_S = flags.DEFINE_float("poll_interval_s", 10.0, "Seconds between checks for checkpoints.")
-_TIMEOUT_S = flags.DEFINE_float("timeout_s", 3600.0, "Stop watching after this long idle.")
 
 EVALUATORS = {"zeroshot": zeroshot.Evaluator}
 
@@ -113,13 +105,23 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
     writer.close()
 
 
-def main(argv):
-  del argv
-  console.setup()
-  evaluate(_CONFIG.value, _WORKDIR.value, step=_STEP.value, once=_ONCE.value,
-           poll_interval_s=_POLL_S.value, timeout_s=_TIMEOUT_S.value)
+def main():
+  """Command-line entry point (flags are defined here so that importing defines none)."""
+  config = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, "The trainer's workdir.")
+  step = flags.DEFINE_integer("step", None, "Evaluate only this checkpoint step, then exit.")
+  once = flags.DEFINE_bool("once", False, "Evaluate the latest checkpoint, then exit.")
+  poll_s = flags.DEFINE_float("poll_interval_s", 10.0, "Seconds between checks for checkpoints.")
+  timeout_s = flags.DEFINE_float("timeout_s", 3600.0, "Stop watching after this long idle.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+  def run(argv):
+    del argv
+    console.setup()
+    evaluate(config.value, workdir.value, step=step.value, once=once.value,
+             poll_interval_s=poll_s.value, timeout_s=timeout_s.value)
+  app.run(run)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  main()

@@ -7,7 +7,6 @@ Restarting with the same workdir resumes from the latest checkpoint, data iterat
 Outputs under DIR: `checkpoints/`, `train_metrics.jsonl`, `tb/train/`, `config.json`.
 """
 
-import json
 import os
 import time
 
@@ -16,7 +15,6 @@ from absl import flags
 from absl import logging
 from clu import metrics as clu_metrics
 import jax
-import jax.numpy as jnp
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
@@ -35,12 +33,10 @@ from ig_captioner.data import pipeline
 from ig_captioner.data import sources
 from ig_captioner.models import captioner
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 
 
 class NonFiniteLossError(FloatingPointError):
-  """Training produced a NaN/inf loss; no checkpoint was written from that state."""
+  """Training produced a NaN/inf loss or params; no checkpoint was written from that state."""
 
 
 def make_train_step(model, tx, schedule, text_only_weight: float):
@@ -52,30 +48,32 @@ def make_train_step(model, tx, schedule, text_only_weight: float):
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics.update(grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
+    metrics.update(grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step),
+                   # The loss above is of the params *before* this update: the norm of the new
+                   # ones tells whether the state about to be checkpointed is still finite.
+                   param_norm=optax.tree.norm(params))
     return train_state_lib.TrainState(state.step + 1, params, opt_state), metrics
   return train_step
 
 
-def metrics_collection(metric_names):
-  """A clu Collection averaging each named scalar over the log interval."""
-  return clu_metrics.Collection.create(
-      **{name: clu_metrics.Average.from_output(name) for name in metric_names})
+def average_metrics(history: list[dict[str, np.ndarray]]) -> dict[str, float]:
+  """Averages each scalar over the log interval with a clu metrics Collection."""
+  collection_cls = clu_metrics.Collection.create(
+      **{name: clu_metrics.Average.from_output(name) for name in history[0]})
+  stacked = {name: np.stack([m[name] for m in history]) for name in history[0]}
+  return {k: float(v) for k, v in collection_cls.single_from_model_output(**stacked).compute().items()}
 
 
-def check_finite(pending: list[tuple[int, jax.Array]], last_checkpoint: int | None,
+def check_finite(history: list[tuple[int, dict]], last_checkpoint: int | None,
                  checkpoint_dir: str) -> None:
-  """Raises NonFiniteLossError naming the first step whose loss is NaN/inf."""
-  if not pending:
-    return
-  losses = np.asarray(jax.device_get([loss for _, loss in pending]))
-  bad = np.flatnonzero(~np.isfinite(losses))
-  if bad.size:
-    step = pending[bad[0]][0]
-    raise NonFiniteLossError(
-        f"loss is {losses[bad[0]]} at step {step}; training stopped. The last good checkpoint "
-        f"(step {last_checkpoint}) in {checkpoint_dir} is intact. Lower "
-        "config.optimizer.learning_rate, raise config.optimizer.warmup_steps, or check the data.")
+  """Raises NonFiniteLossError naming the first step whose loss or new params are NaN/inf."""
+  for step, metrics in history:
+    if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["param_norm"])):
+      raise NonFiniteLossError(
+          f"loss is {metrics['loss']} and the param norm {metrics['param_norm']} at step {step}; "
+          "training stopped. The last good checkpoint "
+          f"(step {last_checkpoint}) in {checkpoint_dir} is intact. Lower "
+          "config.optimizer.learning_rate, raise config.optimizer.warmup_steps, or check the data.")
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | None = None):
@@ -136,23 +134,28 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
   writer = metric_writing.create_writer(workdir, "train")
   step = int(jax.device_get(state.step))
   end_step = config.total_steps if stop_at_step is None else min(stop_at_step, config.total_steps)
-  collection_cls, collection, pending_losses = None, None, []
+  # Metrics stay on device until a log or checkpoint step, then come back in one transfer.
+  unchecked, interval = [], []  # (step, device metrics) not yet checked; host metrics to log.
   interval_start, interval_step = time.perf_counter(), step
+
+  def check_pending():
+    nonlocal unchecked
+    fetched = jax.device_get(unchecked)
+    check_finite(fetched, last_checkpoint, ckpt.directory)
+    interval.extend(m for _, m in fetched)
+    unchecked = []
+
   try:
     with sharding.activate(mesh):
       while step < end_step:
         batch = sharding.global_batch_from_local(next(data_iter), mesh)
         state, metrics = train_step(state, batch)
         step += 1
-        pending_losses.append((step, metrics["loss"]))
-        collection_cls = collection_cls or metrics_collection(metrics)
-        update = collection_cls.single_from_model_output(**metrics)
-        collection = update if collection is None else collection.merge(update)
+        unchecked.append((step, metrics))
 
         if step % config.log_every == 0 or step == end_step:
-          check_finite(pending_losses, last_checkpoint, ckpt.directory)
-          pending_losses = []
-          values = {k: float(v) for k, v in collection.compute().items()}
+          check_pending()
+          values = average_metrics(interval)
           now = time.perf_counter()
           values["steps_per_sec"] = (step - interval_step) / (now - interval_start)
           writer.write_scalars(step, values)
@@ -160,12 +163,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
           logging.info("step %d/%d | loss %.4f | %.2f steps/s | ETA %s", step, config.total_steps,
                        values["loss"], values["steps_per_sec"],
                        time.strftime("%H:%M:%S", time.gmtime(eta)))
-          collection, interval_start, interval_step = None, now, step
+          interval, interval_start, interval_step = [], now, step
 
         preempted = ckpt.reached_preemption(step)
         if step % config.checkpoint_every == 0 or step == config.total_steps or preempted:
-          check_finite(pending_losses, last_checkpoint, ckpt.directory)
-          pending_losses = []
+          check_pending()  # Never save a state whose loss went non-finite.
           if ckpt.save(state, data_iter, config, force=True):
             last_checkpoint = step
         if preempted:
@@ -178,12 +180,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
   return state
 
 
-def main(argv):
-  del argv
-  console.setup()
-  train(_CONFIG.value, _WORKDIR.value)
+def main():
+  """Command-line entry point (flags are defined here so that importing defines none)."""
+  config = config_flags.DEFINE_config_file("config", None, "Training config file.",
+                                           lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+  def run(argv):
+    del argv
+    console.setup()
+    train(config.value, workdir.value)
+  app.run(run)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  main()

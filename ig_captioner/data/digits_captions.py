@@ -1,16 +1,22 @@
 """`digits_captions`: the embedded, offline image-caption data set (TFDS builder, ArrayRecord).
 
-Built from scikit-learn's bundled digits (1,797 real 8x8 handwritten digits, UCI ML hand-written
-digits data set), upsampled to 32x32 RGB. No download: everything comes from the installed
-scikit-learn package.
+Built from scikit-learn's bundled digits (1,797 real 8x8 handwritten digits, a copy of the UCI ML
+hand-written digits test set), upsampled to 32x32 RGB. No download: everything comes from the
+installed scikit-learn package.
 
-Splits:
-- `train`: image-caption pairs. Class frequency follows a Zipf law, p(rank r) ~ r^-prior_exponent,
-  over a seeded random ranking of the ten digits, the way concept frequency is long-tailed in web
-  captions (0 = balanced). Each pair draws an image of its class from the training pool and one
-  of several caption phrasings.
-- `zeroshot`: `holdout_per_class` images per class, class-balanced, disjoint from every training
-  image (checked by `image_id`), with class names as ClassLabel names.
+It mimics the two properties of web alt-text that give a captioner its language prior:
+- concept frequency is long-tailed: the class of a pair follows a Zipf law,
+  p(rank r) ~ r^-prior_exponent, over a seeded random ranking of the ten digits (0 = balanced);
+- captions are noisy: with probability `caption_noise` a caption names a concept drawn from that
+  same popularity prior instead of what the image shows (alt-text that names popular things).
+
+Splits (images of different splits are disjoint, see `image_id`):
+- `train`: `num_train_examples` image-caption pairs; each draws an image of its class from the
+  training pool and one of several caption phrasings.
+- `validation`: `validation_per_class` images per class, class-balanced, for choices made
+  during development.
+- `zeroshot`: `holdout_per_class` images per class, class-balanced, the held-out test set.
+Labels are ClassLabel features whose names are the class names used to build prompts.
 """
 
 import dataclasses
@@ -32,35 +38,42 @@ CAPTION_TEMPLATES = (
 )
 
 STORED_IMAGE_SIZE = 32
+MIN_IMAGES_PER_CLASS = 174  # Fewest images of any digit in scikit-learn's copy.
 
 
 @dataclasses.dataclass
 class DigitsCaptionsConfig(tfds.core.BuilderConfig):
-  """Parameters of the generated data set; they are part of its name on disk."""
+  """Parameters of the generated data set; all are part of its name on disk."""
   prior_exponent: float = 1.0
+  caption_noise: float = 0.0
   seed: int = 0
   num_train_examples: int = 20_000
   holdout_per_class: int = 50
+  validation_per_class: int = 20
 
 
-def config_name(prior_exponent: float, seed: int, num_train_examples: int,
-                holdout_per_class: int) -> str:
-  return f"zipf{prior_exponent:g}_seed{seed}_n{num_train_examples}_holdout{holdout_per_class}"
-
-
-def make_config(prior_exponent: float = 1.0, seed: int = 0, num_train_examples: int = 20_000,
-                holdout_per_class: int = 50) -> DigitsCaptionsConfig:
+def make_config(prior_exponent: float = 1.0, caption_noise: float = 0.0, seed: int = 0,
+                num_train_examples: int = 20_000, holdout_per_class: int = 50,
+                validation_per_class: int = 20) -> DigitsCaptionsConfig:
+  """A validated builder config named after its parameters."""
   if prior_exponent < 0:
     raise ValueError(f"config.data.prior_exponent={prior_exponent} must be >= 0 (0 = balanced)")
+  if not 0 <= caption_noise < 1:
+    raise ValueError(f"config.data.caption_noise={caption_noise} must be in [0, 1)")
   if num_train_examples <= 0:
     raise ValueError(f"config.data.num_train_examples={num_train_examples} must be positive")
-  if not 0 < holdout_per_class < 170:
-    raise ValueError(f"config.data.holdout_per_class={holdout_per_class} must be in [1, 169] "
-                     "(each digit has at least 174 images)")
+  if holdout_per_class < 1 or validation_per_class < 1 or \
+      holdout_per_class + validation_per_class > MIN_IMAGES_PER_CLASS - 5:
+    raise ValueError(
+        f"config.data.holdout_per_class={holdout_per_class} and validation_per_class="
+        f"{validation_per_class} must be >= 1 and sum to at most {MIN_IMAGES_PER_CLASS - 5}, "
+        "leaving training images for every digit")
+  name = (f"zipf{prior_exponent:g}_noise{caption_noise:g}_seed{seed}_n{num_train_examples}"
+          f"_holdout{holdout_per_class}_val{validation_per_class}")
   return DigitsCaptionsConfig(
-      name=config_name(prior_exponent, seed, num_train_examples, holdout_per_class),
-      prior_exponent=prior_exponent, seed=seed, num_train_examples=num_train_examples,
-      holdout_per_class=holdout_per_class)
+      name=name, prior_exponent=prior_exponent, caption_noise=caption_noise, seed=seed,
+      num_train_examples=num_train_examples, holdout_per_class=holdout_per_class,
+      validation_per_class=validation_per_class)
 
 
 def class_probabilities(prior_exponent: float, seed: int) -> np.ndarray:
@@ -79,19 +92,24 @@ def upsample(image_8x8: np.ndarray) -> np.ndarray:
   return np.repeat(np.asarray(grey)[..., None], 3, axis=-1)
 
 
-def split_image_ids(labels: np.ndarray, holdout_per_class: int, seed: int):
-  """Per-class seeded split of image indices into (train pools per class, zero-shot ids)."""
-  rng = np.random.default_rng([seed, 1])
-  train_pools, zeroshot_ids = [], []
+def split_image_ids(labels: np.ndarray, cfg: DigitsCaptionsConfig) -> dict:
+  """Per-class seeded split of image indices: {'zeroshot': ids, 'validation': ids,
+  'train': [ids of class 0, ids of class 1, ...]}."""
+  rng = np.random.default_rng([cfg.seed, 1])
+  out = {"zeroshot": [], "validation": [], "train": []}
   for label in range(len(CLASS_NAMES)):
     ids = rng.permutation(np.flatnonzero(labels == label))
-    zeroshot_ids.extend(ids[:holdout_per_class].tolist())
-    train_pools.append(ids[holdout_per_class:])
-  return train_pools, sorted(zeroshot_ids)
+    held, val = cfg.holdout_per_class, cfg.validation_per_class
+    out["zeroshot"].extend(ids[:held].tolist())
+    out["validation"].extend(ids[held:held + val].tolist())
+    out["train"].append(ids[held + val:])
+  out["zeroshot"].sort()
+  out["validation"].sort()
+  return out
 
 
 class DigitsCaptions(tfds.core.GeneratorBasedBuilder):
-  """Long-tailed image captions of handwritten digits, plus a balanced zero-shot split."""
+  """Long-tailed, noisy image captions of handwritten digits, plus balanced eval splits."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
@@ -102,42 +120,50 @@ class DigitsCaptions(tfds.core.GeneratorBasedBuilder):
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Image(shape=(STORED_IMAGE_SIZE, STORED_IMAGE_SIZE, 3)),
             "caption": tfds.features.Text(),
-            "label": tfds.features.ClassLabel(names=CLASS_NAMES),
-            "image_id": np.int32,
+            "label": tfds.features.ClassLabel(names=CLASS_NAMES),  # What the image shows.
+            "image_id": np.int32,  # Index into sklearn.datasets.load_digits().
         }),
         homepage="https://scikit-learn.org/stable/datasets/toy_dataset.html#digits-dataset",
         description=__doc__)
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download.
-    from sklearn import datasets as sk_datasets  # Heavy import, only needed when building.
+    from sklearn import datasets as sk_datasets  # pylint: disable=g-import-not-at-top
     digits = sk_datasets.load_digits()
-    return {
-        "train": self._generate_examples(digits, "train"),
-        "zeroshot": self._generate_examples(digits, "zeroshot"),
-    }
+    images = np.stack([upsample(x) for x in digits.images])
+    ids = split_image_ids(digits.target, self.builder_config)
+    return {split: self._generate_examples(split, images, digits.target, ids[split])
+            for split in ("train", "validation", "zeroshot")}
 
-  def _generate_examples(self, digits, split):
+  def _generate_examples(self, split, images, labels, image_ids):
+    if split == "train":
+      return self._train_examples(images, labels, image_ids)
+    return self._eval_examples(images, labels, image_ids)
+
+  def _eval_examples(self, images, labels, image_ids):
+    for image_id in image_ids:
+      label = int(labels[image_id])
+      yield image_id, _example(images, labels, image_id,
+                               CAPTION_TEMPLATES[0].format(CLASS_NAMES[label]))
+
+  def _train_examples(self, images, labels, train_pools):
     cfg = self.builder_config
-    train_pools, zeroshot_ids = split_image_ids(digits.target, cfg.holdout_per_class, cfg.seed)
     rng = np.random.default_rng([cfg.seed, 2])
-    if split == "zeroshot":
-      for image_id in zeroshot_ids:
-        label = int(digits.target[image_id])
-        yield image_id, self._example(digits, image_id, CAPTION_TEMPLATES[0].format(CLASS_NAMES[label]))
-      return
-    labels = rng.choice(len(CLASS_NAMES), size=cfg.num_train_examples,
-                        p=class_probabilities(cfg.prior_exponent, cfg.seed))
-    for i, label in enumerate(labels):
+    prior = class_probabilities(cfg.prior_exponent, cfg.seed)
+    classes = rng.choice(len(CLASS_NAMES), size=cfg.num_train_examples, p=prior)
+    for i, label in enumerate(classes):
       image_id = int(rng.choice(train_pools[label]))
+      named = label
+      if rng.random() < cfg.caption_noise:
+        named = rng.choice(len(CLASS_NAMES), p=prior)  # A popular concept, whatever the image.
       template = CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))]
-      yield i, self._example(digits, image_id, template.format(CLASS_NAMES[label]))
+      yield i, _example(images, labels, image_id, template.format(CLASS_NAMES[named]))
 
-  @staticmethod
-  def _example(digits, image_id: int, caption: str) -> dict:
-    return {
-        "image": upsample(digits.images[image_id]),
-        "caption": caption,
-        "label": int(digits.target[image_id]),
-        "image_id": image_id,
-    }
+
+def _example(images, labels, image_id: int, caption: str) -> dict:
+  return {
+      "image": images[image_id],
+      "caption": caption,
+      "label": int(labels[image_id]),
+      "image_id": image_id,
+  }

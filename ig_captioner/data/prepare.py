@@ -19,8 +19,6 @@ from ig_captioner import console
 from ig_captioner.data import sources
 from ig_captioner.data import tokenizer as tokenizer_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (its `data` field is used).",
-                                          lock_config=True)
 
 
 def prepare(data_config: ml_collections.ConfigDict) -> str:
@@ -47,12 +45,18 @@ def prepare(data_config: ml_collections.ConfigDict) -> str:
   return str(builder.data_path)
 
 
-def main(argv):
-  del argv
-  console.setup()
-  print(f"Prepared {prepare(_CONFIG.value.data)}")
+def main():
+  """Command-line entry point (flags are defined here so that importing defines none)."""
+  config = config_flags.DEFINE_config_file("config", None, "Config file (its `data` is used).",
+                                           lock_config=True)
+  flags.mark_flag_as_required("config")
+
+  def run(argv):
+    del argv
+    console.setup()
+    print(f"Prepared {prepare(config.value.data)}")
+  app.run(run)
 
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("config")
-  app.run(main)
+  main()

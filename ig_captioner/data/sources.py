@@ -35,9 +35,11 @@ def builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The TFDS builder for `config.data`, prepared or not."""
   if data_config.name == digits_captions.DigitsCaptions.name:
     config = digits_captions.make_config(
-        prior_exponent=float(data_config.prior_exponent), seed=int(data_config.seed),
+        prior_exponent=float(data_config.prior_exponent),
+        caption_noise=float(data_config.caption_noise), seed=int(data_config.seed),
         num_train_examples=int(data_config.num_train_examples),
-        holdout_per_class=int(data_config.holdout_per_class))
+        holdout_per_class=int(data_config.holdout_per_class),
+        validation_per_class=int(data_config.validation_per_class))
     if config.name in digits_captions.DigitsCaptions.builder_configs:
       config = config.name  # TFDS refuses a custom config named like a registered one.
     return digits_captions.DigitsCaptions(config=config, data_dir=data_dir(data_config),
@@ -66,10 +68,16 @@ def prepared_builder(data_config: ml_collections.ConfigDict) -> tfds.core.Datase
 class CheckedSource:
   """A random-access source whose read errors name the record and say how to repair the data."""
 
-  def __init__(self, source: Sequence[Any], description: str, repair: str):
+  def __init__(self, source: Sequence[Any], identity: str, description: str, repair: str):
     self._source = source
+    self._identity = identity
     self._description = description
     self._repair = repair
+
+  def __repr__(self) -> str:
+    # grain checks that a restored iterator reads the same source by comparing reprs: name the
+    # data set, not where it lies, so a checkpoint resumes with the data moved elsewhere.
+    return f"CheckedSource({self._identity}, {len(self)} records)"
 
   def __len__(self) -> int:
     return len(self._source)
@@ -96,7 +104,8 @@ def open_split(data_config: ml_collections.ConfigDict, split: str) -> CheckedSou
     raise DataError(f"cannot open {description} ({type(e).__name__}: {e}): {repair}") from e
   if len(source) == 0:
     raise DataError(f"{description} is empty: {repair}")
-  return CheckedSource(source, description, repair)
+  identity = f"{b.info.full_name} split={split}"
+  return CheckedSource(source, identity, description, repair)
 
 
 def class_names(data_config: ml_collections.ConfigDict, label_key: str = "label") -> list[str]:

@@ -1,0 +1,47 @@
+"""Test setup: 8 fake CPU devices (set before jax is imported) and a tiny prepared data set."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import importlib.util  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import jax  # pylint: disable=wrong-import-position
+import pytest  # pylint: disable=wrong-import-position
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config_module(name: str):
+  """Imports configs/<name>.py the way ml_collections' config flags do."""
+  spec = importlib.util.spec_from_file_location(f"configs.{name}",
+                                                os.path.join(REPO, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _eight_devices():
+  assert jax.device_count() == 8, "tests need XLA_FLAGS to give 8 CPU devices before jax import"
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+  """A TFDS data dir holding the runlocal digits_captions data set and its tokenizer."""
+  from ig_captioner.data import prepare  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp("tfds"))
+  config = load_config_module("demo").get_config("runlocal")
+  config.data.data_dir = path
+  prepare.prepare(config.data)
+  return path
+
+
+@pytest.fixture
+def runlocal_config(data_dir):
+  """The demo config's runlocal variant, reading the session's prepared data."""
+  config = load_config_module("demo").get_config("runlocal")
+  config.data.data_dir = data_dir
+  return config

@@ -1,0 +1,36 @@
+"""Small shared pieces for tests: a tiny model and random (non-degenerate) params."""
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from ig_captioner.models import captioner
+
+
+def tiny_model_config(**overrides) -> ml_collections.ConfigDict:
+  cfg = ml_collections.ConfigDict(dict(
+      encoder="nano/8", decoder="nano", decoder_depth=None, vocab_size=32, image_size=16,
+      max_text_len=8, dtype="float32"))
+  cfg.update(overrides)
+  return cfg
+
+
+def random_params(model, seed: int = 0, scale: float = 0.3):
+  """Params with every leaf random, so no zero-initialized layer hides a bug."""
+  params = nn.meta.unbox(captioner.init_params(model, jax.random.key(seed)))
+  leaves, treedef = jax.tree.flatten(params)
+  rng = np.random.default_rng(seed)
+  return jax.tree.unflatten(
+      treedef, [rng.normal(0, scale, x.shape).astype(np.float32) for x in leaves])
+
+
+def random_tokens(rng: np.random.Generator, batch: int, length: int, vocab: int) -> np.ndarray:
+  """[BOS, random ids..., EOS, PAD...] with random lengths."""
+  tokens = np.zeros((batch, length), np.int32)
+  for i in range(batch):
+    n = rng.integers(1, length - 1)
+    tokens[i, 0] = 1
+    tokens[i, 1:n + 1] = rng.integers(4, vocab, size=n)
+    tokens[i, n + 1] = 2
+  return tokens

@@ -1,0 +1,66 @@
+"""The evaluator process on real checkpoints: metric names, its own mesh, no double evaluation."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ig_captioner import checkpointing
+from ig_captioner import evaluate
+from ig_captioner import metric_writing
+from ig_captioner import train
+from ig_captioner.evaluators import zeroshot
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def trained_workdir(runlocal_config, tmp_path):
+  train.train(runlocal_config, str(tmp_path))
+  return str(tmp_path)
+
+
+def test_evaluates_every_checkpoint_once_on_its_own_mesh(runlocal_config, trained_workdir,
+                                                         monkeypatch):
+  runlocal_config.eval_mesh.update(data=2, fsdp=2, tensor=2)  # Trained on data=8.
+  text_only_calls = []
+  original_init = zeroshot.Evaluator.__init__
+
+  def counting_init(self, *args, **kwargs):
+    original_init(self, *args, **kwargs)
+    inner = self._text_only
+    self._text_only = lambda params: (text_only_calls.append(self.name), inner(params))[1]
+  monkeypatch.setattr(zeroshot.Evaluator, "__init__", counting_init)
+
+  results = evaluate.evaluate(runlocal_config, trained_workdir, poll_interval_s=0.1, timeout_s=5)
+  assert sorted(results) == [3, 6]
+  names = {f"zeroshot/{ds}/top1_alpha{a}" for ds in ("digits", "digits_val")
+           for a in (0.0, 0.5, 1.0)}
+  for metrics in results.values():
+    assert set(metrics) == names
+    assert all(0.0 <= v <= 1.0 for v in metrics.values())
+  # log P(t) ran once per checkpoint and data set, not once per image batch (500 images here).
+  assert sorted(text_only_calls) == sorted(["digits", "digits_val"] * 2)
+  rows = metric_writing.read_jsonl(metric_writing.jsonl_path(trained_workdir, "eval"))
+  assert [r["step"] for r in rows] == [3, 6]
+
+  # A restarted evaluator finds nothing new to do.
+  assert evaluate.evaluate(runlocal_config, trained_workdir, poll_interval_s=0.1,
+                           timeout_s=5) == {}
+  assert len(metric_writing.read_jsonl(metric_writing.jsonl_path(trained_workdir, "eval"))) == 2
+
+
+def test_missing_step_is_a_clear_error(runlocal_config, trained_workdir):
+  with pytest.raises(checkpointing.CheckpointError, match="no checkpoint for step 5.*\\[3, 6\\]"):
+    evaluate.evaluate(runlocal_config, trained_workdir, step=5)
+
+
+def test_evaluator_command_line(data_dir, trained_workdir):
+  """The separate process, as users run it: one step, by flag."""
+  subprocess.run(
+      [sys.executable, "-m", "ig_captioner.evaluate", "--config=configs/demo.py:runlocal",
+       f"--config.data.data_dir={data_dir}", f"--workdir={trained_workdir}", "--step=3"],
+      check=True, cwd=REPO, capture_output=True)
+  rows = metric_writing.read_jsonl(metric_writing.jsonl_path(trained_workdir, "eval"))
+  assert [r["step"] for r in rows] == [3]
+  assert np.isfinite(rows[0]["zeroshot/digits/top1_alpha1.0"])

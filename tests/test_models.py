@@ -1,0 +1,94 @@
+"""Model shapes, causality, and the shared decoder's text-only path."""
+
+import flax
+import jax
+import numpy as np
+import pytest
+
+from ig_captioner.models import captioner
+from ig_captioner.models import vit
+from tests import helpers
+
+
+@pytest.fixture
+def model():
+  return captioner.build(helpers.tiny_model_config())
+
+
+def test_shapes(model):
+  params = helpers.random_params(model)
+  images = np.zeros((3, 16, 16, 3), np.float32)
+  tokens = np.ones((3, 7), np.int32)
+  visual = model.apply({"params": params}, images, method="encode")
+  assert visual.shape == (3, 4, 32)  # (16/8)^2 patches, nano width 32.
+  assert model.apply({"params": params}, tokens, visual, method="decode").shape == (3, 7, 32)
+  assert model.apply({"params": params}, tokens, None, method="decode").shape == (3, 7, 32)
+
+
+def test_text_only_path_uses_the_same_params(model):
+  params = helpers.random_params(model)
+  tokens = helpers.random_tokens(np.random.default_rng(0), 2, 7, 32)
+  images = np.random.default_rng(1).normal(size=(2, 16, 16, 3)).astype(np.float32)
+
+  # The text-only decoder's params are exactly the full model's minus encoder and cross-attention.
+  text_only_vars = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, None,
+                                                     method="decode"))
+  text_only_paths = set(flax.traverse_util.flatten_dict(text_only_vars["params"]))
+  full_paths = set(flax.traverse_util.flatten_dict(params))
+  assert text_only_paths < full_paths
+  assert {p for p in full_paths - text_only_paths if p[0] == "decoder"} == {
+      p for p in full_paths if p[0] == "decoder" and ("cross_attn" in p or "ln_cross" in p)}
+
+  def logits(p, with_image):
+    visual = model.apply({"params": p}, images, method="encode") if with_image else None
+    return np.asarray(model.apply({"params": p}, tokens, visual, method="decode"))
+
+  def perturbed(module_name):
+    flat = flax.traverse_util.flatten_dict(params)
+    flat = {k: (v + 1.0 if module_name in k else v) for k, v in flat.items()}
+    return flax.traverse_util.unflatten_dict(flat)
+
+  # Cross-attention and encoder params only matter when there are visual tokens...
+  for name in ("cross_attn", "encoder"):
+    np.testing.assert_array_equal(logits(perturbed(name), False), logits(params, False))
+    assert not np.allclose(logits(perturbed(name), True), logits(params, True))
+  # ...while the shared decoder params drive both paths.
+  assert not np.allclose(logits(perturbed("self_attn"), False), logits(params, False))
+  assert not np.allclose(logits(perturbed("self_attn"), True), logits(params, True))
+
+
+def test_decoder_is_causal(model):
+  params = helpers.random_params(model)
+  tokens = helpers.random_tokens(np.random.default_rng(0), 1, 7, 32)
+  changed = tokens.copy()
+  changed[0, 4] = (changed[0, 4] + 1) % 32
+  a = np.asarray(model.apply({"params": params}, tokens, None, method="decode"))
+  b = np.asarray(model.apply({"params": params}, changed, None, method="decode"))
+  np.testing.assert_allclose(a[:, :4], b[:, :4], rtol=1e-6, atol=1e-6)
+  assert not np.allclose(a[:, 4:], b[:, 4:])
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  model = captioner.build(helpers.tiny_model_config(dtype="bfloat16"))
+  params = jax.eval_shape(lambda: captioner.init_params(model, jax.random.key(0)))
+  assert {x.dtype for x in jax.tree.leaves(flax.linen.meta.unbox(params))} == {np.dtype(np.float32)}
+  out = model.apply({"params": helpers.random_params(model)}, np.zeros((1, 16, 16, 3)),
+                    np.ones((1, 7), np.int32))
+  assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_named_sizes():
+  size, patch = vit.parse_variant("B/16")
+  assert (size.width, size.depth, size.mlp_dim, size.num_heads, patch) == (768, 12, 3072, 12, 16)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("encoder", "B16", "SIZE/PATCH"),
+    ("encoder", "X/16", "SIZE/PATCH"),
+    ("decoder", "huge", "config.model.decoder"),
+    ("dtype", "float16", "config.model.dtype"),
+    ("max_text_len", 1, "max_text_len"),
+])
+def test_bad_model_config_values_are_named(field, value, match):
+  with pytest.raises(ValueError, match=match):
+    captioner.build(helpers.tiny_model_config(**{field: value}))

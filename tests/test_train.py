@@ -1,0 +1,147 @@
+"""The trainer end to end: runs, resumes exactly, checkpoints portably, stops on NaN, checks config."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from ig_captioner import checkpointing
+from ig_captioner import metric_writing
+from ig_captioner import sharding
+from ig_captioner import train
+from ig_captioner import train_state
+from ig_captioner.data import pipeline
+from ig_captioner.data import sources
+from ig_captioner.models import captioner
+
+
+def _params_np(state):
+  return jax.tree.map(np.asarray, jax.device_get(state.params))
+
+
+def test_runlocal_trains_logs_and_checkpoints(runlocal_config, tmp_path):
+  state = train.train(runlocal_config, str(tmp_path))
+  assert int(state.step) == runlocal_config.total_steps
+  rows = metric_writing.read_jsonl(metric_writing.jsonl_path(str(tmp_path), "train"))
+  assert [r["step"] for r in rows] == [2, 4, 6]
+  for key in ("loss", "ce_with_image", "ce_text_only", "info_gain_per_token", "grad_norm",
+              "learning_rate", "steps_per_sec"):
+    assert all(np.isfinite(r[key]) for r in rows), key
+  np.testing.assert_allclose([r["loss"] for r in rows],
+                             [r["ce_with_image"] + r["ce_text_only"] for r in rows], rtol=1e-5)
+  assert rows[-1]["loss"] < rows[0]["loss"]
+  assert checkpointing.Checkpointer(str(tmp_path), read_only=True).all_steps() == [3, 6]
+  assert os.listdir(tmp_path / "tb" / "train")  # TensorBoard event file.
+  assert json.load(open(tmp_path / "config.json"))["text_only_weight"] == 1.0
+
+
+def test_resume_gives_same_params_and_data_order(runlocal_config, tmp_path):
+  # The data order part: a restored grain iterator continues exactly where it stopped.
+  tokenizer = sources.tokenizer(runlocal_config.data)
+  uninterrupted = iter(pipeline.train_loader(runlocal_config, tokenizer))
+  expected = [next(uninterrupted)["tokens"] for _ in range(5)]
+  first = iter(pipeline.train_loader(runlocal_config, tokenizer))
+  for _ in range(3):
+    next(first)
+  resumed = iter(pipeline.train_loader(runlocal_config, tokenizer))
+  resumed.set_state(first.get_state())
+  for want in expected[3:]:
+    np.testing.assert_array_equal(next(resumed)["tokens"], want)
+
+  # The trainer part: stop after the step-3 checkpoint, restart, compare with one straight run.
+  straight = train.train(runlocal_config, str(tmp_path / "straight"))
+  train.train(runlocal_config, str(tmp_path / "resumed"), stop_at_step=3)
+  assert checkpointing.Checkpointer(str(tmp_path / "resumed"), read_only=True).all_steps() == [3]
+  resumed_state = train.train(runlocal_config, str(tmp_path / "resumed"))
+  jax.tree.map(np.testing.assert_array_equal, _params_np(resumed_state), _params_np(straight))
+  rows = metric_writing.read_jsonl(metric_writing.jsonl_path(str(tmp_path / "resumed"), "train"))
+  straight_rows = metric_writing.read_jsonl(
+      metric_writing.jsonl_path(str(tmp_path / "straight"), "train"))
+  assert rows[-1]["step"] == straight_rows[-1]["step"] == 6
+  assert rows[-1]["loss"] == straight_rows[-1]["loss"]  # Same batches at steps 5 and 6.
+
+
+def test_checkpoint_restores_onto_another_mesh_and_with_plain_orbax(runlocal_config, tmp_path):
+  runlocal_config.mesh.update(data=1, fsdp=8, tensor=1)
+  runlocal_config.model.update(encoder="mu/8", decoder="mu")  # Widths divisible by 8 and 4.
+  state = train.train(runlocal_config, str(tmp_path))
+  saved = _params_np(state)
+
+  model = captioner.build(runlocal_config.model)
+  mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=1, tensor=4)))
+  abstract, _ = train_state.abstract_params_and_shardings(model, mesh)
+  ckpt = checkpointing.Checkpointer(str(tmp_path), read_only=True)
+  restored = ckpt.restore_params(6, abstract, runlocal_config)
+  kernel = restored["decoder"]["block0"]["mlp"]["fc1"]["kernel"]
+  assert kernel.sharding.mesh.shape == mesh.shape
+  assert {s.data.shape for s in kernel.addressable_shards} == {(64, 32)}  # Split 4 ways on mlp.
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), saved)
+
+  # Without this package: a fresh interpreter that imports orbax alone.
+  script = textwrap.dedent(f"""
+      import sys, numpy as np, orbax.checkpoint as ocp
+      params = ocp.StandardCheckpointer().restore({str(tmp_path / "checkpoints" / "6" / "params")!r})
+      kernel = np.asarray(params["decoder"]["block0"]["mlp"]["fc1"]["kernel"])
+      np.save({str(tmp_path / "kernel.npy")!r}, kernel)
+      assert "ig_captioner" not in sys.modules
+  """)
+  subprocess.run([sys.executable, "-c", script], check=True, cwd=str(tmp_path),
+                 env=dict(os.environ, PYTHONPATH=""))
+  np.testing.assert_array_equal(np.load(tmp_path / "kernel.npy"),
+                                saved["decoder"]["block0"]["mlp"]["fc1"]["kernel"])
+
+
+def test_incompatible_checkpoint_is_refused_clearly(runlocal_config, tmp_path):
+  train.train(runlocal_config, str(tmp_path), stop_at_step=3)
+  runlocal_config.model.decoder = "mu"
+  with pytest.raises(checkpointing.CheckpointError, match="different model.*decoder"):
+    train.train(runlocal_config, str(tmp_path))
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(runlocal_config, tmp_path):
+  # Warmup gives update 1 a learning rate of 0 (a good state); update 2's huge rate makes the
+  # params overflow, which must stop training before that state is checkpointed.
+  runlocal_config.optimizer.update(learning_rate=1e38, warmup_steps=2, clip_norm=1e38)
+  runlocal_config.update(checkpoint_every=1, log_every=100)
+  with pytest.raises(train.NonFiniteLossError, match=r"at step 2.*last good checkpoint \(step 1\)"):
+    train.train(runlocal_config, str(tmp_path))
+  ckpt = checkpointing.Checkpointer(str(tmp_path), read_only=True)
+  assert ckpt.all_steps() == [1]
+  model = captioner.build(runlocal_config.model)
+  abstract, _ = train_state.abstract_params_and_shardings(
+      model, sharding.make_mesh(runlocal_config.mesh))
+  params = ckpt.restore_params(1, abstract, runlocal_config)
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("total_steps", 0, "config.total_steps=0"),
+    ("batch_size", 12, "batch_size=12 is not divisible"),
+    ("text_only_weight", -1.0, "config.text_only_weight=-1.0"),
+    ("optimizer.learning_rate", 0.0, "config.optimizer.learning_rate"),
+    ("optimizer.warmup_steps", 6, "config.optimizer.warmup_steps"),
+    ("data.prior_exponent", -0.5, "config.data.prior_exponent"),
+    ("model.vocab_size", 16, "raise the latter"),
+    ("mesh.tensor", 3, "not divisible"),
+    ("evals.digits.alphas", (), "config.evals.digits.alphas"),
+])
+def test_bad_config_values_give_clear_errors(runlocal_config, tmp_path, field, value, match):
+  *parents, leaf = field.split(".")
+  node = runlocal_config
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(ValueError, match=match):
+    train.train(runlocal_config, str(tmp_path))
+
+
+def test_missing_data_set_says_how_to_prepare(runlocal_config, tmp_path):
+  runlocal_config.data.data_dir = str(tmp_path / "empty")
+  with pytest.raises(sources.DataError, match="not prepared.*ig_captioner.data.prepare"):
+    train.train(runlocal_config, str(tmp_path / "wd"))
