@@ -10,6 +10,7 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint==0.12.8",
     "tensorflow-datasets==4.9.10",
     "array-record==0.8.6",
+    "importlib-resources==7.1.0",  # TFDS builders need it (via etils.epath) but do not declare it.
     "grain==0.2.18",
     "ml-collections==1.1.0",
     "einops==0.8.2",
@@ -34,4 +35,10 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["ig_captioner", "ig_captioner.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest==9.0.3"]},
+    entry_points={"console_scripts": [
+        "ig-prepare=ig_captioner.data.prepare:main",
+        "ig-train=ig_captioner.train:main",
+        "ig-evaluate=ig_captioner.evaluate:main",
+        "ig-sweep=ig_captioner.sweep:main",
+    ]},
 )

@@ -82,5 +82,5 @@ def get_config(arg=None):
 
 def sweep(add):
   """lambda in {0, 1}: the standard and the IG captioner on the same data."""
-  for text_only_weight in (0.0, 1.0):
-    add(text_only_weight=text_only_weight)
+  add(label="standard captioner", text_only_weight=0.0)
+  add(label="IG captioner", text_only_weight=1.0)

@@ -31,13 +31,18 @@ def load_config_file(config_arg: str):
   return module, module.get_config(arg or None)
 
 
-def sweep_runs(module) -> list[dict]:
+def sweep_runs(module) -> list[tuple[str, dict]]:
+  """[(label, overrides)] from the config's `sweep(add)`; `add(label=..., **overrides)`."""
   runs = []
-  module.sweep(lambda **overrides: runs.append(overrides))
+
+  def add(label=None, **overrides):
+    runs.append((label or run_name(overrides), overrides))
+  module.sweep(add)
   return runs
 
 
 def run_name(overrides: dict) -> str:
+  """Directory name of a run: its overrides, e.g. 'text_only_weight=0.0'."""
   return ",".join(f"{k}={v}" for k, v in overrides.items()) or "default"
 
 
@@ -70,9 +75,8 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str]) -> None:
   _run([python, "-m", "ig_captioner.data.prepare", f"--config={config_arg}"] + extra)
 
   results = []
-  for run_overrides in sweep_runs(module):
-    name = run_name(run_overrides)
-    run_dir = os.path.join(workdir, name)
+  for label, run_overrides in sweep_runs(module):
+    run_dir = os.path.join(workdir, run_name(run_overrides))
     flags_ = [f"--config={config_arg}"] + extra + [
         f"--config.{k}={v}" for k, v in run_overrides.items()] + [f"--workdir={run_dir}"]
     done = {r["step"]: r for r in metric_writing.read_jsonl(
@@ -82,7 +86,7 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str]) -> None:
       _run([python, "-m", "ig_captioner.evaluate"] + flags_ + [f"--step={total_steps}"])
       done = {r["step"]: r for r in metric_writing.read_jsonl(
           metric_writing.jsonl_path(run_dir, "eval"))}
-    results.append((name, done[total_steps]))
+    results.append((f"{label} ({os.path.basename(run_dir)})", done[total_steps]))
 
   print(f"\nZero-shot top-1 (%) at step {total_steps}; rows: runs, columns: alpha in "
         "s(t, I) = log P(t|I) - alpha * log P(t).")

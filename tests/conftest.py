@@ -6,7 +6,8 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import importlib.util  # pylint: disable=g-import-not-at-top,wrong-import-position
+import glob  # pylint: disable=g-import-not-at-top,wrong-import-position
+import importlib.util  # pylint: disable=wrong-import-position
 
 import jax  # pylint: disable=wrong-import-position
 import pytest  # pylint: disable=wrong-import-position
@@ -28,14 +29,19 @@ def _eight_devices():
   assert jax.device_count() == 8, "tests need XLA_FLAGS to give 8 CPU devices before jax import"
 
 
+CONFIG_NAMES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "configs",
+                                                                                "*.py")))
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> str:
-  """A TFDS data dir holding the runlocal digits_captions data set and its tokenizer."""
+  """A TFDS data dir holding the data (and tokenizer) of every config's runlocal variant."""
   from ig_captioner.data import prepare  # pylint: disable=g-import-not-at-top
   path = str(tmp_path_factory.mktemp("tfds"))
-  config = load_config_module("demo").get_config("runlocal")
-  config.data.data_dir = path
-  prepare.prepare(config.data)
+  for name in CONFIG_NAMES:
+    config = load_config_module(name).get_config("runlocal")
+    config.data.data_dir = path
+    prepare.prepare(config.data)
   return path
 
 

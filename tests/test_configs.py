@@ -1,8 +1,5 @@
 """Every config builds; its runlocal variant runs; the paper config builds abstractly at scale."""
 
-import glob
-import os
-
 import jax
 import numpy as np
 import pytest
@@ -10,13 +7,12 @@ import pytest
 from ig_captioner import config_lib
 from ig_captioner import optimizer as optimizer_lib
 from ig_captioner import sharding
+from ig_captioner import sweep
 from ig_captioner import train
 from ig_captioner import train_state
 from ig_captioner.models import captioner
-from tests.conftest import REPO, load_config_module
+from tests.conftest import CONFIG_NAMES, load_config_module
 
-CONFIG_NAMES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "configs",
-                                                                                "*.py")))
 
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
@@ -26,9 +22,11 @@ def test_config_and_sweep_are_valid(name):
     config = module.get_config(arg)
     config_lib.validate(config)
     captioner.build(config.model)
-  runs = []
-  module.sweep(lambda **kw: runs.append(kw))
-  assert {r["text_only_weight"] for r in runs} == {0.0, 1.0}
+  runs = sweep.sweep_runs(module)
+  assert {overrides["text_only_weight"] for _, overrides in runs} == {0.0, 1.0}
+  for _, overrides in runs:  # Every override names an existing field.
+    config = module.get_config()
+    config.update_from_flattened_dict(overrides)
 
 
 def test_unknown_config_argument_is_named():
