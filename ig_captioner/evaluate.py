@@ -24,6 +24,7 @@ from ig_captioner import checkpointing
 from ig_captioner import config_lib
 from ig_captioner import console
 from ig_captioner import metric_writing
+from ig_captioner import multihost
 from ig_captioner import sharding
 from ig_captioner import train_state
 from ig_captioner.data import sources
@@ -44,6 +45,45 @@ def evaluated_steps(workdir: str) -> set[int]:
       metric_writing.jsonl_path(workdir, "eval"))}
 
 
+def _pending_steps(ckpt: checkpointing.Checkpointer, done: set[int], *, step: int | None,
+                   once: bool) -> list[int]:
+  """Steps to evaluate now, oldest first; raises if `step` (or, with `once`, any) is missing."""
+  available = ckpt.all_steps()
+  if step is not None:
+    if step not in available:
+      raise checkpointing.CheckpointError(
+          f"no checkpoint for step {step} in {ckpt.directory}; available: {available}")
+    todo = [step]
+  elif once:
+    if not available:
+      raise checkpointing.CheckpointError(f"no checkpoint in {ckpt.directory}")
+    todo = [available[-1]]
+  else:
+    todo = available
+  for s in todo:
+    if s in done and (step is not None or once):
+      logging.info("Step %d is already in the eval metrics: not evaluating it again.", s)
+  return [s for s in todo if s not in done]
+
+
+def _evaluate_step(step: int, ckpt: checkpointing.Checkpointer, abstract_params, config,
+                   evaluators) -> dict[str, float] | None:
+  """Every evaluator's metrics on checkpoint `step` (None if it was deleted before the read)."""
+  logging.info("Evaluating step %d of %s", step, ckpt.directory)
+  try:
+    params = ckpt.restore_params(step, abstract_params, config)
+  except Exception:
+    if step in ckpt.all_steps():
+      raise
+    logging.warning("Checkpoint %d was deleted (max_to_keep) before it could be read.", step)
+    return None
+  metrics = {}
+  for evaluator in evaluators:
+    metrics.update(evaluator.run(params))
+  logging.info("step %d: %s", step, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+  return metrics
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None,
              once: bool = False, poll_interval_s: float = 10.0,
              timeout_s: float = 3600.0) -> dict[int, dict[str, float]]:
@@ -56,49 +96,30 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
   evaluators = build_evaluators(config, model, mesh)
   ckpt = checkpointing.Checkpointer(workdir, read_only=True)
   writer = metric_writing.create_writer(workdir, "eval")
-  writer_path = metric_writing.jsonl_path(workdir, "eval")
   results = {}
   done = evaluated_steps(workdir)
+  single = step is not None or once
   last_new = time.monotonic()
   try:
     while True:
-      available = ckpt.all_steps()
-      if step is not None:
-        if step not in available:
-          raise checkpointing.CheckpointError(
-              f"no checkpoint for step {step} in {ckpt.directory}; available: {available}")
-        todo = [step]
-      elif once:
-        if not available:
-          raise checkpointing.CheckpointError(f"no checkpoint in {ckpt.directory}")
-        todo = [available[-1]]
-      else:
-        todo = [s for s in available if s not in done]
-      for s in todo:
-        if s in done:
-          logging.info("Step %d is already in %s: not evaluating it again.", s, writer_path)
-          continue
-        logging.info("Evaluating step %d of %s", s, workdir)
-        try:
-          params = ckpt.restore_params(s, abstract_params, config)
-        except Exception:
-          if s in ckpt.all_steps():
-            raise
-          logging.warning("Checkpoint %d was deleted (max_to_keep) before it could be read.", s)
-          continue
-        metrics = {}
-        for evaluator in evaluators:
-          metrics.update(evaluator.run(params))
-        writer.write_scalars(s, metrics)
-        writer.flush()
-        logging.info("step %d: %s", s, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        results[s] = metrics
+      # Process 0 chooses the step and when to stop, so that all processes run the same work.
+      pending = _pending_steps(ckpt, done, step=step, once=once)
+      s = multihost.agree(pending[0] if pending else -1)
+      if s >= 0:
+        metrics = _evaluate_step(s, ckpt, abstract_params, config, evaluators)
+        if metrics is not None:
+          writer.write_scalars(s, metrics)
+          writer.flush()
+          results[s] = metrics
         done.add(s)
         last_new = time.monotonic()
-      if step is not None or once or config.total_steps in done:
-        return results
-      if time.monotonic() - last_new > timeout_s:
-        logging.warning("No new checkpoint for %.0fs: stopping.", timeout_s)
+        if single:
+          return results
+        continue
+      idle_s = time.monotonic() - last_new
+      if multihost.agree(single or config.total_steps in done or idle_s > timeout_s):
+        if idle_s > timeout_s:
+          logging.warning("No new checkpoint for %.0fs: stopping.", timeout_s)
         return results
       time.sleep(poll_interval_s)
   finally:

@@ -25,6 +25,7 @@ from ig_captioner import checkpointing
 from ig_captioner import console
 from ig_captioner import config_lib
 from ig_captioner import metric_writing
+from ig_captioner import multihost
 from ig_captioner import objective
 from ig_captioner import optimizer as optimizer_lib
 from ig_captioner import sharding
@@ -32,7 +33,6 @@ from ig_captioner import train_state as train_state_lib
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
 from ig_captioner.models import captioner
-
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -114,7 +114,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
 
   # ------------------------------------------------------------------------ Resume or init ---
   ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
-  last_checkpoint = ckpt.latest_step()
+  # Process 0's view decides, so that every process restores the same step.
+  latest = ckpt.latest_step()
+  last_checkpoint = multihost.agree(-1 if latest is None else latest)
+  last_checkpoint = None if last_checkpoint < 0 else last_checkpoint
   if last_checkpoint is not None:
     logging.info("Resuming from checkpoint step %d in %s", last_checkpoint, ckpt.directory)
     state = ckpt.restore_train(last_checkpoint, abstract_state, data_iter, config)

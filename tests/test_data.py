@@ -3,6 +3,8 @@
 import os
 import shutil
 
+import grain
+import jax
 import numpy as np
 import pytest
 
@@ -95,6 +97,40 @@ def test_eval_batches_cover_every_image_once(runlocal_config):
   assert valid.sum() == 200
   np.testing.assert_array_equal(labels, _all(sources.open_split(runlocal_config.data,
                                                                   "validation"), "label"))
+
+
+def _as_process(monkeypatch, index: int, count: int):
+  monkeypatch.setattr(jax, "process_index", lambda: index)
+  monkeypatch.setattr(jax, "process_count", lambda: count)
+
+
+def test_processes_train_on_disjoint_shards(monkeypatch):
+  num_records, num_processes = 60, 3
+  epochs = []
+  for p in range(num_processes):
+    _as_process(monkeypatch, p, num_processes)
+    loader = grain.DataLoader(data_source=list(range(num_records)),
+                              sampler=pipeline.train_sampler(num_records, seed=0))
+    it = iter(loader)
+    epochs.append([next(it) for _ in range(2 * num_records // num_processes)])  # Two epochs.
+  shards = [set(e) for e in epochs]
+  assert sorted(x for s in shards for x in s) == list(range(num_records))  # Disjoint, complete.
+  for epoch in epochs:  # Each epoch visits the whole shard, reshuffled.
+    half = len(epoch) // 2
+    assert sorted(epoch[:half]) == sorted(epoch[half:]) and epoch[:half] != epoch[half:]
+
+
+def test_processes_split_each_eval_batch(runlocal_config, monkeypatch):
+  whole = list(pipeline.labeled_batches(runlocal_config.data, "validation", 32, 64))
+  per_process = []
+  for p in range(2):
+    _as_process(monkeypatch, p, 2)
+    per_process.append(list(pipeline.labeled_batches(runlocal_config.data, "validation", 32, 64)))
+  assert len(per_process[0]) == len(per_process[1]) == len(whole)
+  for b, batch in enumerate(whole):
+    for key in ("image", "label", "valid"):
+      np.testing.assert_array_equal(
+          np.concatenate([per_process[0][b][key], per_process[1][b][key]]), batch[key])
 
 
 def test_bad_values_are_named():

@@ -29,7 +29,7 @@ def test_evaluates_every_checkpoint_once_on_its_own_mesh(runlocal_config, traine
   def counting_init(self, *args, **kwargs):
     original_init(self, *args, **kwargs)
     inner = self._text_only
-    self._text_only = lambda params: (text_only_calls.append(self.name), inner(params))[1]
+    self._text_only = lambda *args: (text_only_calls.append(self.name), inner(*args))[1]
   monkeypatch.setattr(zeroshot.Evaluator, "__init__", counting_init)
 
   results = evaluate.evaluate(runlocal_config, trained_workdir, poll_interval_s=0.1, timeout_s=5)

@@ -83,14 +83,19 @@ def local_batch_size(global_batch_size: int) -> int:
   return global_batch_size // jax.process_count()
 
 
+def train_sampler(num_records: int, seed: int) -> grain.samplers.IndexSampler:
+  """Endless seeded shuffle of this process's shard of the records (disjoint across processes)."""
+  return grain.samplers.IndexSampler(
+      num_records=num_records,
+      shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
+      shuffle=True, num_epochs=None, seed=seed)
+
+
 def train_loader(config: ml_collections.ConfigDict,
                  tokenizer: tokenizer_lib.Tokenizer) -> grain.DataLoader:
   """Infinite, shuffled, per-process-sharded train batches; its iterator state is checkpointable."""
   source = sources.open_split(config.data, config.data.train_split)
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source),
-      shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
-      shuffle=True, num_epochs=None, seed=int(config.data.shuffle_seed))
+  sampler = train_sampler(len(source), int(config.data.shuffle_seed))
   operations = [
       Preprocess(config.data, config.model.image_size, config.model.max_text_len, tokenizer),
       RandomShift(int(config.data.augment_shift)),

@@ -39,38 +39,41 @@ class Evaluator:
     self.alphas = tuple(float(a) for a in eval_config.alphas)
     self.class_names = sources.class_names(self._data_config, eval_config.label_key)
     prompts = [t.format(c) for c in self.class_names for t in eval_config.templates]  # Class-major.
-    self._prompts_PxT = jnp.asarray(
-        tokenizer.encode_batch(prompts, config.model.max_text_len, strict=True))
+    self._prompts_PxT = tokenizer.encode_batch(prompts, config.model.max_text_len, strict=True)
     if eval_config.batch_size % sharding.batch_axis_size(mesh):
       raise ValueError(f"config.evals.{name}.batch_size={eval_config.batch_size} is not divisible "
                        f"by the mesh's batch axes ({sharding.batch_axis_size(mesh)})")
     chunk = int(eval_config.prompt_chunk)
-    replicated = NamedSharding(mesh, P())
+    self._replicated = NamedSharding(mesh, P())
 
-    def text_only(params):
-      return scoring.text_only_logprobs(model, params, self._prompts_PxT, chunk)
+    # Prompts are arguments, not constants baked into the compiled programs (ImageNet with 80
+    # templates has 80k of them).
+    def text_only(params, prompts_PxT):
+      return scoring.text_only_logprobs(model, params, prompts_PxT, chunk)
 
-    def correct_counts(params, logp_txt_P, images, labels, valid):
+    def correct_counts(params, prompts_PxT, logp_txt_P, images, labels, valid):
       visual = model.apply({"params": params}, images, method="encode")
-      logp_img_BxP = scoring.image_logprobs(model, params, visual, self._prompts_PxT, chunk)
+      logp_img_BxP = scoring.image_logprobs(model, params, visual, prompts_PxT, chunk)
       scores_AxBxC = scoring.class_scores(logp_img_BxP, logp_txt_P, len(self.class_names),
                                           self.alphas)
       hits_AxB = (jnp.argmax(scores_AxBxC, axis=-1) == labels[None]) & valid[None]
       return hits_AxB.sum(axis=-1), valid.sum()
 
-    self._text_only = jax.jit(text_only, out_shardings=replicated)
-    self._correct_counts = jax.jit(correct_counts, out_shardings=replicated)
+    self._text_only = jax.jit(text_only, out_shardings=self._replicated)
+    self._correct_counts = jax.jit(correct_counts, out_shardings=self._replicated)
 
   def run(self, params) -> Iterator[tuple[str, float]]:
     with sharding.activate(self._mesh):
-      logp_txt_P = self._text_only(params)  # Once per checkpoint, reused for every image.
+      prompts_PxT = jax.device_put(self._prompts_PxT, self._replicated)
+      # log P(t): once per checkpoint, reused for every image batch.
+      logp_txt_P = self._text_only(params, prompts_PxT)
       correct_A = np.zeros(len(self.alphas), np.int64)
       total = 0
       for local in pipeline.labeled_batches(self._data_config, self._cfg.split, self._image_size,
                                             self._cfg.batch_size, self._cfg.label_key):
         batch = sharding.global_batch_from_local(local, self._mesh)
         hits_A, count = jax.device_get(self._correct_counts(
-            params, logp_txt_P, batch["image"], batch["label"], batch["valid"]))
+            params, prompts_PxT, logp_txt_P, batch["image"], batch["label"], batch["valid"]))
         correct_A += np.asarray(hits_A)
         total += int(count)
     for alpha, correct in zip(self.alphas, correct_A):

@@ -1,0 +1,49 @@
+"""One of two JAX processes (4 CPU devices each) run by `test_multihost.py`.
+
+    python -m tests.multihost_worker PROCESS_ID PORT DATA_DIR OUT_DIR
+
+Trains the demo's runlocal config straight through, and again with a stop after the first
+checkpoint and a resume; then evaluates the resumed run's checkpoints in watch mode. Writes this
+process's copy of both final params (`params_<id>.npz`) and its eval results (`eval_<id>.json`).
+"""
+
+import json
+import os
+import sys
+
+
+def main(process_id: int, port: int, data_dir: str, out_dir: str) -> None:
+  os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
+  import flax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from ig_captioner import evaluate  # pylint: disable=g-import-not-at-top
+  from ig_captioner import sweep  # pylint: disable=g-import-not-at-top
+  from ig_captioner import train  # pylint: disable=g-import-not-at-top
+
+  assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 8, 4)
+  _, config = sweep.load_config_file("configs/demo.py:runlocal")
+  config.data.data_dir = data_dir
+
+  def local_params(state):
+    """This process's copy of the (replicated) params, flattened to 'a/b/c' names."""
+    flat = flax.traverse_util.flatten_dict(state.params, sep="/")
+    return {k: np.asarray(v.addressable_data(0)) for k, v in flat.items()}
+
+  straight = local_params(train.train(config, os.path.join(out_dir, "straight")))
+  resumed_dir = os.path.join(out_dir, "resumed")
+  train.train(config, resumed_dir, stop_at_step=3)
+  resumed = local_params(train.train(config, resumed_dir))
+  np.savez(os.path.join(out_dir, f"params_{process_id}.npz"),
+           **{f"straight:{k}": v for k, v in straight.items()},
+           **{f"resumed:{k}": v for k, v in resumed.items()})
+
+  results = evaluate.evaluate(config, resumed_dir, poll_interval_s=0.1, timeout_s=60)
+  with open(os.path.join(out_dir, f"eval_{process_id}.json"), "w") as f:
+    json.dump({str(step): metrics for step, metrics in results.items()}, f)
+
+
+if __name__ == "__main__":
+  main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])

@@ -1,0 +1,82 @@
+"""Two JAX processes on localhost (4 CPU devices each): per-process data, checkpoints, evaluator."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ig_captioner import evaluate
+from ig_captioner import metric_writing
+from tests.conftest import REPO
+
+TIMEOUT_S = 400
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(data_dir, tmp_path_factory):
+  out = tmp_path_factory.mktemp("multihost")
+  port = _free_port()
+  env = dict(os.environ, XLA_FLAGS="")
+  logs = [open(out / f"log_{i}.txt", "w") for i in range(2)]
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "tests.multihost_worker", str(i), str(port), data_dir, str(out)],
+      cwd=REPO, env=env, stdout=logs[i], stderr=subprocess.STDOUT) for i in range(2)]
+  try:
+    codes = [p.wait(timeout=TIMEOUT_S) for p in procs]
+  except subprocess.TimeoutExpired:
+    codes = None
+  finally:
+    for p in procs:
+      p.kill()
+    for log in logs:
+      log.close()
+  if codes != [0, 0]:
+    tails = "\n".join(f"--- process {i} (exit {None if codes is None else codes[i]}):\n" +
+                      (out / f"log_{i}.txt").read_text()[-3000:] for i in range(2))
+    pytest.fail(f"the two-process run failed or hung (limit {TIMEOUT_S}s):\n{tails}")
+  return out
+
+
+def test_processes_agree_and_resume_matches_straight_run(two_process_run):
+  params = [dict(np.load(two_process_run / f"params_{i}.npz")) for i in range(2)]
+  assert params[0].keys() == params[1].keys() and params[0]
+  for name, value in params[0].items():
+    np.testing.assert_array_equal(value, params[1][name], err_msg=name)  # Same on both.
+    if name.startswith("straight:"):  # Resuming restored both processes' iterators exactly.
+      np.testing.assert_array_equal(params[0]["resumed:" + name[9:]], value, err_msg=name)
+
+
+def test_each_process_checkpoints_its_own_data_shard(two_process_run):
+  data_iter = two_process_run / "resumed" / "checkpoints" / "3" / "data_iter"
+  states = [json.loads((data_iter / f"process_{i}-of-2.json").read_text()) for i in range(2)]
+  for i, state in enumerate(states):
+    assert f"shard_index={i}, shard_count=2" in state["sampler"]
+  # Only process 0 writes metrics: one row per logged step, and the same losses as straight.
+  rows = {}
+  for run in ("straight", "resumed"):
+    steps = [r["step"] for r in metric_writing.read_jsonl(
+        metric_writing.jsonl_path(str(two_process_run / run), "train"))]
+    assert len(steps) == len(set(steps)), (run, steps)
+    rows[run] = {r["step"]: r["loss"] for r in metric_writing.read_jsonl(
+        metric_writing.jsonl_path(str(two_process_run / run), "train"))}
+  assert rows["resumed"][6] == rows["straight"][6]
+
+
+def test_two_process_evaluator_matches_one_process(two_process_run, runlocal_config, tmp_path):
+  results = [json.loads((two_process_run / f"eval_{i}.json").read_text()) for i in range(2)]
+  assert results[0] == results[1] and sorted(results[0]) == ["3", "6"]
+  # The same checkpoints, evaluated by this (single, 8-device) process.
+  shutil.copytree(two_process_run / "resumed" / "checkpoints", tmp_path / "checkpoints")
+  single = evaluate.evaluate(runlocal_config, str(tmp_path), poll_interval_s=0.1, timeout_s=5)
+  assert {str(step): m for step, m in single.items()} == results[0]
