@@ -66,8 +66,22 @@ class Checkpointer:
   def reached_preemption(self, step: int) -> bool:
     return self._manager.reached_preemption(step)
 
+  def _restore(self, step: int, **items) -> dict:
+    """Restores `items` of checkpoint `step`; a failed read raises CheckpointError with the fix."""
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # orbax and tensorstore raise many types for unreadable data.
+      aside = os.path.join(os.path.dirname(self.directory), "unreadable_checkpoints")
+      earlier = [s for s in self.all_steps() if s < step]
+      message = str(e).split("[tensorstore_spec")[0].strip()[:500]  # Specs run to kilobytes.
+      raise CheckpointError(
+          f"checkpoint step {step} in {self.directory} could not be read ({type(e).__name__}: "
+          f"{message}). It is incomplete or corrupt. Move it aside (nothing is deleted): "
+          f"mkdir -p {aside} && mv {os.path.join(self.directory, str(step))} {aside}/ ; the "
+          f"trainer then resumes from {f'step {earlier[-1]}' if earlier else 'scratch'}.") from e
+
   def _check_meta(self, step: int, config: ml_collections.ConfigDict) -> None:
-    saved = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    saved = self._restore(step, meta=ocp.args.JsonRestore())["meta"]
     expected = run_meta(config)
     if saved["model"] != expected["model"]:
       diff = {k: (saved["model"].get(k), v) for k, v in expected["model"].items()
@@ -82,11 +96,12 @@ class Checkpointer:
                     config: ml_collections.ConfigDict) -> TrainState:
     """Restores the full train state onto `abstract_state`'s shardings and rewinds `data_iter`."""
     self._check_meta(step, config)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
+    restored = self._restore(
+        step,
         params=ocp.args.StandardRestore(abstract_state.params),
         train=ocp.args.StandardRestore({"step": abstract_state.step,
                                         "opt_state": abstract_state.opt_state}),
-        data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
+        data_iter=grain.checkpoint.CheckpointRestore(data_iter))
     return TrainState(step=restored["train"]["step"], params=restored["params"],
                       opt_state=restored["train"]["opt_state"])
 
@@ -97,8 +112,7 @@ class Checkpointer:
       raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; "
                             f"available: {self.all_steps()}")
     self._check_meta(step, config)
-    return self._manager.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_params)))["params"]
+    return self._restore(step, params=ocp.args.StandardRestore(abstract_params))["params"]
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

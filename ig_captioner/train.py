@@ -120,7 +120,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
   last_checkpoint = None if last_checkpoint < 0 else last_checkpoint
   if last_checkpoint is not None:
     logging.info("Resuming from checkpoint step %d in %s", last_checkpoint, ckpt.directory)
-    state = ckpt.restore_train(last_checkpoint, abstract_state, data_iter, config)
+    try:
+      state = ckpt.restore_train(last_checkpoint, abstract_state, data_iter, config)
+    except BaseException:
+      ckpt.close()
+      raise
   else:
     state = train_state_lib.init(model, tx, mesh, state_shardings,
                                  jax.random.key(config.seed))

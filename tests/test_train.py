@@ -104,6 +104,24 @@ def test_incompatible_checkpoint_is_refused_clearly(runlocal_config, tmp_path):
     train.train(runlocal_config, str(tmp_path))
 
 
+def test_corrupt_checkpoint_names_the_fix_and_following_it_resumes(runlocal_config, tmp_path):
+  train.train(runlocal_config, str(tmp_path))
+  ckpt_dir = tmp_path / "checkpoints"
+  for data_file in (ckpt_dir / "6" / "params" / "d").iterdir():  # Bit rot in the array data.
+    with open(data_file, "r+b") as f:
+      size = f.seek(0, 2)
+      f.seek(size // 3)
+      f.write(b"\xff" * (size // 3))
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r"step 6 .* could not be read.*DATA_LOSS.*mv .* resumes from step 3"):
+    train.train(runlocal_config, str(tmp_path))
+  (tmp_path / "unreadable_checkpoints").mkdir()
+  (ckpt_dir / "6").rename(tmp_path / "unreadable_checkpoints" / "6")
+  state = train.train(runlocal_config, str(tmp_path))
+  assert int(state.step) == 6
+  assert checkpointing.Checkpointer(str(tmp_path), read_only=True).all_steps() == [3, 6]
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(runlocal_config, tmp_path):
   # Warmup gives update 1 a learning rate of 0 (a good state); update 2's huge rate makes the
   # params overflow, which must stop training before that state is checkpointed.
