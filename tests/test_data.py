@@ -1,5 +1,6 @@
 """The embedded data set, its tokenizer, the input pipeline, and data errors."""
 
+import io
 import os
 import shutil
 
@@ -7,6 +8,7 @@ import grain
 import jax
 import numpy as np
 import pytest
+import sentencepiece as spm
 
 from ig_captioner.data import digits_captions
 from ig_captioner.data import pipeline
@@ -140,6 +142,26 @@ def test_bad_values_are_named():
     digits_captions.make_config(caption_noise=1.0)
   with pytest.raises(ValueError, match="holdout_per_class"):
     digits_captions.make_config(holdout_per_class=160, validation_per_class=20)
+
+
+def test_config_can_name_an_existing_sentencepiece_model(runlocal_config, tmp_path):
+  own = sources.tokenizer(runlocal_config.data)
+  path = tmp_path / "shared_vocab.model"
+  path.write_bytes(open(own.source, "rb").read())
+  runlocal_config.data.tokenizer = str(path)
+  named = sources.tokenizer(runlocal_config.data)
+  assert named.source == str(path)
+  np.testing.assert_array_equal(named.encode("a handwritten two", 12),
+                                own.encode("a handwritten two", 12))
+
+
+def test_sentencepiece_model_with_other_special_ids_is_refused(tmp_path):
+  model = io.BytesIO()  # SentencePiece's defaults: unk=0, bos=1, eos=2, no pad.
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(["a handwritten two", "the digit six"] * 50),
+                                 model_writer=model, vocab_size=30, minloglevel=2,
+                                 hard_vocab_limit=False)
+  with pytest.raises(ValueError, match=r"\(pad, bos, eos\) ids \(-1, 1, 2\).*needs \(0, 1, 2\)"):
+    tokenizer_lib.Tokenizer(model.getvalue())
 
 
 def test_missing_tokenizer_file_is_named(runlocal_config, tmp_path):
