@@ -63,14 +63,13 @@ def test_each_process_checkpoints_its_own_data_shard(two_process_run):
   for i, state in enumerate(states):
     assert f"shard_index={i}, shard_count=2" in state["sampler"]
   # Only process 0 writes metrics: one row per logged step, and the same losses as straight.
-  rows = {}
+  losses = {}
   for run in ("straight", "resumed"):
-    steps = [r["step"] for r in metric_writing.read_jsonl(
-        metric_writing.jsonl_path(str(two_process_run / run), "train"))]
+    rows = metric_writing.read_jsonl(metric_writing.jsonl_path(str(two_process_run / run), "train"))
+    steps = [r["step"] for r in rows]
     assert len(steps) == len(set(steps)), (run, steps)
-    rows[run] = {r["step"]: r["loss"] for r in metric_writing.read_jsonl(
-        metric_writing.jsonl_path(str(two_process_run / run), "train"))}
-  assert rows["resumed"][6] == rows["straight"][6]
+    losses[run] = {r["step"]: r["loss"] for r in rows}
+  assert losses["resumed"][6] == losses["straight"][6]
 
 
 def test_two_process_evaluator_matches_one_process(two_process_run, runlocal_config, tmp_path):
