@@ -60,9 +60,8 @@ def _pending_steps(ckpt: checkpointing.Checkpointer, done: set[int], *, step: in
     todo = [available[-1]]
   else:
     todo = available
-  for s in todo:
-    if s in done and (step is not None or once):
-      logging.info("Step %d is already in the eval metrics: not evaluating it again.", s)
+  if (step is not None or once) and todo[0] in done:
+    logging.info("Step %d is already in the eval metrics: not evaluating it again.", todo[0])
   return [s for s in todo if s not in done]
 
 

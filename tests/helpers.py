@@ -34,3 +34,11 @@ def random_tokens(rng: np.random.Generator, batch: int, length: int, vocab: int)
     tokens[i, 1:n + 1] = rng.integers(4, vocab, size=n)
     tokens[i, n + 1] = 2
   return tokens
+
+
+def corrupt_middle_third(path) -> None:
+  """Overwrites the middle third of a file with 0xff bytes (bit rot that keeps its size)."""
+  with open(path, "r+b") as f:
+    size = f.seek(0, 2)
+    f.seek(size // 3)
+    f.write(b"\xff" * (size // 3))

@@ -14,6 +14,7 @@ from ig_captioner.data import digits_captions
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
 from ig_captioner.data import tokenizer as tokenizer_lib
+from tests import helpers
 
 
 def _all(source, key):
@@ -175,10 +176,7 @@ def test_corrupt_record_names_the_record_and_the_fix(runlocal_config, data_dir, 
   runlocal_config.data.data_dir = str(tmp_path / "tfds")
   path = sources.prepared_builder(runlocal_config.data).data_path
   (record_file,) = [f for f in os.listdir(path) if "zeroshot.array_record" in f]
-  with open(path / record_file, "r+b") as f:
-    size = f.seek(0, 2)
-    f.seek(size // 3)
-    f.write(b"\xff" * (size // 3))
+  helpers.corrupt_middle_third(path / record_file)
   with pytest.raises(sources.DataError, match="record .* could not be read.*prepare it again"):
     source = sources.open_split(runlocal_config.data, "zeroshot")
     for i in range(len(source)):

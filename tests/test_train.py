@@ -19,6 +19,7 @@ from ig_captioner import train_state
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
 from ig_captioner.models import captioner
+from tests import helpers
 
 
 def _params_np(state):
@@ -108,10 +109,7 @@ def test_corrupt_checkpoint_names_the_fix_and_following_it_resumes(runlocal_conf
   train.train(runlocal_config, str(tmp_path))
   ckpt_dir = tmp_path / "checkpoints"
   for data_file in (ckpt_dir / "6" / "params" / "d").iterdir():  # Bit rot in the array data.
-    with open(data_file, "r+b") as f:
-      size = f.seek(0, 2)
-      f.seek(size // 3)
-      f.write(b"\xff" * (size // 3))
+    helpers.corrupt_middle_third(data_file)
   with pytest.raises(checkpointing.CheckpointError,
                      match=r"step 6 .* could not be read.*DATA_LOSS.*mv .* resumes from step 3"):
     train.train(runlocal_config, str(tmp_path))
