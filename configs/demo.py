@@ -49,7 +49,8 @@ def get_config(arg=None):
       b1=0.9, b2=0.98, clip_norm=1.0))
 
   config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  config.eval_mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))  # The evaluator's own.
+  # The evaluator's own mesh.
+  config.eval_mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   config.log_every = 50
   config.checkpoint_every = 400
   config.keep_checkpoints = 3

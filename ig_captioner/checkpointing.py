@@ -1,28 +1,39 @@
-"""orbax checkpoints: params, optimizer state, data-iterator position and run metadata.
+"""orbax checkpoints: params, optimizer state, data-iterator position, run metadata, digests.
 
 Layout under `<workdir>/checkpoints/<step>/`, one orbax item per directory:
 - `params`: the model params (a plain PyTree; restorable with `ocp.StandardCheckpointer`),
 - `train`: `{'step', 'opt_state'}`,
-- `data_iter`: the grain iterator state (one JSON file per process),
-- `meta`: JSON with the model/data config the params belong to.
+- `data_iter`: the grain iterator state (one JSON file per process, each with a SHA-256 sidecar),
+- `meta`: JSON with the model config the params belong to,
+- `digests`: JSON with a fingerprint of every array of `params` and `train` and of `meta`
+  (`checkpoint_integrity`), checked on restore.
 
-Saves are asynchronous; restores take abstract targets carrying the *reader's* shardings, so a
-checkpoint written on one mesh restores onto any other.
+Saves are asynchronous; an interrupted one leaves a `*.orbax-checkpoint-tmp` directory that the
+next trainer removes. Restores take abstract targets carrying the *reader's* shardings, so a
+checkpoint written on one mesh restores onto any other. Every failure raises `CheckpointError`
+with the path, the cause and the fix; nothing already saved is ever deleted by an error path.
 """
 
+import errno
+import logging as py_logging
 import os
+import re
 from typing import Any
 
+from absl import logging
 import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from ig_captioner import checkpoint_integrity as integrity
+from ig_captioner import errors
+from ig_captioner import multihost
 from ig_captioner.train_state import TrainState
 
 
-class CheckpointError(RuntimeError):
-  """A checkpoint is missing or does not fit the model being restored."""
+class CheckpointError(errors.UserError, RuntimeError):
+  """A checkpoint cannot be written, or is missing, corrupt, or not of the model being restored."""
 
 
 def directory(workdir: str) -> str:
@@ -34,17 +45,74 @@ def run_meta(config: ml_collections.ConfigDict) -> dict:
   return {"model": config.model.to_dict()}
 
 
+def check_writable(path: str) -> None:
+  """Creates `path` if needed, then writes, syncs and removes a small probe file in it.
+
+  Raises CheckpointError naming the path and the cause (read-only, full, not a directory).
+  """
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise CheckpointError(f"cannot write checkpoints to {path}: it is a file, not a directory. "
+                          "Move it away or choose another --workdir.")
+  probe = os.path.join(path, f".write_probe_{jax.process_index()}")
+  try:
+    os.makedirs(path, exist_ok=True)
+    with open(probe, "wb") as f:
+      f.write(bytes(64 * 1024))
+      f.flush()
+      os.fsync(f.fileno())
+    os.remove(probe)
+  except OSError as e:
+    raise CheckpointError(f"cannot write checkpoints to {path}: {e.strerror or e}. Make it "
+                          "writable, free space on its disk, or choose another --workdir; "
+                          "nothing was written.") from e
+
+
+def _os_cause(text: str) -> str | None:
+  """'No space left on device' for errors that carry an errno ('[Errno 28]', tensorstore's
+  "os_error_code='28'"), else None."""
+  match = re.search(r"\[Errno (\d+)\]|os_error_code='?(\d+)", text)
+  if not match:
+    return None
+  code = int(match.group(1) or match.group(2))
+  return os.strerror(code) if code in errno.errorcode else None
+
+
+class _OrbaxErrorLog(py_logging.Handler):
+  """Keeps the first error orbax logs from its background threads: the cause of a failed save."""
+
+  def __init__(self):
+    super().__init__(py_logging.ERROR)
+    self.first: str | None = None
+
+  def emit(self, record: py_logging.LogRecord) -> None:
+    if self.first is None and "orbax" in record.pathname:
+      exc = record.exc_info[1] if record.exc_info else None
+      self.first = f"{type(exc).__name__}: {exc}" if exc else record.getMessage()
+
+
 class Checkpointer:
-  """A thin layer over `ocp.CheckpointManager` that knows our items."""
+  """A thin layer over `ocp.CheckpointManager` that knows our items and checks their digests."""
 
-  def __init__(self, workdir: str, *, keep: int | None = None, save_every: int = 1,
-               read_only: bool = False):
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, save_interval_steps=save_every, enable_async_checkpointing=True,
-        create=not read_only, read_only=read_only)
+  def __init__(self, workdir: str, *, keep: int | None = None, read_only: bool = False):
     self.directory = directory(workdir)
+    self._read_only = read_only
+    if not read_only:
+      check_writable(self.directory)  # Seconds after start, not at the first save.
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, enable_async_checkpointing=True, create=not read_only,
+        read_only=read_only, cleanup_tmp_directories=not read_only,
+        # Created in the caller's thread, a directory that cannot be made raises here instead of
+        # leaving orbax's save waiting forever for a thread that died.
+        async_options=ocp.AsyncOptions(create_directories_asynchronously=False))
     self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._pending: int | None = None  # Step of the save under way, until seen finished.
+    self._failed: int | None = None  # Step of a save that finished without committing.
+    self._errors = _OrbaxErrorLog()
+    if not read_only:
+      py_logging.getLogger("absl").addHandler(self._errors)
+    self._warned_undigested = False
 
+  # ------------------------------------------------------------------------------- Listing ---
   def all_steps(self) -> list[int]:
     self._manager.reload()
     return sorted(self._manager.all_steps())
@@ -53,35 +121,124 @@ class Checkpointer:
     steps = self.all_steps()
     return steps[-1] if steps else None
 
-  def save(self, state: TrainState, data_iter: grain.DataLoaderIterator,
-           config: ml_collections.ConfigDict, force: bool = False) -> bool:
-    """Starts an async save of `state` at its step; returns whether a save started."""
-    step = int(jax.device_get(state.step))
-    return self._manager.save(step, force=force, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(state.params),
-        train=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state}),
-        data_iter=grain.checkpoint.CheckpointSave(data_iter),
-        meta=ocp.args.JsonSave(run_meta(config))))
+  def step_directory(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
 
-  def reached_preemption(self, step: int) -> bool:
-    return self._manager.reached_preemption(step)
+  # -------------------------------------------------------------------------------- Saving ---
+  def save(self, state: TrainState, data_iter: grain.DataLoaderIterator,
+           config: ml_collections.ConfigDict) -> None:
+    """Starts an async save of `state` at its step, with the digests of everything saved.
+
+    Raises CheckpointError if the previous save failed (its step named) or this one cannot start.
+    """
+    self.wait()
+    step = int(jax.device_get(state.step))
+    train_item = {"step": state.step, "opt_state": state.opt_state}
+    meta = run_meta(config)
+    digests = {"params": integrity.tree_fingerprints(state.params),
+               "train": integrity.tree_fingerprints(train_item),
+               "meta": integrity.json_digest(meta)}
+    self._errors.first = None
+    try:
+      self._manager.save(step, force=True, args=ocp.args.Composite(
+          params=ocp.args.StandardSave(state.params),
+          train=ocp.args.StandardSave(train_item),
+          data_iter=integrity.DataIterSave(data_iter),
+          meta=ocp.args.JsonSave(meta),
+          digests=ocp.args.JsonSave(digests)))
+    except Exception as e:  # OSError, tensorstore's ValueError, ...
+      raise self._save_error(step, e) from e
+    self._pending = step
+
+  def failed_save(self) -> int | None:
+    """The step of a save that finished without committing, else None (cheap while it runs)."""
+    if self._failed is None and self._pending is not None and (
+        not self._manager.is_saving_in_progress()):
+      step, self._pending = self._pending, None
+      if step not in self.all_steps():
+        self._failed = step
+    return self._failed
+
+  def wait(self) -> None:
+    """Blocks until saves under way finish; raises CheckpointError if one did not commit."""
+    step = self._pending if self._pending is not None else self._failed
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:
+      raise self._save_error(step, e) from e
+    if self.failed_save() is not None:
+      raise self._save_error(self._failed, None)
+
+  def _save_error(self, step: int | None, exc: BaseException | None) -> CheckpointError:
+    detail = f"{type(exc).__name__}: {exc}" if exc is not None else self._errors.first
+    try:
+      check_writable(self.directory)
+    except CheckpointError as probe:
+      detail = detail or str(probe)
+    detail = detail or "unknown cause (see the log above)"
+    cause = _os_cause(detail)
+    detail = detail.split("[tensorstore_spec")[0].strip()[:400]
+    latest = self.latest_step()
+    return CheckpointError(
+        f"saving checkpoint step {step} to {self.directory} failed: "
+        f"{cause + ' (' + detail + ')' if cause else detail}. Training stopped. The checkpoints "
+        f"already saved are untouched (latest complete: "
+        f"{'step ' + str(latest) if latest is not None else 'none'}); free space or make the "
+        "directory writable, then run the same command to resume from there.")
+
+  # ------------------------------------------------------------------------------ Restoring ---
+  def _corrupt(self, step: int, detail: str) -> CheckpointError:
+    aside = os.path.join(os.path.dirname(self.directory), "unreadable_checkpoints")
+    resume = ""
+    if not self._read_only:
+      earlier = [s for s in self.all_steps() if s < step]
+      resume = (" The trainer then resumes from "
+                f"{f'step {earlier[-1]}' if earlier else 'scratch'}.")
+    return CheckpointError(
+        f"checkpoint step {step} in {self.directory} {detail}. It is incomplete or corrupt. "
+        f"Move it aside (nothing is deleted): mkdir -p {aside} && "
+        f"mv {self.step_directory(step)} {aside}/ .{resume}")
 
   def _restore(self, step: int, **items) -> dict:
     """Restores `items` of checkpoint `step`; a failed read raises CheckpointError with the fix."""
+    error = None
     try:
-      return self._manager.restore(step, args=ocp.args.Composite(**items))
+      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # orbax and tensorstore raise many types for unreadable data.
-      aside = os.path.join(os.path.dirname(self.directory), "unreadable_checkpoints")
-      earlier = [s for s in self.all_steps() if s < step]
       message = str(e).split("[tensorstore_spec")[0].strip()[:500]  # Specs run to kilobytes.
-      raise CheckpointError(
-          f"checkpoint step {step} in {self.directory} could not be read ({type(e).__name__}: "
-          f"{message}). It is incomplete or corrupt. Move it aside (nothing is deleted): "
-          f"mkdir -p {aside} && mv {os.path.join(self.directory, str(step))} {aside}/ ; the "
-          f"trainer then resumes from {f'step {earlier[-1]}' if earlier else 'scratch'}.") from e
+      error = self._corrupt(step, f"could not be read ({type(e).__name__}: {message})")
+      error.__cause__ = e
+    # A read can fail on one process only (its own shards or iterator state): all must stop.
+    if multihost.most(error is not None):
+      raise error or self._corrupt(step, "could not be read on another process")
+    return restored
 
-  def _check_meta(self, step: int, config: ml_collections.ConfigDict) -> None:
-    saved = self._restore(step, meta=ocp.args.JsonRestore())["meta"]
+  def _verify(self, step: int, digests: dict | None, item: str, tree: Any) -> None:
+    """Raises CheckpointError if `tree` differs from the fingerprints saved for `item`."""
+    if digests is None:
+      return
+    differing = integrity.differing_leaves(digests[item], integrity.tree_fingerprints(tree))
+    if differing:
+      shown = ", ".join(differing[:3]) + (", ..." if len(differing) > 3 else "")
+      raise self._corrupt(step, f"does not match the digests written when it was saved: "
+                          f"{len(differing)} of {len(digests[item])} arrays of '{item}' differ "
+                          f"({shown})")
+
+  def _check_meta(self, step: int, config: ml_collections.ConfigDict) -> dict | None:
+    """Checks `meta` against its digest and the config's model; returns the digests (or None)."""
+    items = {"meta": ocp.args.JsonRestore()}
+    has_digests = os.path.exists(os.path.join(self.step_directory(step), "digests"))
+    if has_digests:
+      items["digests"] = ocp.args.JsonRestore()
+    elif not self._warned_undigested:
+      logging.warning("Checkpoint step %d in %s has no digests (written by an older version): "
+                      "it is restored without checking for corruption.", step, self.directory)
+      self._warned_undigested = True
+    restored = self._restore(step, **items)
+    saved, digests = restored["meta"], restored.get("digests") if has_digests else None
+    if digests is not None and integrity.json_digest(saved) != digests["meta"]:
+      raise self._corrupt(step, "does not match the digests written when it was saved: 'meta' "
+                          "differs")
     expected = run_meta(config)
     if saved["model"] != expected["model"]:
       diff = {k: (saved["model"].get(k), v) for k, v in expected["model"].items()
@@ -90,32 +247,39 @@ class Checkpointer:
           f"checkpoint step {step} in {self.directory} was written for a different model: "
           f"(saved, config) = {diff}. Use the config that trained it (config.model = "
           f"{saved['model']}) or a fresh workdir.")
+    return digests
 
   def restore_train(self, step: int, abstract_state: TrainState,
                     data_iter: grain.DataLoaderIterator,
                     config: ml_collections.ConfigDict) -> TrainState:
-    """Restores the full train state onto `abstract_state`'s shardings and rewinds `data_iter`."""
-    self._check_meta(step, config)
+    """Restores and verifies the full train state onto `abstract_state`'s shardings and rewinds
+    `data_iter`."""
+    digests = self._check_meta(step, config)
     restored = self._restore(
         step,
         params=ocp.args.StandardRestore(abstract_state.params),
         train=ocp.args.StandardRestore({"step": abstract_state.step,
                                         "opt_state": abstract_state.opt_state}),
-        data_iter=grain.checkpoint.CheckpointRestore(data_iter))
+        data_iter=integrity.DataIterRestore(data_iter))
+    self._verify(step, digests, "params", restored["params"])
+    self._verify(step, digests, "train", restored["train"])
     return TrainState(step=restored["train"]["step"], params=restored["params"],
                       opt_state=restored["train"]["opt_state"])
 
   def restore_params(self, step: int, abstract_params: Any,
                      config: ml_collections.ConfigDict) -> Any:
-    """Restores only the params (no optimizer state, no iterator) onto the given shardings."""
-    if step not in self.all_steps():
+    """Restores and verifies only the params (no optimizer state, no iterator)."""
+    if multihost.most(step not in self.all_steps()):  # Agreed: the next read is collective.
       raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; "
                             f"available: {self.all_steps()}")
-    self._check_meta(step, config)
-    return self._restore(step, params=ocp.args.StandardRestore(abstract_params))["params"]
-
-  def wait(self) -> None:
-    self._manager.wait_until_finished()
+    digests = self._check_meta(step, config)
+    params = self._restore(step, params=ocp.args.StandardRestore(abstract_params))["params"]
+    self._verify(step, digests, "params", params)
+    return params
 
   def close(self) -> None:
-    self._manager.close()
+    """Waits for saves under way (errors are the caller's to check with `wait`) and closes."""
+    try:
+      self._manager.close()
+    finally:
+      py_logging.getLogger("absl").removeHandler(self._errors)

@@ -4,8 +4,12 @@ Config files (`configs/*.py`) define `get_config(arg)`; `arg` is the text after 
 `--config=configs/demo.py:runlocal,steps=100` and is parsed by `parse_arg`.
 """
 
+import importlib.util
+import os
+
 import ml_collections
 
+from ig_captioner import errors
 from ig_captioner.data import digits_captions
 
 
@@ -15,22 +19,38 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   for item in filter(None, (arg or "").split(",")):
     key, sep, value = item.partition("=")
     if key not in defaults:
-      raise ValueError(f"unknown config argument {key!r}; known: {sorted(defaults)}")
+      raise errors.ConfigError(f"unknown config argument {key!r}; known: {sorted(defaults)}")
     if not sep:
       value = True
     elif isinstance(defaults[key], bool):
       value = value.lower() in ("1", "true", "yes")
     else:
-      value = type(defaults[key])(value)
+      try:
+        value = type(defaults[key])(value)
+      except ValueError as e:
+        raise errors.ConfigError(f"config argument {key}={value!r} is not a "
+                                 f"{type(defaults[key]).__name__}") from e
     parsed[key] = value
   return parsed
+
+
+def load_file(config_arg: str):
+  """(module, config) for 'path/to/config.py[:args]', as `--config=` flags load it."""
+  path, _, arg = config_arg.partition(":")
+  if not os.path.isfile(path):
+    raise errors.ConfigError(f"config file {path} does not exist (from {config_arg!r})")
+  spec = importlib.util.spec_from_file_location("loaded_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module, module.get_config(arg or None)
 
 
 def digits_data(**overrides) -> ml_collections.ConfigDict:
   """`config.data` for the embedded `digits_captions` data set."""
   data = ml_collections.ConfigDict(dict(
       name="digits_captions",
-      data_dir=ml_collections.FieldReference(None, field_type=str),  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
+      # None: $TFDS_DATA_DIR, or ~/tensorflow_datasets without it.
+      data_dir=ml_collections.FieldReference(None, field_type=str),
       train_split="train",
       image_key="image",
       text_key="caption",
@@ -70,34 +90,37 @@ def zeroshot_eval(**overrides) -> ml_collections.ConfigDict:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the field and the fix for values that cannot work."""
-  def check(ok, field, value, need):
-    if not ok:
-      raise ValueError(f"config.{field}={value!r} is invalid: {need}")
+  """Raises ConfigError naming the field and the fix for values that cannot work."""
+  def check(field, ok, need):
+    value = config
+    for part in field.split("."):
+      value = value[part]
+    try:
+      valid = bool(ok(value))
+    except TypeError:  # e.g. None where a number is needed.
+      valid = False
+    if not valid:
+      raise errors.ConfigError(f"config.{field}={value!r} is invalid: {need}")
 
-  check(config.total_steps > 0, "total_steps", config.total_steps, "must be positive")
-  check(config.batch_size > 0, "batch_size", config.batch_size, "must be positive")
-  check(config.text_only_weight >= 0, "text_only_weight", config.text_only_weight,
+  positive = lambda v: v > 0  # pylint: disable=unnecessary-lambda-assignment
+  check("total_steps", positive, "must be positive")
+  check("batch_size", positive, "must be positive")
+  check("text_only_weight", lambda v: v >= 0,
         "lambda must be >= 0 (0 = standard captioner, 1 = IG captioner)")
-  check(config.log_every > 0, "log_every", config.log_every, "must be positive")
-  check(config.checkpoint_every > 0, "checkpoint_every", config.checkpoint_every,
-        "must be positive")
-  check(config.keep_checkpoints is None or config.keep_checkpoints > 0, "keep_checkpoints",
-        config.keep_checkpoints, "must be positive (or None to keep all)")
-  check(config.model.image_size > 0, "model.image_size", config.model.image_size, "must be positive")
-  check(config.model.vocab_size > 3, "model.vocab_size", config.model.vocab_size,
-        "must exceed the 4 special ids (pad, bos, eos, unk)")
+  check("log_every", positive, "must be positive")
+  check("checkpoint_every", positive, "must be positive")
+  check("keep_checkpoints", lambda v: v is None or v > 0,
+        "must be positive, or None to keep all (--config.keep_checkpoints=None)")
+  check("model.image_size", positive, "must be positive")
+  check("model.vocab_size", lambda v: v > 3, "must exceed the 4 special ids (pad, bos, eos, unk)")
   if config.data.name == digits_captions.DigitsCaptions.name:
-    check(config.data.prior_exponent >= 0, "data.prior_exponent", config.data.prior_exponent,
-          "must be >= 0 (0 = balanced classes)")
-    check(0 <= config.data.caption_noise < 1, "data.caption_noise", config.data.caption_noise,
-          "must be in [0, 1)")
-  check(config.data.augment_shift >= 0, "data.augment_shift", config.data.augment_shift,
-        "must be >= 0")
+    check("data.prior_exponent", lambda v: v >= 0, "must be >= 0 (0 = balanced classes)")
+    check("data.caption_noise", lambda v: 0 <= v < 1, "must be in [0, 1)")
+  check("data.augment_shift", lambda v: v >= 0, "must be >= 0")
   for name, ev in config.get("evals", {}).items():
-    check(ev.type in ("zeroshot",), f"evals.{name}.type", ev.type, "known types: ['zeroshot']")
-    check(len(ev.alphas) > 0, f"evals.{name}.alphas", ev.alphas, "needs at least one alpha")
-    check(len(ev.templates) > 0 and all("{}" in t for t in ev.templates), f"evals.{name}.templates",
-          ev.templates, "needs at least one template, each with a '{}' for the class name")
-    check(ev.batch_size > 0, f"evals.{name}.batch_size", ev.batch_size, "must be positive")
-    check(ev.prompt_chunk > 0, f"evals.{name}.prompt_chunk", ev.prompt_chunk, "must be positive")
+    check(f"evals.{name}.type", lambda v: v in ("zeroshot",), "known types: ['zeroshot']")
+    check(f"evals.{name}.alphas", lambda v: len(v) > 0, "needs at least one alpha")
+    check(f"evals.{name}.templates", lambda v: len(v) > 0 and all("{}" in t for t in v),
+          "needs at least one template, each with a '{}' for the class name")
+    check(f"evals.{name}.batch_size", positive, "must be positive")
+    check(f"evals.{name}.prompt_chunk", positive, "must be positive")

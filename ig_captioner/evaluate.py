@@ -7,22 +7,24 @@
 It never talks to the trainer: it polls `DIR/checkpoints`, evaluates each new step with every
 entry of `config.evals`, and appends one row per step to `DIR/eval_metrics.jsonl` (plus
 TensorBoard under `DIR/tb/eval`). Steps already in that file are not evaluated again, so a
-restarted evaluator picks up where it stopped. Watching ends after `config.total_steps` is
-evaluated, or after `--timeout_s` without a new checkpoint.
+restarted evaluator picks up where it stopped. A step it cannot evaluate gets a row too, with
+`"status": "skipped"` (pruned by `keep_checkpoints` before it was read) or `"failed"` (corrupt,
+with the reason), and the watch goes on. Watching ends after `config.total_steps` is evaluated,
+or after `--timeout_s` without a new checkpoint.
 """
 
 import os
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
+import jax
 import ml_collections
 from ml_collections import config_flags
 
 from ig_captioner import checkpointing
 from ig_captioner import config_lib
-from ig_captioner import console
+from ig_captioner import cli
 from ig_captioner import metric_writing
 from ig_captioner import multihost
 from ig_captioner import sharding
@@ -41,8 +43,15 @@ def build_evaluators(config, model, mesh) -> list:
 
 
 def evaluated_steps(workdir: str) -> set[int]:
+  """Steps with a row in `eval_metrics.jsonl`: evaluated, or recorded as skipped or failed."""
   return {row["step"] for row in metric_writing.read_jsonl(
       metric_writing.jsonl_path(workdir, "eval"))}
+
+
+def checkpoint_cadence(config: ml_collections.ConfigDict) -> set[int]:
+  """The steps the trainer saves at (a stop by a signal adds one off this cadence)."""
+  return set(range(config.checkpoint_every, config.total_steps + 1, config.checkpoint_every)) | {
+      config.total_steps}
 
 
 def _pending_steps(ckpt: checkpointing.Checkpointer, done: set[int], *, step: int | None,
@@ -65,28 +74,50 @@ def _pending_steps(ckpt: checkpointing.Checkpointer, done: set[int], *, step: in
   return [s for s in todo if s not in done]
 
 
+def _missed_steps(config, ckpt: checkpointing.Checkpointer, done: set[int]) -> list[int]:
+  """Cadence steps older than the newest checkpoint that are neither evaluated nor on disk:
+  pruned by `keep_checkpoints` before this evaluator reached them."""
+  available = ckpt.all_steps()
+  if not available:
+    return []
+  return sorted(s for s in checkpoint_cadence(config)
+                if s < available[-1] and s not in done and s not in available)
+
+
+# Outcomes of one step, agreed by all processes (process 0's view of the directory decides).
+EVALUATED, PRUNED, CORRUPT = 0, 1, 2
+
+
 def _evaluate_step(step: int, ckpt: checkpointing.Checkpointer, abstract_params, config,
-                   evaluators) -> dict[str, float] | None:
-  """Every evaluator's metrics on checkpoint `step` (None if it was deleted before the read)."""
+                   evaluators) -> tuple[int, dict | str]:
+  """(EVALUATED, metrics), (PRUNED, reason) or (CORRUPT, error message) for checkpoint `step`."""
   logging.info("Evaluating step %d of %s", step, ckpt.directory)
   try:
-    params = ckpt.restore_params(step, abstract_params, config)
-  except Exception:
-    if step in ckpt.all_steps():
-      raise
-    logging.warning("Checkpoint %d was deleted (max_to_keep) before it could be read.", step)
-    return None
+    params, error = ckpt.restore_params(step, abstract_params, config), None
+  except checkpointing.CheckpointError as e:
+    params, error = None, e
+  outcome = multihost.agree(EVALUATED if error is None else
+                            CORRUPT if step in ckpt.all_steps() else PRUNED)
+  if outcome == PRUNED:
+    return PRUNED, "deleted (keep_checkpoints) while it was being read"
+  if outcome == CORRUPT:
+    return CORRUPT, str(error or "unreadable on process 0")
   metrics = {}
   for evaluator in evaluators:
     metrics.update(evaluator.run(params))
   logging.info("step %d: %s", step, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-  return metrics
+  return EVALUATED, metrics
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None,
              once: bool = False, poll_interval_s: float = 10.0,
              timeout_s: float = 3600.0) -> dict[int, dict[str, float]]:
-  """Evaluates checkpoints in `workdir` (see module docstring); returns {step: metrics}."""
+  """Evaluates checkpoints in `workdir` (see module docstring); returns {step: metrics}.
+
+  Watching, a step that cannot be evaluated is recorded in `eval_metrics.jsonl` as
+  `{"step": s, "status": "skipped" | "failed", "reason": ...}` and the watch goes on; with
+  `step` or `once`, a corrupt checkpoint is recorded as failed and raises CheckpointError.
+  """
   config_lib.validate(config)
   workdir = os.path.abspath(workdir)
   mesh = sharding.make_mesh(config.eval_mesh)
@@ -94,23 +125,40 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
   abstract_params, _ = train_state.abstract_params_and_shardings(model, mesh)
   evaluators = build_evaluators(config, model, mesh)
   ckpt = checkpointing.Checkpointer(workdir, read_only=True)
+  eval_path = metric_writing.jsonl_path(workdir, "eval")
+  if jax.process_index() == 0:
+    metric_writing.repair(eval_path)  # A torn last line must not swallow the next row.
   writer = metric_writing.create_writer(workdir, "eval")
   results = {}
   done = evaluated_steps(workdir)
   single = step is not None or once
   last_new = time.monotonic()
+
+  def record(s: int, status: str, reason: str) -> None:
+    logging.warning("Step %d %s: %s", s, status, reason)
+    writer.write_row({"step": s, "status": status, "reason": reason})
+    done.add(s)
+
   try:
     while True:
+      if not single:
+        for s in _missed_steps(config, ckpt, done):
+          record(s, "skipped", "no checkpoint: pruned (keep_checkpoints) before it was "
+                 "evaluated, or never written")
       # Process 0 chooses the step and when to stop, so that all processes run the same work.
       pending = _pending_steps(ckpt, done, step=step, once=once)
       s = multihost.agree(pending[0] if pending else -1)
       if s >= 0:
-        metrics = _evaluate_step(s, ckpt, abstract_params, config, evaluators)
-        if metrics is not None:
-          writer.write_scalars(s, metrics)
+        outcome, result = _evaluate_step(s, ckpt, abstract_params, config, evaluators)
+        if outcome == EVALUATED:
+          writer.write_scalars(s, result)
           writer.flush()
-          results[s] = metrics
-        done.add(s)
+          results[s] = result
+          done.add(s)
+        else:
+          record(s, "skipped" if outcome == PRUNED else "failed", result)
+          if single and outcome == CORRUPT:
+            raise checkpointing.CheckpointError(f"{result} (recorded as failed in {eval_path})")
         last_new = time.monotonic()
         if single:
           return results
@@ -123,6 +171,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
       time.sleep(poll_interval_s)
   finally:
     writer.close()
+    ckpt.close()
 
 
 def main():
@@ -137,10 +186,9 @@ def main():
 
   def run(argv):
     del argv
-    console.setup()
     evaluate(config.value, workdir.value, step=step.value, once=once.value,
              poll_interval_s=poll_s.value, timeout_s=timeout_s.value)
-  app.run(run)
+  cli.run(run)
 
 
 if __name__ == "__main__":

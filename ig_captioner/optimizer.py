@@ -4,6 +4,8 @@ import jax
 import ml_collections
 import optax
 
+from ig_captioner import errors
+
 # Params named like this are decayed; biases, norm scales/offsets and embeddings are not.
 DECAYED_PARAM_NAMES = ("kernel",)
 
@@ -18,7 +20,7 @@ def weight_decay_mask(params):
 
 def learning_rate_schedule(opt_config: ml_collections.ConfigDict, total_steps: int):
   if not 0 <= opt_config.warmup_steps < total_steps:
-    raise ValueError(f"config.optimizer.warmup_steps={opt_config.warmup_steps} must be in "
+    raise errors.ConfigError(f"config.optimizer.warmup_steps={opt_config.warmup_steps} must be in "
                      f"[0, config.total_steps={total_steps})")
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=opt_config.learning_rate, warmup_steps=opt_config.warmup_steps,
@@ -27,11 +29,13 @@ def learning_rate_schedule(opt_config: ml_collections.ConfigDict, total_steps: i
 
 def build(opt_config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
   if opt_config.learning_rate <= 0:
-    raise ValueError(f"config.optimizer.learning_rate={opt_config.learning_rate} must be positive")
+    raise errors.ConfigError(
+        f"config.optimizer.learning_rate={opt_config.learning_rate} must be positive")
   if opt_config.weight_decay < 0:
-    raise ValueError(f"config.optimizer.weight_decay={opt_config.weight_decay} must be >= 0")
+    raise errors.ConfigError(
+        f"config.optimizer.weight_decay={opt_config.weight_decay} must be >= 0")
   if opt_config.clip_norm <= 0:
-    raise ValueError(f"config.optimizer.clip_norm={opt_config.clip_norm} must be positive")
+    raise errors.ConfigError(f"config.optimizer.clip_norm={opt_config.clip_norm} must be positive")
   return optax.chain(
       optax.clip_by_global_norm(opt_config.clip_norm),
       optax.adamw(learning_rate_schedule(opt_config, total_steps), b1=opt_config.b1,

@@ -21,7 +21,8 @@ from ig_captioner import objective
 
 
 def _chunked(prompts_PxT: jax.Array, chunk: int) -> tuple[jax.Array, int]:
-  """Pads P up to a multiple of `chunk` (with copies of prompt 0) and splits: (P/chunk, chunk, T)."""
+  """Pads P up to a multiple of `chunk` (with copies of prompt 0) and splits it into
+  (P/chunk, chunk, T)."""
   num_prompts = prompts_PxT.shape[0]
   pad = -num_prompts % chunk
   if pad:

@@ -18,6 +18,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from ig_captioner import errors
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 LOGICAL_AXIS_RULES = (
@@ -44,22 +46,26 @@ def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tupl
   """Resolves `config.mesh` (sizes for data/fsdp/tensor, at most one -1) for `num_devices`."""
   unknown = set(mesh_config.keys()) - set(MESH_AXES)
   if unknown:
-    raise ValueError(f"config.mesh has unknown axes {sorted(unknown)}; allowed: {MESH_AXES}")
+    raise errors.ConfigError(
+        f"config.mesh has unknown axes {sorted(unknown)}; allowed: {MESH_AXES}")
   sizes = [int(mesh_config.get(axis, 1)) for axis in MESH_AXES]
   if sizes.count(-1) > 1:
-    raise ValueError(f"config.mesh={dict(zip(MESH_AXES, sizes))} has more than one -1; "
+    raise errors.ConfigError(f"config.mesh={dict(zip(MESH_AXES, sizes))} has more than one -1; "
                      "at most one axis may take the remaining devices")
   if any(s == 0 or s < -1 for s in sizes):
-    raise ValueError(f"config.mesh={dict(zip(MESH_AXES, sizes))}: sizes must be positive or -1")
+    raise errors.ConfigError(
+        f"config.mesh={dict(zip(MESH_AXES, sizes))}: sizes must be positive or -1")
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if num_devices % known:
-      raise ValueError(f"config.mesh={dict(zip(MESH_AXES, sizes))}: {num_devices} devices are not "
-                       f"divisible by the fixed axes' product {known}")
+      raise errors.ConfigError(
+          f"config.mesh={dict(zip(MESH_AXES, sizes))}: {num_devices} devices are not "
+          f"divisible by the fixed axes' product {known}")
     sizes[sizes.index(-1)] = num_devices // known
   if math.prod(sizes) != num_devices:
-    raise ValueError(f"config.mesh={dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices "
-                     f"but {num_devices} are available; set one axis to -1 to use them all")
+    raise errors.ConfigError(
+        f"config.mesh={dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices "
+        f"but {num_devices} are available; set one axis to -1 to use them all")
   return tuple(sizes)
 
 

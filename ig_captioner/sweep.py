@@ -5,30 +5,26 @@ print a table of zero-shot top-1 per run and alpha.
 
 Each run is a separate trainer process and then a separate evaluator process (exactly the
 commands a user would type; they are printed). A run whose final checkpoint is already evaluated
-is not trained or evaluated again, so an interrupted sweep resumes where it stopped.
+is not trained or evaluated again, so an interrupted sweep resumes where it stopped. SIGTERM or
+SIGINT (Ctrl-C) is passed to the running trainer, which saves a checkpoint; the sweep then stops
+and says how to resume.
 """
 
-import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import time
 
-from absl import app
 from absl import flags
 
+from ig_captioner import cli
+from ig_captioner import config_lib
+from ig_captioner import errors
 from ig_captioner import metric_writing
+from ig_captioner import preemption
 from ig_captioner.evaluators import zeroshot
 
-
-
-def load_config_file(config_arg: str):
-  """(module, config) for 'path/to/config.py[:args]'."""
-  path, _, arg = config_arg.partition(":")
-  spec = importlib.util.spec_from_file_location("sweep_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module, module.get_config(arg or None)
 
 
 def sweep_runs(module) -> list[tuple[str, dict]]:
@@ -46,9 +42,33 @@ def run_name(overrides: dict) -> str:
   return ",".join(f"{k}={v}" for k, v in overrides.items()) or "default"
 
 
+class SweepError(errors.UserError):
+  """A step of the sweep failed; the failing command printed why."""
+
+
+class Stopped(Exception):
+  """A signal stopped the sweep (the trainer it reached saved a checkpoint)."""
+
+
 def _run(cmd: list[str]) -> None:
+  """Runs `cmd`; SIGTERM/SIGINT go to it (once: it has its own session) and then stop the sweep."""
   print("$ " + " ".join(cmd), flush=True)
-  subprocess.run(cmd, check=True)
+  received = []
+  with subprocess.Popen(cmd, start_new_session=True) as proc:
+    def forward(signum, frame):
+      del frame
+      received.append(signal.Signals(signum).name)
+      proc.send_signal(signum)
+    previous = {sig: signal.signal(sig, forward) for sig in preemption.STOP_SIGNALS}
+    try:
+      code = proc.wait()
+    finally:
+      for sig, handler in previous.items():
+        signal.signal(sig, handler)
+  if received:
+    raise Stopped(received[0])
+  if code:
+    raise SweepError(f"{' '.join(cmd[:3])} ... exited with status {code} (its error is above)")
 
 
 def format_table(rows: list[tuple[str, dict]], eval_name: str, alphas) -> str:
@@ -63,7 +83,11 @@ def format_table(rows: list[tuple[str, dict]], eval_name: str, alphas) -> str:
 
 def run_sweep(config_arg: str, workdir: str, overrides: list[str]) -> None:
   """Trains and evaluates every run of the config's sweep, then prints the results table."""
-  module, config = load_config_file(config_arg)
+  module, config = config_lib.load_file(config_arg)
+  for o in overrides:
+    problem = cli.unknown_field(config, o.partition("=")[0].removeprefix("config."))
+    if problem or not o.startswith("config."):
+      raise errors.ConfigError(f"--set={o}: {problem or 'overrides start with config.'}")
   workdir = os.path.abspath(workdir)
   extra = [f"--{o}" for o in overrides]
   total_steps = config.total_steps
@@ -83,9 +107,15 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str]) -> None:
         metric_writing.jsonl_path(run_dir, "eval"))}
     if total_steps not in done:
       _run([python, "-m", "ig_captioner.train"] + flags_)
+      trained = metric_writing.read_jsonl(metric_writing.jsonl_path(run_dir, "train"))
+      if not trained or trained[-1]["step"] != total_steps:  # Its process alone was signalled.
+        raise Stopped(f"the trainer of {run_dir}")
       _run([python, "-m", "ig_captioner.evaluate"] + flags_ + [f"--step={total_steps}"])
       done = {r["step"]: r for r in metric_writing.read_jsonl(
           metric_writing.jsonl_path(run_dir, "eval"))}
+    if "status" in done[total_steps]:
+      raise SweepError(f"the final checkpoint of {run_dir} could not be evaluated: "
+                       f"{done[total_steps]['reason']}")
     results.append((f"{label} ({os.path.basename(run_dir)})", done[total_steps]))
 
   print(f"\nZero-shot top-1 (%) at step {total_steps}; rows: runs, columns: alpha in "
@@ -105,7 +135,14 @@ def main():
   overrides = flags.DEFINE_multi_string(
       "set", [], "Override for every run, e.g. --set=config.total_steps=100 (repeatable).")
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(lambda argv: run_sweep(config.value, workdir.value, overrides.value))
+
+  def run(argv):
+    del argv
+    try:
+      run_sweep(config.value, workdir.value, overrides.value)
+    except Stopped as e:
+      print(f"\nSweep stopped ({e}); checkpoints are saved. Run the same command to resume.")
+  cli.run(run)
 
 
 if __name__ == "__main__":

@@ -4,13 +4,13 @@
         [--config.text_only_weight=0 ...]
 
 Restarting with the same workdir resumes from the latest checkpoint, data iterator included.
+SIGTERM or SIGINT (preemption, Ctrl-C) finish the step, save a checkpoint and exit 0.
 Outputs under DIR: `checkpoints/`, `train_metrics.jsonl`, `tb/train/`, `config.json`.
 """
 
 import os
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 from clu import metrics as clu_metrics
@@ -22,21 +22,28 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ig_captioner import checkpointing
-from ig_captioner import console
+from ig_captioner import cli
 from ig_captioner import config_lib
+from ig_captioner import errors
 from ig_captioner import metric_writing
 from ig_captioner import multihost
 from ig_captioner import objective
 from ig_captioner import optimizer as optimizer_lib
+from ig_captioner import preemption
 from ig_captioner import sharding
 from ig_captioner import train_state as train_state_lib
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
+from ig_captioner.data import verify
 from ig_captioner.models import captioner
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.UserError, FloatingPointError):
   """Training produced a NaN/inf loss or params; no checkpoint was written from that state."""
+
+
+# What the processes vote on after each step (`multihost.StepVote`); the largest vote wins.
+CARRY_ON, STOP_REQUESTED, SAVE_FAILED = 0, 1, 2
 
 
 def make_train_step(model, tx, schedule, text_only_weight: float):
@@ -61,7 +68,8 @@ def average_metrics(history: list[dict[str, np.ndarray]]) -> dict[str, float]:
   collection_cls = clu_metrics.Collection.create(
       **{name: clu_metrics.Average.from_output(name) for name in history[0]})
   stacked = {name: np.stack([m[name] for m in history]) for name in history[0]}
-  return {k: float(v) for k, v in collection_cls.single_from_model_output(**stacked).compute().items()}
+  averages = collection_cls.single_from_model_output(**stacked).compute()
+  return {k: float(v) for k, v in averages.items()}
 
 
 def check_finite(history: list[tuple[int, dict]], last_checkpoint: int | None,
@@ -69,38 +77,66 @@ def check_finite(history: list[tuple[int, dict]], last_checkpoint: int | None,
   """Raises NonFiniteLossError naming the first step whose loss or new params are NaN/inf."""
   for step, metrics in history:
     if not (np.isfinite(metrics["loss"]) and np.isfinite(metrics["param_norm"])):
+      kept = ("No checkpoint had been written yet." if last_checkpoint is None else
+              f"The last good checkpoint (step {last_checkpoint}) in {checkpoint_dir} was saved "
+              "before it and is kept.")
       raise NonFiniteLossError(
           f"loss is {metrics['loss']} and the param norm {metrics['param_norm']} at step {step}; "
-          "training stopped. The last good checkpoint "
-          f"(step {last_checkpoint}) in {checkpoint_dir} is intact. Lower "
-          "config.optimizer.learning_rate, raise config.optimizer.warmup_steps, or check the data.")
+          f"training stopped. {kept} Lower config.optimizer.learning_rate, raise "
+          "config.optimizer.warmup_steps, or check the data.")
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """`<workdir>/config.json` (process 0), written atomically."""
+  path = os.path.join(workdir, "config.json")
+  try:
+    with open(path + ".tmp", "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    os.replace(path + ".tmp", path)
+  except OSError as e:
+    raise errors.OutputError(f"cannot write {path}: {e.strerror or e}. Make the workdir "
+                             "writable or choose another --workdir.") from e
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | None = None):
-  """Trains until `config.total_steps` (or `stop_at_step`, to simulate a preemption).
-
-  Returns the final TrainState.
+  """Trains until `config.total_steps`, or until SIGTERM/SIGINT (or `stop_at_step`, to simulate
+  one) stops it with a checkpoint. Returns the final TrainState.
   """
   config_lib.validate(config)
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  # Checked first, so that an unwritable or full disk fails in seconds, not at the first save.
+  ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
+  try:
+    return _train(config, workdir, ckpt, stop_at_step)
+  finally:
+    try:
+      ckpt.close()  # Saves under way complete, so nothing saved is lost.
+    except Exception as e:  # pylint: disable=broad-except
+      # The normal path reported it already (`ckpt.wait`); on an error path the first error wins.
+      logging.warning("Closing the checkpoint manager: %s: %s", type(e).__name__, e)
+
+
+def _train(config, workdir, ckpt, stop_at_step):
+  """The trainer proper, with `ckpt` open."""
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    _write_config(config, workdir)
 
   # ----------------------------------------------------------------------------------- Mesh ---
   mesh = sharding.make_mesh(config.mesh)
   if config.batch_size % sharding.batch_axis_size(mesh):
-    raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the batch axes "
-                     f"of the mesh (data x fsdp = {sharding.batch_axis_size(mesh)})")
+    raise errors.ConfigError(
+        f"config.batch_size={config.batch_size} is not divisible by the batch axes of the mesh "
+        f"(data x fsdp = {sharding.batch_axis_size(mesh)})")
   logging.info("Mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
                jax.process_count())
 
   # ---------------------------------------------------------------------------------- Input ---
   tokenizer = sources.tokenizer(config.data)
   if tokenizer.vocab_size > config.model.vocab_size:
-    raise ValueError(f"the tokenizer ({tokenizer.source}) has {tokenizer.vocab_size} pieces but "
-                     f"config.model.vocab_size={config.model.vocab_size}: raise the latter")
+    raise errors.ConfigError(
+        f"the tokenizer ({tokenizer.source}) has {tokenizer.vocab_size} pieces but "
+        f"config.model.vocab_size={config.model.vocab_size}: raise the latter")
+  verify.verify_split(config.data, config.data.train_split)  # Before the first step, not during.
   loader = pipeline.train_loader(config, tokenizer)
   data_iter = iter(loader)
 
@@ -113,21 +149,19 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
   logging.info("Model has %.2fM params", num_params / 1e6)
 
   # ------------------------------------------------------------------------ Resume or init ---
-  ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
   # Process 0's view decides, so that every process restores the same step.
   latest = ckpt.latest_step()
   last_checkpoint = multihost.agree(-1 if latest is None else latest)
   last_checkpoint = None if last_checkpoint < 0 else last_checkpoint
   if last_checkpoint is not None:
     logging.info("Resuming from checkpoint step %d in %s", last_checkpoint, ckpt.directory)
-    try:
-      state = ckpt.restore_train(last_checkpoint, abstract_state, data_iter, config)
-    except BaseException:
-      ckpt.close()
-      raise
+    state = ckpt.restore_train(last_checkpoint, abstract_state, data_iter, config)
   else:
     state = train_state_lib.init(model, tx, mesh, state_shardings,
                                  jax.random.key(config.seed))
+  if jax.process_index() == 0:  # Rows logged after that checkpoint are about to be logged again.
+    metric_writing.repair(metric_writing.jsonl_path(workdir, "train"),
+                          after_step=last_checkpoint or 0)
 
   # ------------------------------------------------------------------------ Jitted update ---
   replicated = NamedSharding(mesh, P())
@@ -144,6 +178,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
   # Metrics stay on device until a log or checkpoint step, then come back in one transfer.
   unchecked, interval = [], []  # (step, device metrics) not yet checked; host metrics to log.
   interval_start, interval_step = time.perf_counter(), step
+  vote = multihost.StepVote(mesh)
 
   def check_pending():
     nonlocal unchecked
@@ -153,14 +188,16 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
     unchecked = []
 
   try:
-    with sharding.activate(mesh):
+    with sharding.activate(mesh), preemption.StopRequests() as stop_requests:
       while step < end_step:
         batch = sharding.global_batch_from_local(next(data_iter), mesh)
         state, metrics = train_step(state, batch)
         step += 1
         unchecked.append((step, metrics))
+        decision = vote(SAVE_FAILED if ckpt.failed_save() else
+                        STOP_REQUESTED if stop_requests.requested else CARRY_ON)
 
-        if step % config.log_every == 0 or step == end_step:
+        if step % config.log_every == 0 or step == end_step or decision:
           check_pending()
           values = average_metrics(interval)
           now = time.perf_counter()
@@ -172,17 +209,23 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
                        time.strftime("%H:%M:%S", time.gmtime(eta)))
           interval, interval_start, interval_step = [], now, step
 
-        preempted = ckpt.reached_preemption(step)
-        if step % config.checkpoint_every == 0 or step == config.total_steps or preempted:
+        if decision == SAVE_FAILED:
+          ckpt.wait()  # Raises the failed save's error.
+          raise checkpointing.CheckpointError(
+              f"another process reported a failed checkpoint save in {ckpt.directory}; see its "
+              "log for the cause.")
+        if step % config.checkpoint_every == 0 or step == config.total_steps or decision:
           check_pending()  # Never save a state whose loss went non-finite.
-          if ckpt.save(state, data_iter, config, force=True):
-            last_checkpoint = step
-        if preempted:
-          logging.warning("Preemption signal at step %d: checkpoint saved, exiting.", step)
+          ckpt.save(state, data_iter, config)
+          last_checkpoint = step
+        if decision == STOP_REQUESTED:
+          ckpt.wait()
+          logging.warning("Stopped at step %d (%s): checkpoint saved in %s. Run the same command "
+                          "to resume.", step, stop_requests.signal_name or
+                          "a signal reached another process", ckpt.directory)
           break
+      ckpt.wait()  # The last save, committed before we report success.
   finally:
-    ckpt.wait()  # Saves already under way complete, so nothing saved is lost.
-    ckpt.close()
     writer.close()
   return state
 
@@ -196,9 +239,8 @@ def main():
 
   def run(argv):
     del argv
-    console.setup()
     train(config.value, workdir.value)
-  app.run(run)
+  cli.run(run)
 
 
 if __name__ == "__main__":

@@ -51,4 +51,5 @@ def abstract_params_and_shardings(model, mesh):
 def init(model, tx, mesh, shardings, rng: jax.Array) -> TrainState:
   """A freshly initialized state, sharded as `shardings` from the start."""
   with sharding.activate(mesh):
-    return jax.jit(lambda r: nn.meta.unbox(_boxed_state(model, tx, r)), out_shardings=shardings)(rng)
+    return jax.jit(lambda r: nn.meta.unbox(_boxed_state(model, tx, r)),
+                   out_shardings=shardings)(rng)

@@ -2,13 +2,16 @@
 
     python -m tests.multihost_worker PROCESS_ID PORT DATA_DIR OUT_DIR
 
-Trains the demo's runlocal config straight through, and again with a stop after the first
-checkpoint and a resume; then evaluates the resumed run's checkpoints in watch mode. Writes this
-process's copy of both final params (`params_<id>.npz`) and its eval results (`eval_<id>.json`).
+Trains the demo's runlocal config straight through; again with a stop after the first
+checkpoint and a resume; and again with a SIGTERM that reaches process 1 alone, during its 4th
+step, and a resume. Then evaluates the resumed run's checkpoints in watch mode. Writes this
+process's copy of the final params (`params_<id>.npz`), the step the SIGTERM stopped it at
+(`sigterm_<id>.json`) and its eval results (`eval_<id>.json`).
 """
 
 import json
 import os
+import signal
 import sys
 
 
@@ -19,12 +22,13 @@ def main(process_id: int, port: int, data_dir: str, out_dir: str) -> None:
   jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
   import flax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from ig_captioner import config_lib  # pylint: disable=g-import-not-at-top
   from ig_captioner import evaluate  # pylint: disable=g-import-not-at-top
-  from ig_captioner import sweep  # pylint: disable=g-import-not-at-top
+  from ig_captioner import sharding  # pylint: disable=g-import-not-at-top
   from ig_captioner import train  # pylint: disable=g-import-not-at-top
 
   assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 8, 4)
-  _, config = sweep.load_config_file("configs/demo.py:runlocal")
+  _, config = config_lib.load_file("configs/demo.py:runlocal")
   config.data.data_dir = data_dir
 
   def local_params(state):
@@ -36,9 +40,27 @@ def main(process_id: int, port: int, data_dir: str, out_dir: str) -> None:
   resumed_dir = os.path.join(out_dir, "resumed")
   train.train(config, resumed_dir, stop_at_step=3)
   resumed = local_params(train.train(config, resumed_dir))
+
+  sigterm_dir = os.path.join(out_dir, "sigterm")
+  config.checkpoint_every = 100  # Only the signal and the end save.
+  global_batch, batches = sharding.global_batch_from_local, []
+
+  def signalling_batch(local, mesh):
+    batches.append(1)
+    if process_id == 1 and len(batches) == 4:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return global_batch(local, mesh)
+  sharding.global_batch_from_local = signalling_batch
+  stopped_at = int(train.train(config, sigterm_dir).step)
+  sharding.global_batch_from_local = global_batch
+  after_sigterm = local_params(train.train(config, sigterm_dir))
+  with open(os.path.join(out_dir, f"sigterm_{process_id}.json"), "w") as f:
+    json.dump({"stopped_at": stopped_at}, f)
   np.savez(os.path.join(out_dir, f"params_{process_id}.npz"),
            **{f"straight:{k}": v for k, v in straight.items()},
-           **{f"resumed:{k}": v for k, v in resumed.items()})
+           **{f"resumed:{k}": v for k, v in resumed.items()},
+           **{f"sigterm:{k}": v for k, v in after_sigterm.items()})
+  config.checkpoint_every = 3
 
   results = evaluate.evaluate(config, resumed_dir, poll_interval_s=0.1, timeout_s=60)
   with open(os.path.join(out_dir, f"eval_{process_id}.json"), "w") as f:

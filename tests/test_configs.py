@@ -4,7 +4,9 @@ import jax
 import numpy as np
 import pytest
 
+from ig_captioner import cli
 from ig_captioner import config_lib
+from ig_captioner import errors
 from ig_captioner import optimizer as optimizer_lib
 from ig_captioner import sharding
 from ig_captioner import sweep
@@ -70,3 +72,27 @@ def test_paper_config_builds_abstractly_on_a_mesh():
   assert set(metrics) >= {"loss", "ce_with_image", "ce_text_only", "info_gain_per_token"}
   assert jax.tree.map(lambda x: x.shape, new_state.params) == jax.tree.map(lambda x: x.shape,
                                                                            abstract.params)
+
+
+def test_command_line_overrides_are_checked_before_parsing():
+  config = load_config_module("demo").get_config("runlocal")
+  argv = ["train", "--config=configs/demo.py", "--config.keep_checkpoints=None",
+          "--config.optimizer.learning_rate=1e-3", "--workdir=/tmp/x"]
+  kept, to_none = cli.split_overrides(argv, config)
+  assert to_none == ["keep_checkpoints"] and "--config.keep_checkpoints=None" not in kept
+  with pytest.raises(errors.ConfigError, match=r"--config.optimizer.lr=1: config.optimizer "
+                                               r"has no field 'lr'; its fields are: b1, .*rate"):
+    cli.split_overrides(["--config.optimizer.lr=1"], config)
+  with pytest.raises(errors.ConfigError, match=r"config.total_steps is a value \(6\)"):
+    cli.split_overrides(["--config.total_steps.x=1"], config)
+  with pytest.raises(errors.ConfigError, match="Did you mean config.batch_size"):
+    cli.split_overrides(["--config.batchsize=8"], config)
+
+
+def test_keep_checkpoints_none_is_valid_and_zero_is_not():
+  config = load_config_module("demo").get_config("runlocal")
+  config.keep_checkpoints = None
+  config_lib.validate(config)
+  config.keep_checkpoints = 0
+  with pytest.raises(errors.ConfigError, match=r"keep_checkpoints=0 .* or None to keep all"):
+    config_lib.validate(config)

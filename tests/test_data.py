@@ -10,10 +10,15 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
+from ig_captioner import checkpointing
+from ig_captioner import metric_writing
+from ig_captioner import train
 from ig_captioner.data import digits_captions
 from ig_captioner.data import pipeline
+from ig_captioner.data import prepare
 from ig_captioner.data import sources
 from ig_captioner.data import tokenizer as tokenizer_lib
+from ig_captioner.data import verify
 from tests import helpers
 
 
@@ -158,7 +163,8 @@ def test_config_can_name_an_existing_sentencepiece_model(runlocal_config, tmp_pa
 
 def test_sentencepiece_model_with_other_special_ids_is_refused(tmp_path):
   model = io.BytesIO()  # SentencePiece's defaults: unk=0, bos=1, eos=2, no pad.
-  spm.SentencePieceTrainer.train(sentence_iterator=iter(["a handwritten two", "the digit six"] * 50),
+  sentences = ["a handwritten two", "the digit six"] * 50
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences),
                                  model_writer=model, vocab_size=30, minloglevel=2,
                                  hard_vocab_limit=False)
   with pytest.raises(ValueError, match=r"\(pad, bos, eos\) ids \(-1, 1, 2\).*needs \(0, 1, 2\)"):
@@ -181,3 +187,44 @@ def test_corrupt_record_names_the_record_and_the_fix(runlocal_config, data_dir, 
     source = sources.open_split(runlocal_config.data, "zeroshot")
     for i in range(len(source)):
       source[i]
+
+
+def test_garbage_tokenizer_file_is_named_with_the_fix(runlocal_config, tmp_path):
+  path = tmp_path / "garbage.model"
+  path.write_bytes(b"this is not a SentencePiece model" * 10)
+  runlocal_config.data.tokenizer = str(path)
+  with pytest.raises(tokenizer_lib.TokenizerError,
+                     match=rf"tokenizer {path} is not a readable SentencePiece model.*"
+                           "set config.data.tokenizer"):
+    sources.tokenizer(runlocal_config.data)
+
+
+def _corrupt_copy(runlocal_config, data_dir, tmp_path, split):
+  shutil.copytree(data_dir, tmp_path / "tfds")
+  runlocal_config.data.data_dir = str(tmp_path / "tfds")
+  path = sources.prepared_builder(runlocal_config.data).data_path
+  (record_file,) = [f for f in os.listdir(path) if f"{split}.array_record" in f]
+  helpers.corrupt_middle_third(path / record_file)
+
+
+def test_corrupt_record_stops_the_trainer_before_its_first_step(runlocal_config, data_dir,
+                                                                 tmp_path):
+  _corrupt_copy(runlocal_config, data_dir, tmp_path, "train")
+  with pytest.raises(sources.DataError, match=r"split 'train' .* has unreadable records \d+.*"
+                                              r"Nothing was trained.*prepare it again"):
+    train.train(runlocal_config, str(tmp_path / "run"))
+  assert not os.path.exists(metric_writing.jsonl_path(str(tmp_path / "run"), "train"))
+  assert checkpointing.Checkpointer(str(tmp_path / "run"), read_only=True).all_steps() == []
+  with pytest.raises(sources.DataError, match="has unreadable records"):  # And `--verify`.
+    prepare.prepare(runlocal_config.data, verify=True)
+
+
+def test_verified_splits_are_not_read_again_until_their_files_change(runlocal_config,
+                                                                     monkeypatch):
+  reads = []
+  monkeypatch.setattr(sources.CheckedSource, "unreadable",
+                      lambda self, indices: reads.append(len(indices)) or [])
+  verify.verify_split(runlocal_config.data, "zeroshot")  # Passed when the data was prepared.
+  assert reads == []
+  verify.verify_split(runlocal_config.data, "zeroshot", force=True)
+  assert sum(reads) == 500  # Every record once.

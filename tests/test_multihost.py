@@ -55,6 +55,16 @@ def test_processes_agree_and_resume_matches_straight_run(two_process_run):
     np.testing.assert_array_equal(value, params[1][name], err_msg=name)  # Same on both.
     if name.startswith("straight:"):  # Resuming restored both processes' iterators exactly.
       np.testing.assert_array_equal(params[0]["resumed:" + name[9:]], value, err_msg=name)
+      np.testing.assert_array_equal(params[0]["sigterm:" + name[9:]], value, err_msg=name)
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(two_process_run):
+  stops = [json.loads((two_process_run / f"sigterm_{i}.json").read_text())["stopped_at"]
+           for i in range(2)]
+  # Process 1 voted to stop after its step 4; the votes are read one step late.
+  assert stops == [5, 5]
+  checkpoints = sorted(int(p) for p in os.listdir(two_process_run / "sigterm" / "checkpoints"))
+  assert checkpoints == [5, 6]
 
 
 def test_each_process_checkpoints_its_own_data_shard(two_process_run):

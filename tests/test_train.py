@@ -1,4 +1,5 @@
-"""The trainer end to end: runs, resumes exactly, checkpoints portably, stops on NaN, checks config."""
+"""The trainer end to end: runs, resumes exactly, checkpoints portably, stops on NaN, checks
+config."""
 
 import json
 import os
@@ -55,16 +56,18 @@ def test_resume_gives_same_params_and_data_order(runlocal_config, tmp_path):
   for want in expected[3:]:
     np.testing.assert_array_equal(next(resumed)["tokens"], want)
 
-  # The trainer part: stop after the step-3 checkpoint, restart, compare with one straight run.
+  # The trainer part: stop two steps after the step-3 checkpoint (as a kill would), restart,
+  # compare with one straight run.
   straight = train.train(runlocal_config, str(tmp_path / "straight"))
-  train.train(runlocal_config, str(tmp_path / "resumed"), stop_at_step=3)
+  train.train(runlocal_config, str(tmp_path / "resumed"), stop_at_step=5)
   assert checkpointing.Checkpointer(str(tmp_path / "resumed"), read_only=True).all_steps() == [3]
   resumed_state = train.train(runlocal_config, str(tmp_path / "resumed"))
   jax.tree.map(np.testing.assert_array_equal, _params_np(resumed_state), _params_np(straight))
   rows = metric_writing.read_jsonl(metric_writing.jsonl_path(str(tmp_path / "resumed"), "train"))
   straight_rows = metric_writing.read_jsonl(
       metric_writing.jsonl_path(str(tmp_path / "straight"), "train"))
-  assert rows[-1]["step"] == straight_rows[-1]["step"] == 6
+  # Rows 4 and 5, logged after the checkpoint, were dropped and logged again: each step once.
+  assert [r["step"] for r in rows] == [r["step"] for r in straight_rows] == [2, 4, 6]
   assert rows[-1]["loss"] == straight_rows[-1]["loss"]  # Same batches at steps 5 and 6.
 
 
@@ -87,7 +90,8 @@ def test_checkpoint_restores_onto_another_mesh_and_with_plain_orbax(runlocal_con
   # Without this package: a fresh interpreter that imports orbax alone.
   script = textwrap.dedent(f"""
       import sys, numpy as np, orbax.checkpoint as ocp
-      params = ocp.StandardCheckpointer().restore({str(tmp_path / "checkpoints" / "6" / "params")!r})
+      path = {str(tmp_path / "checkpoints" / "6" / "params")!r}
+      params = ocp.StandardCheckpointer().restore(path)
       kernel = np.asarray(params["decoder"]["block0"]["mlp"]["fc1"]["kernel"])
       np.save({str(tmp_path / "kernel.npy")!r}, kernel)
       assert "ig_captioner" not in sys.modules
@@ -120,14 +124,21 @@ def test_corrupt_checkpoint_names_the_fix_and_following_it_resumes(runlocal_conf
   assert checkpointing.Checkpointer(str(tmp_path), read_only=True).all_steps() == [3, 6]
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(runlocal_config, tmp_path):
+@pytest.mark.parametrize("checkpoint_every,kept", [
+    (1, r"last good checkpoint \(step 1\) .* is kept"),
+    (100, r"No checkpoint had been written yet")])
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(runlocal_config, tmp_path,
+                                                              checkpoint_every, kept):
   # Warmup gives update 1 a learning rate of 0 (a good state); update 2's huge rate makes the
   # params overflow, which must stop training before that state is checkpointed.
   runlocal_config.optimizer.update(learning_rate=1e38, warmup_steps=2, clip_norm=1e38)
-  runlocal_config.update(checkpoint_every=1, log_every=100)
-  with pytest.raises(train.NonFiniteLossError, match=r"at step 2.*last good checkpoint \(step 1\)"):
+  runlocal_config.update(checkpoint_every=checkpoint_every, log_every=100)
+  with pytest.raises(train.NonFiniteLossError, match=rf"at step 2.*{kept}"):
     train.train(runlocal_config, str(tmp_path))
   ckpt = checkpointing.Checkpointer(str(tmp_path), read_only=True)
+  if checkpoint_every == 100:
+    assert ckpt.all_steps() == []
+    return
   assert ckpt.all_steps() == [1]
   model = captioner.build(runlocal_config.model)
   abstract, _ = train_state.abstract_params_and_shardings(

@@ -132,4 +132,5 @@ def labeled_batches(data_config: ml_collections.ConfigDict, split: str, image_si
       blank = np.zeros((image_size, image_size, 3), np.uint8)
       images += [blank] * pad
       labels += [0] * pad
-    yield {"image": normalize_images(np.stack(images)), "label": np.asarray(labels, np.int32), "valid": valid}
+    yield {"image": normalize_images(np.stack(images)), "label": np.asarray(labels, np.int32),
+           "valid": valid}

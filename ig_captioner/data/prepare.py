@@ -1,28 +1,30 @@
-"""Prepares `config.data` offline: builds the TFDS data set (ArrayRecord) and its tokenizer.
+"""Prepares `config.data` offline: builds the TFDS data set (ArrayRecord) and its tokenizer,
+then checks that every record reads.
 
-    python -m ig_captioner.data.prepare --config=configs/demo.py
+    python -m ig_captioner.data.prepare --config=configs/demo.py [--verify]
 
 The SentencePiece model is trained on the train split's texts and stored as `tokenizer.model`
-beside the data set's files. Preparing again is a no-op once both exist.
+beside the data set's files. Preparing again is a no-op once both exist and verified; `--verify`
+reads every record again (bit rot: see `verify.py`).
 """
 
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 import ml_collections
 from ml_collections import config_flags
 import tensorflow_datasets as tfds
 
-from ig_captioner import console
+from ig_captioner import cli
 from ig_captioner.data import sources
 from ig_captioner.data import tokenizer as tokenizer_lib
+from ig_captioner.data import verify as verify_lib
 
 
-
-def prepare(data_config: ml_collections.ConfigDict) -> str:
-  """Builds the data set and its tokenizer if missing; returns the data set's directory."""
+def prepare(data_config: ml_collections.ConfigDict, verify: bool = False) -> str:
+  """Builds the data set and its tokenizer if missing and checks its records (all of them again
+  if `verify`); returns the data set's directory."""
   builder = sources.builder(data_config)
   if not (builder.data_path / "dataset_info.json").exists():
     if data_config.name != "digits_captions":
@@ -42,6 +44,7 @@ def prepare(data_config: ml_collections.ConfigDict) -> str:
     os.replace(tmp_path, tokenizer_path)  # Atomic: a crash never leaves half a tokenizer.
     logging.info("Trained a %d-piece tokenizer at %s",
                  tokenizer_lib.Tokenizer(model).vocab_size, tokenizer_path)
+  verify_lib.verify_all(data_config, force=verify)
   return str(builder.data_path)
 
 
@@ -49,13 +52,14 @@ def main():
   """Command-line entry point (flags are defined here so that importing defines none)."""
   config = config_flags.DEFINE_config_file("config", None, "Config file (its `data` is used).",
                                            lock_config=True)
+  verify = flags.DEFINE_bool("verify", False, "Read every record again, even of splits that "
+                             "passed before (bit rot changes no file size or time).")
   flags.mark_flag_as_required("config")
 
   def run(argv):
     del argv
-    console.setup()
-    print(f"Prepared {prepare(config.value.data)}")
-  app.run(run)
+    print(f"Prepared {prepare(config.value.data, verify=verify.value)}")
+  cli.run(run)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,14 @@ from typing import Any, Sequence
 import ml_collections
 import tensorflow_datasets as tfds
 
+from ig_captioner import errors
 from ig_captioner.data import digits_captions
 from ig_captioner.data import tokenizer as tokenizer_lib
 
 TOKENIZER_FILENAME = "tokenizer.model"
 
 
-class DataError(RuntimeError):
+class DataError(errors.UserError, RuntimeError):
   """The data set is missing, incomplete or corrupt."""
 
 
@@ -82,6 +83,14 @@ class CheckedSource:
   def __len__(self) -> int:
     return len(self._source)
 
+  @property
+  def description(self) -> str:
+    return self._description
+
+  @property
+  def repair(self) -> str:
+    return self._repair
+
   def __getitem__(self, index: int) -> Any:
     try:
       return self._source[index]
@@ -89,6 +98,21 @@ class CheckedSource:
       raise DataError(f"record {index} of {self._description} could not be read "
                       f"({type(e).__name__}: {e}). The prepared data looks corrupt: {self._repair}"
                       ) from e
+
+  def unreadable(self, indices: Sequence[int]) -> list[int]:
+    """Which of `indices` cannot be read and decoded (one batched read when all can)."""
+    try:
+      self._source.__getitems__(list(indices))
+      return []
+    except Exception:  # pylint: disable=broad-except
+      pass
+    bad = []
+    for i in indices:
+      try:
+        self._source[i]
+      except Exception:  # pylint: disable=broad-except
+        bad.append(i)
+    return bad
 
 
 def open_split(data_config: ml_collections.ConfigDict, split: str) -> CheckedSource:
@@ -122,5 +146,6 @@ def tokenizer(data_config: ml_collections.ConfigDict) -> tokenizer_lib.Tokenizer
   path = prepared_builder(data_config).data_path / TOKENIZER_FILENAME
   if not path.exists():
     raise DataError(f"no tokenizer at {path}: prepare the data set with "
-                    f"{prepare_command(data_config)}, or set config.data.tokenizer to a .model file")
+                    f"{prepare_command(data_config)}, or set config.data.tokenizer to a .model "
+                    "file")
   return tokenizer_lib.Tokenizer(path.read_bytes(), source=str(path))

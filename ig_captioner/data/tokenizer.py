@@ -11,6 +11,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import sentencepiece as spm
 
+from ig_captioner import errors
 from ig_captioner.objective import PAD_ID
 
 BOS_ID, EOS_ID, UNK_ID = 1, 2, 3
@@ -34,22 +35,38 @@ def train(texts: Iterable[str], vocab_size: int) -> bytes:
   return model.getvalue()
 
 
+class TokenizerError(errors.UserError, ValueError):
+  """A tokenizer file that is missing, unreadable, or has other special ids."""
+
+
+class TokenizerNotFoundError(TokenizerError, FileNotFoundError):
+  """The tokenizer file does not exist."""
+
+
+_FIX = ("set config.data.tokenizer to a SentencePiece .model file trained with "
+        "`ig_captioner.data.tokenizer.train`, or leave it empty to use the data set's (rebuilt by "
+        "`python -m ig_captioner.data.prepare` once the bad file is deleted)")
+
+
 class Tokenizer:
   """Encodes texts into fixed-length int32 token arrays."""
 
   def __init__(self, model_proto: bytes, source: str = "<in memory>"):
     self.source = source
-    self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+    try:
+      self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+    except Exception as e:  # SentencePiece raises RuntimeError('Internal: ...') without a path.
+      raise TokenizerError(f"tokenizer {source} is not a readable SentencePiece model "
+                           f"({type(e).__name__}: {e}): {_FIX}") from e
     ids = (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id())
     if ids != (PAD_ID, BOS_ID, EOS_ID):
-      raise ValueError(f"tokenizer {source} has (pad, bos, eos) ids {ids}; ig-captioner needs "
-                       f"{(PAD_ID, BOS_ID, EOS_ID)}: train it with `ig_captioner.data.tokenizer.train`")
+      raise TokenizerError(f"tokenizer {source} has (pad, bos, eos) ids {ids}; ig-captioner needs "
+                           f"{(PAD_ID, BOS_ID, EOS_ID)}: {_FIX}")
 
   @classmethod
   def from_file(cls, path: str) -> "Tokenizer":
     if not os.path.exists(path):
-      raise FileNotFoundError(f"SentencePiece model {path} does not exist: set config.data.tokenizer "
-                              "to an existing .model file, or leave it empty to use the data set's")
+      raise TokenizerNotFoundError(f"SentencePiece model {path} does not exist: {_FIX}")
     with open(path, "rb") as f:
       return cls(f.read(), source=path)
 
@@ -66,8 +83,8 @@ class Tokenizer:
     pieces = self._sp.encode(text)
     if len(pieces) + 2 > max_len:
       if strict:
-        raise ValueError(f"text {text!r} needs {len(pieces) + 2} tokens with BOS/EOS but "
-                         f"max_text_len is {max_len}: raise config.model.max_text_len")
+        raise errors.ConfigError(f"text {text!r} needs {len(pieces) + 2} tokens with BOS/EOS "
+                                 f"but max_text_len is {max_len}: raise config.model.max_text_len")
       tokens = [BOS_ID] + pieces[:max_len - 1]
     else:
       tokens = [BOS_ID] + pieces + [EOS_ID]

@@ -18,6 +18,7 @@ from ig_captioner import sharding
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
 from ig_captioner.data import tokenizer as tokenizer_lib
+from ig_captioner.data import verify
 
 
 def metric_name(name: str, alpha: float) -> str:
@@ -37,6 +38,7 @@ class Evaluator:
     self._image_size = config.model.image_size
     self._mesh = mesh
     self.alphas = tuple(float(a) for a in eval_config.alphas)
+    verify.verify_split(self._data_config, eval_config.split)  # Before the first checkpoint.
     self.class_names = sources.class_names(self._data_config, eval_config.label_key)
     prompts = [t.format(c) for c in self.class_names for t in eval_config.templates]  # Class-major.
     self._prompts_PxT = tokenizer.encode_batch(prompts, config.model.max_text_len, strict=True)

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from ig_captioner import errors
 from ig_captioner.models import decoder as decoder_lib
 from ig_captioner.models import vit
 
@@ -46,16 +47,17 @@ class Captioner(nn.Module):
 def build(model_config: ml_collections.ConfigDict) -> Captioner:
   """Builds the captioner from `config.model`, checking its values."""
   if model_config.dtype not in DTYPES:
-    raise ValueError(f"config.model.dtype={model_config.dtype!r} is not one of {sorted(DTYPES)}")
+    raise errors.ConfigError(
+        f"config.model.dtype={model_config.dtype!r} is not one of {sorted(DTYPES)}")
   if model_config.decoder not in vit.SIZES:
-    raise ValueError(f"config.model.decoder={model_config.decoder!r} is not one of "
+    raise errors.ConfigError(f"config.model.decoder={model_config.decoder!r} is not one of "
                      f"{sorted(vit.SIZES)}")
   vit.parse_variant(model_config.encoder)  # Raises a clear error on a malformed variant.
   size = vit.SIZES[model_config.decoder]
   if model_config.get("decoder_depth"):
     size = vit.TransformerSize(size.width, model_config.decoder_depth, size.mlp_dim, size.num_heads)
   if model_config.max_text_len < 2:
-    raise ValueError(f"config.model.max_text_len={model_config.max_text_len} must be >= 2 "
+    raise errors.ConfigError(f"config.model.max_text_len={model_config.max_text_len} must be >= 2 "
                      "(BOS plus at least EOS)")
   return Captioner(
       encoder_variant=model_config.encoder,

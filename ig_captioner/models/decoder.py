@@ -24,12 +24,13 @@ class DecoderBlock(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxD, visual_BxNxE):
     y = layers.layer_norm(self.dtype, "ln_self")(x_BxLxD)
-    x_BxLxD = x_BxLxD + layers.MultiHeadAttention(self.size.num_heads, self.dtype, name="self_attn")(
-        y, y, causal=True)
+    self_attention = layers.MultiHeadAttention(self.size.num_heads, self.dtype, name="self_attn")
+    x_BxLxD = x_BxLxD + self_attention(y, y, causal=True)
     if visual_BxNxE is not None:
       y = layers.layer_norm(self.dtype, "ln_cross")(x_BxLxD)
-      x_BxLxD = x_BxLxD + layers.MultiHeadAttention(self.size.num_heads, self.dtype, name="cross_attn")(
-          y, visual_BxNxE)
+      cross_attention = layers.MultiHeadAttention(self.size.num_heads, self.dtype,
+                                                  name="cross_attn")
+      x_BxLxD = x_BxLxD + cross_attention(y, visual_BxNxE)
     y = layers.layer_norm(self.dtype, "ln_mlp")(x_BxLxD)
     x_BxLxD = x_BxLxD + layers.MlpBlock(self.size.mlp_dim, self.dtype, name="mlp")(y)
     return nn.with_logical_constraint(x_BxLxD, layers.BATCH_LENGTH_EMBED)

@@ -18,7 +18,8 @@ Dtype = Any
 # Activation layouts, named once.
 BATCH_LENGTH_EMBED = ("activation_batch", "activation_length", "activation_embed")
 BATCH_LENGTH_MLP = ("activation_batch", "activation_length", "activation_mlp")
-BATCH_LENGTH_HEADS_KV = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+BATCH_LENGTH_HEADS_KV = ("activation_batch", "activation_length", "activation_heads",
+                         "activation_kv")
 
 
 def dense(features: int, axes: tuple[str, str], dtype: Dtype, name: str, use_bias: bool = True,
@@ -67,14 +68,16 @@ class MultiHeadAttention(nn.Module):
     v_BxSxHxK = nn.with_logical_constraint(v_BxSxHxK, BATCH_LENGTH_HEADS_KV)
 
     logits_BxHxQxS = jnp.einsum("bqhk,bshk->bhqs", q_BxQxHxK, k_BxSxHxK,
-                                preferred_element_type=jnp.float32) / jnp.sqrt(k).astype(jnp.float32)
+                                preferred_element_type=jnp.float32)
+    logits_BxHxQxS = logits_BxHxQxS / jnp.sqrt(k).astype(jnp.float32)
     if causal:
       allowed_QxS = jnp.tril(jnp.ones((q_len, s_len), dtype=bool))
       logits_BxHxQxS = jnp.where(allowed_QxS, logits_BxHxQxS, jnp.finfo(jnp.float32).min)
     weights_BxHxQxS = nn.softmax(logits_BxHxQxS, axis=-1).astype(self.dtype)
     out_BxQxHxK = jnp.einsum("bhqs,bshk->bqhk", weights_BxHxQxS, v_BxSxHxK)
     out_BxQxHxK = nn.with_logical_constraint(out_BxQxHxK, BATCH_LENGTH_HEADS_KV)
-    out_BxQxD = dense(width, ("heads", "embed"), self.dtype, "out")(out_BxQxHxK.reshape(b, q_len, width))
+    out_BxQxD = dense(width, ("heads", "embed"), self.dtype, "out")(
+        out_BxQxHxK.reshape(b, q_len, width))
     return nn.with_logical_constraint(out_BxQxD, BATCH_LENGTH_EMBED)
 
 

@@ -11,6 +11,7 @@ import einops
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ig_captioner import errors
 from ig_captioner.models import layers
 
 
@@ -38,7 +39,7 @@ def parse_variant(variant: str) -> tuple[TransformerSize, int]:
   """'B/16' -> (size of B, patch 16)."""
   name, sep, patch = variant.partition("/")
   if not sep or name not in SIZES or not patch.isdigit():
-    raise ValueError(f"ViT variant {variant!r} is not of the form SIZE/PATCH with SIZE in "
+    raise errors.ConfigError(f"ViT variant {variant!r} is not of the form SIZE/PATCH with SIZE in "
                      f"{sorted(SIZES)}, e.g. 'B/16'")
   return SIZES[name], int(patch)
 
@@ -50,7 +51,8 @@ class EncoderBlock(nn.Module):
   @nn.compact
   def __call__(self, x_BxNxD):
     y = layers.layer_norm(self.dtype, "ln_attn")(x_BxNxD)
-    x_BxNxD = x_BxNxD + layers.MultiHeadAttention(self.size.num_heads, self.dtype, name="attn")(y, y)
+    attention = layers.MultiHeadAttention(self.size.num_heads, self.dtype, name="attn")
+    x_BxNxD = x_BxNxD + attention(y, y)
     y = layers.layer_norm(self.dtype, "ln_mlp")(x_BxNxD)
     x_BxNxD = x_BxNxD + layers.MlpBlock(self.size.mlp_dim, self.dtype, name="mlp")(y)
     return nn.with_logical_constraint(x_BxNxD, layers.BATCH_LENGTH_EMBED)
@@ -66,7 +68,8 @@ class VisionEncoder(nn.Module):
   def __call__(self, images_BxHxWxC):
     size, patch = parse_variant(self.variant)
     if self.image_size % patch:
-      raise ValueError(f"image_size {self.image_size} is not a multiple of the patch size {patch}")
+      raise errors.ConfigError(
+          f"image_size {self.image_size} is not a multiple of the patch size {patch}")
     if images_BxHxWxC.shape[1:3] != (self.image_size, self.image_size):
       raise ValueError(f"images have shape {images_BxHxWxC.shape}, expected "
                        f"(B, {self.image_size}, {self.image_size}, C)")
@@ -79,7 +82,8 @@ class VisionEncoder(nn.Module):
         "pos_embedding",
         nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), ("positions", "embed")),
         (num_patches, size.width), jnp.float32)
-    x_BxNxD = nn.with_logical_constraint(x_BxNxD + pos_NxD.astype(self.dtype), layers.BATCH_LENGTH_EMBED)
+    x_BxNxD = nn.with_logical_constraint(x_BxNxD + pos_NxD.astype(self.dtype),
+                                         layers.BATCH_LENGTH_EMBED)
     for i in range(size.depth):
       x_BxNxD = EncoderBlock(size, self.dtype, name=f"block{i}")(x_BxNxD)
     return layers.layer_norm(self.dtype, "ln_final")(x_BxNxD)

@@ -1,0 +1,80 @@
+"""Up-front checks that every record of a prepared split reads and decodes, so that a corrupt
+record stops a run before its first step instead of hours into it.
+
+A split that passed is recorded in `verified.json` beside the data (its files' sizes and
+modification times), and later runs skip it until the files change. Bit rot changes neither:
+`python -m ig_captioner.data.prepare --config=... --verify` checks every split again regardless.
+Each process checks its own slice of the records; all processes agree on the outcome.
+"""
+
+import json
+import os
+
+from absl import logging
+import jax
+import ml_collections
+
+from ig_captioner import multihost
+from ig_captioner.data import sources
+
+MARKER_FILENAME = "verified.json"
+_BATCH = 1000  # Records per batched read.
+
+
+def _file_stats(data_path: str, split: str) -> dict[str, list[int]]:
+  """{file name: [size, mtime_ns]} for the split's data files."""
+  stats = {}
+  for name in sorted(os.listdir(data_path)):
+    if f"-{split}." in name:
+      st = os.stat(os.path.join(data_path, name))
+      stats[name] = [st.st_size, st.st_mtime_ns]
+  return stats
+
+
+def _read_marker(path: str) -> dict:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
+
+
+def verify_split(data_config: ml_collections.ConfigDict, split: str, *, force: bool = False):
+  """Reads every record of `split`; raises DataError naming the unreadable ones and the fix.
+
+  Skipped if `verified.json` says the split's files passed before and have not changed since.
+  """
+  source = sources.open_split(data_config, split)
+  data_path = str(sources.prepared_builder(data_config).data_path)
+  marker_path = os.path.join(data_path, MARKER_FILENAME)
+  stats = _file_stats(data_path, split)
+  marker = _read_marker(marker_path)
+  if not force and marker.get(split) == stats:
+    return
+  logging.info("Verifying the %d records of %s (once; `prepare --verify` checks again)",
+               len(source), source.description)
+  bad = []
+  mine = range(jax.process_index(), len(source), jax.process_count())
+  for start in range(0, len(mine), _BATCH):
+    bad += source.unreadable(mine[start:start + _BATCH])
+  if multihost.most(len(bad)):
+    shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+    where = (f"records {shown} ({len(bad)} of the {len(mine)} this process checked)" if bad else
+             "records checked by another process (see its log)")
+    raise sources.DataError(f"{source.description} has unreadable {where}: the prepared data is "
+                            f"corrupt. Nothing was trained. {source.repair}")
+  if jax.process_index() == 0:
+    marker[split] = stats
+    tmp = f"{marker_path}.tmp{os.getpid()}"
+    try:
+      with open(tmp, "w") as f:
+        json.dump(marker, f, indent=1)
+      os.replace(tmp, marker_path)
+    except OSError as e:  # A read-only data dir: verified again next time.
+      logging.warning("Could not record the verification in %s (%s)", marker_path, e)
+
+
+def verify_all(data_config: ml_collections.ConfigDict, *, force: bool = False) -> None:
+  """`verify_split` for every split of the data set."""
+  for split in sorted(sources.prepared_builder(data_config).info.splits):
+    verify_split(data_config, split, force=force)
