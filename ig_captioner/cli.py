@@ -12,6 +12,7 @@ and failures a user can fix printed as one message at the end, without a traceba
 """
 
 import difflib
+import logging as py_logging
 import os
 import sys
 import traceback
@@ -30,7 +31,7 @@ _NONE_VALUES = ("None", "none", "null")
 
 def _exit(code: int, message: str | None = None) -> None:
   """Flushes everything, prints `message` last, and exits without interpreter shutdown."""
-  for handler in logging.get_absl_logger().handlers + logging.logging.getLogger().handlers:
+  for handler in logging.get_absl_logger().handlers + py_logging.getLogger().handlers:
     handler.flush()
   sys.stdout.flush()
   if message:

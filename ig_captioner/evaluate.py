@@ -3,11 +3,13 @@
     python -m ig_captioner.evaluate --config=configs/demo.py --workdir=DIR           # watch
     python -m ig_captioner.evaluate --config=configs/demo.py --workdir=DIR --once    # latest
     python -m ig_captioner.evaluate --config=configs/demo.py --workdir=DIR --step=N  # one step
+    ... [--output_dir=OUT]  # results elsewhere, e.g. for a read-only run directory
 
 It never talks to the trainer: it polls `DIR/checkpoints`, evaluates each new step with every
-entry of `config.evals`, and appends one row per step to `DIR/eval_metrics.jsonl` (plus
-TensorBoard under `DIR/tb/eval`). Steps already in that file are not evaluated again, so a
-restarted evaluator picks up where it stopped. A step it cannot evaluate gets a row too, with
+entry of `config.evals`, and appends one row per step to `OUT/eval_metrics.jsonl` (plus
+TensorBoard under `OUT/tb/eval`; OUT is DIR unless `--output_dir` says otherwise). Steps
+already in that file are not evaluated again, so a restarted evaluator picks up where it
+stopped. A step it cannot evaluate gets a row too, with
 `"status": "skipped"` (pruned by `keep_checkpoints` before it was read) or `"failed"` (corrupt,
 with the reason), and the watch goes on. Watching ends after `config.total_steps` is evaluated,
 or after `--timeout_s` without a new checkpoint.
@@ -110,8 +112,8 @@ def _evaluate_step(step: int, ckpt: checkpointing.Checkpointer, abstract_params,
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | None = None,
-             once: bool = False, poll_interval_s: float = 10.0,
-             timeout_s: float = 3600.0) -> dict[int, dict[str, float]]:
+             once: bool = False, poll_interval_s: float = 10.0, timeout_s: float = 3600.0,
+             output_dir: str | None = None) -> dict[int, dict[str, float]]:
   """Evaluates checkpoints in `workdir` (see module docstring); returns {step: metrics}.
 
   Watching, a step that cannot be evaluated is recorded in `eval_metrics.jsonl` as
@@ -125,12 +127,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
   abstract_params, _ = train_state.abstract_params_and_shardings(model, mesh)
   evaluators = build_evaluators(config, model, mesh)
   ckpt = checkpointing.Checkpointer(workdir, read_only=True)
-  eval_path = metric_writing.jsonl_path(workdir, "eval")
+  output_dir = os.path.abspath(output_dir or workdir)
+  eval_path = metric_writing.jsonl_path(output_dir, "eval")
+  fix = "pass --output_dir=<a writable directory>"
   if jax.process_index() == 0:
-    metric_writing.repair(eval_path)  # A torn last line must not swallow the next row.
-  writer = metric_writing.create_writer(workdir, "eval")
+    metric_writing.repair(eval_path, fix=fix)  # A torn last line must not swallow the next row.
+  writer = metric_writing.create_writer(output_dir, "eval", fix=fix)
   results = {}
-  done = evaluated_steps(workdir)
+  done = evaluated_steps(output_dir)
   single = step is not None or once
   last_new = time.monotonic()
 
@@ -182,12 +186,15 @@ def main():
   once = flags.DEFINE_bool("once", False, "Evaluate the latest checkpoint, then exit.")
   poll_s = flags.DEFINE_float("poll_interval_s", 10.0, "Seconds between checks for checkpoints.")
   timeout_s = flags.DEFINE_float("timeout_s", 3600.0, "Stop watching after this long idle.")
+  output_dir = flags.DEFINE_string("output_dir", None, "Where eval_metrics.jsonl and tb/eval go "
+                                   "(default: the workdir).")
   flags.mark_flags_as_required(["config", "workdir"])
 
   def run(argv):
     del argv
     evaluate(config.value, workdir.value, step=step.value, once=once.value,
-             poll_interval_s=poll_s.value, timeout_s=timeout_s.value)
+             poll_interval_s=poll_s.value, timeout_s=timeout_s.value,
+             output_dir=output_dir.value)
   cli.run(run)
 
 

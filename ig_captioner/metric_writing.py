@@ -93,7 +93,8 @@ def read_jsonl(path: str) -> list[dict]:
   return rows
 
 
-def repair(path: str, *, after_step: int | None = None) -> None:
+def repair(path: str, *, after_step: int | None = None,
+           fix: str = "choose another --workdir") -> None:
   """Rewrites `path` without unreadable lines (warning) and, if `after_step` is given, without
   rows of later steps (a resumed trainer logs them again). Atomic; a no-op if nothing changes."""
   if not os.path.exists(path):
@@ -115,7 +116,7 @@ def repair(path: str, *, after_step: int | None = None) -> None:
     os.replace(tmp, path)
   except OSError as e:
     raise errors.OutputError(f"cannot rewrite {path} ({e.strerror or e}): make its directory "
-                             "writable or choose another --workdir") from e
+                             f"writable or {fix}") from e
 
 
 class RunWriter(metric_writers.MultiWriter):
@@ -130,9 +131,10 @@ class RunWriter(metric_writers.MultiWriter):
       self._json_lines.write_row(row)
 
 
-def create_writer(workdir: str, name: str) -> RunWriter:
+def create_writer(workdir: str, name: str,
+                  fix: str = "choose another --workdir") -> RunWriter:
   """TensorBoard under `<workdir>/tb/<name>` + JSON lines + logging on process 0; logging
-  elsewhere. Raises OutputError if they cannot be written."""
+  elsewhere. Raises OutputError, ending with `fix`, if they cannot be written."""
   if jax.process_index() > 0:
     return RunWriter([metric_writers.create_default_writer(None, just_logging=True)], None)
   try:
@@ -142,5 +144,5 @@ def create_writer(workdir: str, name: str) -> RunWriter:
   except Exception as e:  # OSError, or TensorFlow's PermissionDeniedError for tb/.
     raise errors.OutputError(
         f"cannot write {name} metrics under {workdir} ({type(e).__name__}: {e}). Make the "
-        "directory writable or choose another --workdir.") from e
+        f"directory writable or {fix}.") from e
   return RunWriter([tensorboard, json_lines], json_lines)

@@ -300,11 +300,15 @@ def test_evaluating_a_corrupt_step_by_flag_records_and_raises(data_dir, trained_
   assert row["step"] == 6 and row["status"] == "failed"
 
 
-def test_evaluator_that_cannot_write_its_outputs_says_where(data_dir, trained_copy):
+def test_evaluator_that_cannot_write_its_outputs_says_where(data_dir, trained_copy, tmp_path):
   (trained_copy / "tb").mkdir(exist_ok=True)
   (trained_copy / "tb" / "eval").write_text("a file where TensorBoard needs a directory")
-  with pytest.raises(errors.OutputError, match=f"cannot write eval metrics under {trained_copy}"):
+  with pytest.raises(errors.OutputError, match=f"cannot write eval metrics under {trained_copy} "
+                                               r".*or pass --output_dir="):
     evaluate.evaluate(_config(data_dir), str(trained_copy), step=6)
+  results = evaluate.evaluate(_config(data_dir), str(trained_copy), step=6,
+                              output_dir=str(tmp_path / "elsewhere"))
+  assert [r["step"] for r in _rows(tmp_path / "elsewhere", "eval")] == list(results) == [6]
 
 
 # -------------------------------------------------------------------- Command-line output ---
