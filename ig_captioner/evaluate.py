@@ -56,18 +56,17 @@ def checkpoint_cadence(config: ml_collections.ConfigDict) -> set[int]:
       config.total_steps}
 
 
-def _pending_steps(ckpt: checkpointing.Checkpointer, done: set[int], *, step: int | None,
+def _pending_steps(available: list[int], directory: str, done: set[int], *, step: int | None,
                    once: bool) -> list[int]:
   """Steps to evaluate now, oldest first; raises if `step` (or, with `once`, any) is missing."""
-  available = ckpt.all_steps()
   if step is not None:
     if step not in available:
       raise checkpointing.CheckpointError(
-          f"no checkpoint for step {step} in {ckpt.directory}; available: {available}")
+          f"no checkpoint for step {step} in {directory}; available: {available}")
     todo = [step]
   elif once:
     if not available:
-      raise checkpointing.CheckpointError(f"no checkpoint in {ckpt.directory}")
+      raise checkpointing.CheckpointError(f"no checkpoint in {directory}")
     todo = [available[-1]]
   else:
     todo = available
@@ -76,10 +75,9 @@ def _pending_steps(ckpt: checkpointing.Checkpointer, done: set[int], *, step: in
   return [s for s in todo if s not in done]
 
 
-def _missed_steps(config, ckpt: checkpointing.Checkpointer, done: set[int]) -> list[int]:
+def _missed_steps(config, available: list[int], done: set[int]) -> list[int]:
   """Cadence steps older than the newest checkpoint that are neither evaluated nor on disk:
   pruned by `keep_checkpoints` before this evaluator reached them."""
-  available = ckpt.all_steps()
   if not available:
     return []
   return sorted(s for s in checkpoint_cadence(config)
@@ -145,12 +143,13 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
 
   try:
     while True:
+      available = ckpt.all_steps()
       if not single:
-        for s in _missed_steps(config, ckpt, done):
+        for s in _missed_steps(config, available, done):
           record(s, "skipped", "no checkpoint: pruned (keep_checkpoints) before it was "
                  "evaluated, or never written")
       # Process 0 chooses the step and when to stop, so that all processes run the same work.
-      pending = _pending_steps(ckpt, done, step=step, once=once)
+      pending = _pending_steps(available, ckpt.directory, done, step=step, once=once)
       s = multihost.agree(pending[0] if pending else -1)
       if s >= 0:
         outcome, result = _evaluate_step(s, ckpt, abstract_params, config, evaluators)
