@@ -1,25 +1,65 @@
-"""Demo: a tiny IG captioner on the embedded digits data set, sized for a CPU (a few minutes).
+"""The main job: the IG paper's comparison at CPU scale, on the embedded digits data set. Four
+models share the image tower (ViT mu/8 at 32 px), the images, the steps and the batch:
 
-  python -m ig_captioner.data.prepare --config=configs/demo.py
-  python -m ig_captioner.train --config=configs/demo.py --workdir=/tmp/ig_demo/ig
-  python -m ig_captioner.train --config=configs/demo.py --config.text_only_weight=0 \
-      --workdir=/tmp/ig_demo/standard
-  python -m ig_captioner.evaluate --config=configs/demo.py --workdir=/tmp/ig_demo/ig --once
+  standard captioner   family=captioner, objective.text_only_weight=0
+  IG captioner         family=captioner, objective.text_only_weight=1
+  CLIP                 family=clip       (two towers, softmax contrastive loss)
+  SigLIP               family=siglip     (two towers, sigmoid contrastive loss)
 
-Arguments (`--config=configs/demo.py:ARGS`):
-  runlocal   seconds-long smoke-test variant (used by the tests).
-  steps=N    number of train steps.
+  python -m ig_captioner.sweep --config=configs/demo.py --workdir=/tmp/ig_demo   # all four
+  python -m ig_captioner.train --config=configs/demo.py:family=clip --workdir=/tmp/clip
 
-`sweep(add)` lists the runs of the lambda sweep (standard captioner vs IG captioner).
+Arguments (`--config=configs/demo.py:ARGS`, comma-separated):
+  family=NAME  captioner (default), clip or siglip.
+  runlocal     seconds-long smoke-test variant (used by the tests).
+  steps=N      number of train steps.
+
+`sweep(add)` lists the four runs; `sweep_tables()` the summary the sweep prints.
 """
 
 import ml_collections
 
 from ig_captioner import config_lib
+from ig_captioner import errors
+from ig_captioner.evaluators import retrieval
+from ig_captioner.evaluators import zeroshot
+
+FAMILIES = ("captioner", "clip", "siglip")
+
+
+def model_and_objective(family: str, text_size: str):
+  """(config.model, config.objective) of a family; the image tower and text length are shared."""
+  model = ml_collections.ConfigDict(dict(
+      encoder="mu/8",  # ViT size/patch: 16 visual tokens of 8x8 pixels.
+      vocab_size=128,  # >= the tokenizer's size (a multiple of the tensor axis is best).
+      image_size=32,
+      max_text_len=12,  # Tokens incl. BOS and EOS (the longest digits caption needs 9).
+      dtype="float32",  # bf16 outputs are slower than f32 on CPUs; use bfloat16 on TPU/GPU.
+  ))
+  if family == "captioner":
+    model.update(name="captioner", decoder=text_size,
+                 decoder_depth=ml_collections.FieldReference(None, field_type=int))
+    # lambda of the IG objective: loss = CE(t|I) + text_only_weight * CE(t|no image).
+    objective = ml_collections.ConfigDict(dict(name="captioning", text_only_weight=1.0))
+  elif family in ("clip", "siglip"):
+    model.update(name="two_towers", text_encoder=text_size,
+                 text_depth=ml_collections.FieldReference(None, field_type=int), embed_dim=64)
+    if family == "clip":  # CLIP's initial temperature 1/0.07, no bias, exp(t) clipped at 100.
+      model.update(temperature_init=1 / 0.07,
+                   bias_init=ml_collections.FieldReference(None, field_type=float))
+      objective = ml_collections.ConfigDict(dict(name="softmax_contrastive", max_temperature=100.0))
+    else:  # SigLIP's initialisation: temperature 10, bias -10.
+      model.update(temperature_init=10.0,
+                   bias_init=ml_collections.FieldReference(-10.0, field_type=float))
+      objective = ml_collections.ConfigDict(dict(name="sigmoid_contrastive"))
+  else:
+    raise errors.ConfigError(f"config argument family={family!r} is unknown; known: "
+                             f"{list(FAMILIES)}")
+  return model, objective
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, runlocal=False, steps=1200)
+  arg = config_lib.parse_arg(arg, runlocal=False, steps=1200, family="captioner")
   config = ml_collections.ConfigDict()
   config.seed = 0
 
@@ -28,19 +68,8 @@ def get_config(arg=None):
   # instead of the image's. This is the regime in which IG scoring matters; README.md reports
   # milder settings too.
   config.data = config_lib.digits_data(prior_exponent=2.0, caption_noise=0.5)
-
-  config.model = ml_collections.ConfigDict(dict(
-      encoder="mu/8",  # ViT size/patch: 16 visual tokens of 8x8 pixels.
-      decoder="mu",
-      decoder_depth=ml_collections.FieldReference(None, field_type=int),  # None: the size's depth.
-      vocab_size=128,  # >= the tokenizer's size (a multiple of the tensor axis is best).
-      image_size=32,
-      max_text_len=12,  # Tokens incl. BOS and EOS (the longest digits caption needs 9).
-      dtype="float32",  # bf16 outputs are slower than f32 on CPUs; use bfloat16 on TPU/GPU.
-  ))
-
-  # lambda of the IG objective: loss = CE(t|I) + text_only_weight * CE(t|no image).
-  config.text_only_weight = 1.0
+  config.model, config.objective = model_and_objective(
+      arg.family, text_size="nano" if arg.runlocal else "mu")
 
   config.total_steps = arg.steps
   config.batch_size = 128
@@ -56,23 +85,37 @@ def get_config(arg=None):
   config.keep_checkpoints = 3
 
   config.evals = ml_collections.ConfigDict()
-  config.evals.digits = config_lib.zeroshot_eval()  # The held-out split.
-  config.evals.digits_val = config_lib.zeroshot_eval(split="validation")  # For development.
+  config.evals.digits = zeroshot.default_config()  # The held-out split.
+  config.evals.digits_val = zeroshot.default_config(split="validation")  # For development.
+  config.evals.digits_retrieval = retrieval.default_config()  # Held out, 6 captions each.
 
   if arg.runlocal:
     config.data.num_train_examples = 512
-    config.model.update(encoder="nano/8", decoder="nano")
+    config.model.encoder = "nano/8"
     config.total_steps = 6
     config.batch_size = 16
     config.optimizer.warmup_steps = 2
     config.log_every = 2
     config.checkpoint_every = 3
-    for ev in config.evals.values():
-      ev.update(templates=("a handwritten {}", "{}"))
+    for name in ("digits", "digits_val"):
+      config.evals[name].templates = ("a handwritten {}", "{}")
   return config
 
 
 def sweep(add):
-  """The lambda sweep: the standard captioner (0) and the IG captioner (1)."""
-  add(label="standard captioner", text_only_weight=0.0)
-  add(label="IG captioner", text_only_weight=1.0)
+  """The paper's comparison: the standard and the IG captioner, CLIP and SigLIP."""
+  add(label="standard captioner", arg="family=captioner", **{"objective.text_only_weight": 0.0})
+  add(label="IG captioner", arg="family=captioner", **{"objective.text_only_weight": 1.0})
+  add(label="CLIP", arg="family=clip")
+  add(label="SigLIP", arg="family=siglip")
+
+
+def sweep_tables():
+  """What the sweep prints: [(title, {column: metric without its _alpha<a> suffix})], and the
+  alphas whose rows are shown for caption scoring."""
+  held_out = {"zero-shot top-1": "zeroshot/digits/top1",
+              "image->text R@1": "retrieval/digits_retrieval/i2t_r1",
+              "text->image R@1": "retrieval/digits_retrieval/t2i_r1"}
+  validation = {"zero-shot top-1": "zeroshot/digits_val/top1"}
+  return [("held-out splits `zeroshot` and `retrieval`", held_out),
+          ("`validation` split (for choices)", validation)], (0.0, 1.0)

@@ -1,7 +1,9 @@
-"""Paper-scale IG captioner: ViT-B/16 at 224px, 6-layer B-width decoder, 32k SentencePiece, LAION.
+"""Paper scale: ViT-B/16 at 224 px, 32k SentencePiece, LAION; the IG captioner (6-layer B-width
+decoder) or, with `family=clip|siglip`, a two-tower model with the same image tower and CLIP's
+B/16 text tower (width 512, 12 layers, 8 heads; 512-d joint space).
 
   python -m ig_captioner.data.prepare --config=configs/ig_b16_laion.py   # TFDS laion400m/images
-  python -m ig_captioner.train --config=configs/ig_b16_laion.py --workdir=gs://.../ig_b16
+  python -m ig_captioner.train --config=configs/ig_b16_laion.py --workdir=/data/ig_b16
   python -m ig_captioner.train --config=configs/ig_b16_laion.py:runlocal --workdir=/tmp/x  # CPU
 
 The data set is TFDS `laion400m/images` (image + alt-text `caption`), which you must prepare in
@@ -13,16 +15,19 @@ Optimizer and schedule values are starting points, not a reproduction of a publi
 `total_steps` and `batch_size` to your budget. ImageNet zero-shot evaluation (class names and CLIP
 prompt templates) is not wired in yet: `config.evals` is empty at this scale.
 
-Arguments: `runlocal` (tiny model on the embedded digits data, as exercised by the tests).
+Arguments: `family=captioner|clip|siglip` (default captioner); `runlocal` (tiny model on the
+embedded digits data, as exercised by the tests).
 """
 
 import ml_collections
 
 from ig_captioner import config_lib
+from ig_captioner import errors
+from ig_captioner.evaluators import zeroshot
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, runlocal=False)
+  arg = config_lib.parse_arg(arg, runlocal=False, family="captioner")
   config = ml_collections.ConfigDict()
   config.seed = 0
 
@@ -41,16 +46,25 @@ def get_config(arg=None):
   ))
 
   config.model = ml_collections.ConfigDict(dict(
-      encoder="B/16",
-      decoder="B",
-      decoder_depth=6,
-      vocab_size=32_000,
-      image_size=224,
-      max_text_len=64,
-      dtype="bfloat16",
-  ))
-
-  config.text_only_weight = 1.0  # lambda: 1 = IG captioner, 0 = standard captioner.
+      encoder="B/16", vocab_size=32_000, image_size=224, max_text_len=64, dtype="bfloat16"))
+  if arg.family == "captioner":
+    config.model.update(name="captioner", decoder="B", decoder_depth=6)
+    # lambda: 1 = IG captioner, 0 = standard captioner.
+    config.objective = ml_collections.ConfigDict(dict(name="captioning", text_only_weight=1.0))
+  elif arg.family in ("clip", "siglip"):
+    config.model.update(name="two_towers", text_encoder="M", text_depth=12, embed_dim=512)
+    if arg.family == "clip":
+      config.model.update(temperature_init=1 / 0.07,
+                          bias_init=ml_collections.FieldReference(None, field_type=float))
+      config.objective = ml_collections.ConfigDict(dict(name="softmax_contrastive",
+                                                        max_temperature=100.0))
+    else:
+      config.model.update(temperature_init=10.0,
+                          bias_init=ml_collections.FieldReference(-10.0, field_type=float))
+      config.objective = ml_collections.ConfigDict(dict(name="sigmoid_contrastive"))
+  else:
+    raise errors.ConfigError(f"config argument family={arg.family!r} is unknown; known: "
+                             "['captioner', 'clip', 'siglip']")
 
   config.total_steps = 100_000
   config.batch_size = 8192
@@ -69,18 +83,22 @@ def get_config(arg=None):
 
   if arg.runlocal:
     config.data = config_lib.digits_data(num_train_examples=512)
-    config.model.update(encoder="nano/8", decoder="nano", decoder_depth=1, vocab_size=128,
-                        image_size=32, max_text_len=12, dtype="float32")
+    config.model.update(encoder="nano/8", vocab_size=128, image_size=32, max_text_len=12,
+                        dtype="float32")
+    if arg.family == "captioner":
+      config.model.update(decoder="nano", decoder_depth=1)
+    else:
+      config.model.update(text_encoder="nano", text_depth=1, embed_dim=32)
     config.total_steps = 4
     config.batch_size = 16
     config.optimizer.warmup_steps = 1
     config.log_every = 2
     config.checkpoint_every = 2
-    config.evals.digits = config_lib.zeroshot_eval(batch_size=128, templates=("a handwritten {}",))
+    config.evals.digits = zeroshot.default_config(batch_size=128, templates=("a handwritten {}",))
   return config
 
 
 def sweep(add):
   """lambda in {0, 1}: the standard and the IG captioner on the same data."""
-  add(label="standard captioner", text_only_weight=0.0)
-  add(label="IG captioner", text_only_weight=1.0)
+  add(label="standard captioner", **{"objective.text_only_weight": 0.0})
+  add(label="IG captioner", **{"objective.text_only_weight": 1.0})

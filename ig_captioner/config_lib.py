@@ -10,7 +10,10 @@ import os
 import ml_collections
 
 from ig_captioner import errors
-from ig_captioner.data import digits_captions
+from ig_captioner import evaluators
+from ig_captioner import models
+from ig_captioner import objectives
+from ig_captioner.data import tokenizer as tokenizer_ids
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -63,6 +66,7 @@ def digits_data(**overrides) -> ml_collections.ConfigDict:
       num_train_examples=20_000,
       holdout_per_class=50,  # Images per class in the held-out `zeroshot` split.
       validation_per_class=20,  # Images per class in the `validation` split.
+      retrieval_per_class=10,  # Images per class in the `retrieval` split (6 captions each).
       # Pipeline.
       shuffle_seed=0,
       augment_shift=2,
@@ -73,24 +77,9 @@ def digits_data(**overrides) -> ml_collections.ConfigDict:
   return data
 
 
-def zeroshot_eval(**overrides) -> ml_collections.ConfigDict:
-  """An `evals` entry for zero-shot classification by (IG) caption scoring."""
-  cfg = ml_collections.ConfigDict(dict(
-      type="zeroshot",
-      split="zeroshot",
-      label_key="label",
-      # Prompt templates ({} = class name); the class score averages the per-template scores.
-      templates=("a photo of the number {}", "a handwritten {}", "the digit {} written by hand"),
-      alphas=(0.0, 0.5, 1.0),
-      batch_size=128,  # Images per global batch (a multiple of the mesh's batch axes).
-      prompt_chunk=64,  # (image, prompt) pairs scored per decoder call = batch_size * prompt_chunk.
-  ))
-  cfg.update(overrides)
-  return cfg
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError naming the field and the fix for values that cannot work."""
+  """Raises ConfigError naming the field and the fix for values that cannot work: the trainer's
+  own fields here; the model family, the objective and each evaluator check theirs."""
   def check(field, ok, need):
     value = config
     for part in field.split("."):
@@ -105,22 +94,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   positive = lambda v: v > 0  # pylint: disable=unnecessary-lambda-assignment
   check("total_steps", positive, "must be positive")
   check("batch_size", positive, "must be positive")
-  check("text_only_weight", lambda v: v >= 0,
-        "lambda must be >= 0 (0 = standard captioner, 1 = IG captioner)")
   check("log_every", positive, "must be positive")
   check("checkpoint_every", positive, "must be positive")
   check("keep_checkpoints", lambda v: v is None or v > 0,
         "must be positive, or None to keep all (--config.keep_checkpoints=None)")
   check("model.image_size", positive, "must be positive")
-  check("model.vocab_size", lambda v: v > 3, "must exceed the 4 special ids (pad, bos, eos, unk)")
-  if config.data.name == digits_captions.DigitsCaptions.name:
-    check("data.prior_exponent", lambda v: v >= 0, "must be >= 0 (0 = balanced classes)")
-    check("data.caption_noise", lambda v: 0 <= v < 1, "must be in [0, 1)")
+  check("model.vocab_size", lambda v: v > tokenizer_ids.NUM_SPECIAL_IDS,
+        "must exceed the 4 special ids (pad, bos, eos, unk)")
   check("data.augment_shift", lambda v: v >= 0, "must be >= 0")
-  for name, ev in config.get("evals", {}).items():
-    check(f"evals.{name}.type", lambda v: v in ("zeroshot",), "known types: ['zeroshot']")
-    check(f"evals.{name}.alphas", lambda v: len(v) > 0, "needs at least one alpha")
-    check(f"evals.{name}.templates", lambda v: len(v) > 0 and all("{}" in t for t in v),
-          "needs at least one template, each with a '{}' for the class name")
-    check(f"evals.{name}.batch_size", positive, "must be positive")
-    check(f"evals.{name}.prompt_chunk", positive, "must be positive")
+  models.build(config.model)
+  objectives.validate(config)
+  evaluators.validate(config)

@@ -27,22 +27,13 @@ from ml_collections import config_flags
 from ig_captioner import checkpointing
 from ig_captioner import config_lib
 from ig_captioner import cli
+from ig_captioner import evaluators
 from ig_captioner import metric_writing
+from ig_captioner import models
 from ig_captioner import multihost
 from ig_captioner import sharding
 from ig_captioner import train_state
 from ig_captioner.data import sources
-from ig_captioner.evaluators import zeroshot
-from ig_captioner.models import captioner
-
-EVALUATORS = {"zeroshot": zeroshot.Evaluator}
-
-
-def build_evaluators(config, model, mesh) -> list:
-  tokenizer = sources.tokenizer(config.data)
-  return [EVALUATORS[ev.type](name, ev, config, model, mesh, tokenizer)
-          for name, ev in config.evals.items()]
-
 
 def evaluated_steps(workdir: str) -> set[int]:
   """Steps with a row in `eval_metrics.jsonl`: evaluated, or recorded as skipped or failed."""
@@ -89,7 +80,7 @@ EVALUATED, PRUNED, CORRUPT = 0, 1, 2
 
 
 def _evaluate_step(step: int, ckpt: checkpointing.Checkpointer, abstract_params, config,
-                   evaluators) -> tuple[int, dict | str]:
+                   step_evaluators: list) -> tuple[int, dict | str]:
   """(EVALUATED, metrics), (PRUNED, reason) or (CORRUPT, error message) for checkpoint `step`."""
   logging.info("Evaluating step %d of %s", step, ckpt.directory)
   try:
@@ -103,7 +94,7 @@ def _evaluate_step(step: int, ckpt: checkpointing.Checkpointer, abstract_params,
   if outcome == CORRUPT:
     return CORRUPT, str(error or "unreadable on process 0")
   metrics = {}
-  for evaluator in evaluators:
+  for evaluator in step_evaluators:
     metrics.update(evaluator.run(params))
   logging.info("step %d: %s", step, " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
   return EVALUATED, metrics
@@ -121,9 +112,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
   config_lib.validate(config)
   workdir = os.path.abspath(workdir)
   mesh = sharding.make_mesh(config.eval_mesh)
-  model = captioner.build(config.model)
-  abstract_params, _ = train_state.abstract_params_and_shardings(model, mesh)
-  evaluators = build_evaluators(config, model, mesh)
+  model = models.build(config.model)
+  abstract_params, _ = train_state.abstract_params_and_shardings(model.init_params, mesh)
+  step_evaluators = evaluators.build(config, model.predict_fns, mesh,
+                                     sources.tokenizer(config.data))
   ckpt = checkpointing.Checkpointer(workdir, read_only=True)
   output_dir = os.path.abspath(output_dir or workdir)
   eval_path = metric_writing.jsonl_path(output_dir, "eval")
@@ -152,7 +144,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
       pending = _pending_steps(available, ckpt.directory, done, step=step, once=once)
       s = multihost.agree(pending[0] if pending else -1)
       if s >= 0:
-        outcome, result = _evaluate_step(s, ckpt, abstract_params, config, evaluators)
+        outcome, result = _evaluate_step(s, ckpt, abstract_params, config, step_evaluators)
         if outcome == EVALUATED:
           writer.write_scalars(s, result)
           writer.flush()

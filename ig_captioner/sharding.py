@@ -36,6 +36,7 @@ LOGICAL_AXIS_RULES = (
     ("mlp", "tensor"),
     ("heads", "tensor"),
     ("vocab", "tensor"),
+    ("joint_embed", None),  # Two towers' projection output: small, replicated.
     ("patch", None),
     ("positions", None),
     ("norm", None),

@@ -1,7 +1,14 @@
 """Runs a config's sweep locally: prepare data, train each run, evaluate its final checkpoint, and
-print a table of zero-shot top-1 per run and alpha.
+print the config's summary tables.
 
     python -m ig_captioner.sweep --config=configs/demo.py --workdir=/tmp/ig_demo
+
+A config file's `sweep(add)` lists the runs: `add(label=..., arg=..., **overrides)`, where `arg`
+is appended to the config argument (e.g. `family=clip`) and `overrides` are config fields
+(`**{"objective.text_only_weight": 0.0}`). Its optional `sweep_tables()` returns
+`([(title, {column header: metric}), ...], alphas)`: one row per run, and for a run whose
+metrics come as `<metric>_alpha<a>` (caption scoring, s = log P(t|I) - alpha * log P(t)) one
+row per alpha of `alphas`; a run without a metric shows "-". Without it, one table per eval.
 
 Each run is a separate trainer process and then a separate evaluator process (exactly the
 commands a user would type; they are printed). A run whose final checkpoint is already evaluated
@@ -10,7 +17,9 @@ SIGINT (Ctrl-C) is passed to the running trainer, which saves a checkpoint; the 
 and says how to resume.
 """
 
+import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,23 +32,37 @@ from ig_captioner import config_lib
 from ig_captioner import errors
 from ig_captioner import metric_writing
 from ig_captioner import preemption
-from ig_captioner.evaluators import zeroshot
 
 
+@dataclasses.dataclass(frozen=True)
+class Run:
+  label: str
+  arg: str  # Appended to the config argument, e.g. 'family=clip'.
+  overrides: dict
 
-def sweep_runs(module) -> list[tuple[str, dict]]:
-  """[(label, overrides)] from the config's `sweep(add)`; `add(label=..., **overrides)`."""
+  @property
+  def directory(self) -> str:
+    """Its workdir's name: the label as a slug, e.g. 'ig-captioner'."""
+    return re.sub(r"[^a-z0-9.=]+", "-", self.label.lower()).strip("-") or "default"
+
+
+def sweep_runs(module) -> list[Run]:
+  """The runs of the config module's `sweep(add)`."""
   runs = []
 
-  def add(label=None, **overrides):
-    runs.append((label or run_name(overrides), overrides))
+  def add(label=None, arg="", **overrides):
+    name = label or ",".join([arg] + [f"{k}={v}" for k, v in overrides.items()]).strip(",")
+    runs.append(Run(name or "default", arg, overrides))
   module.sweep(add)
   return runs
 
 
-def run_name(overrides: dict) -> str:
-  """Directory name of a run: its overrides, e.g. 'text_only_weight=0.0'."""
-  return ",".join(f"{k}={v}" for k, v in overrides.items()) or "default"
+def run_config_arg(config_arg: str, run: Run) -> str:
+  """'configs/demo.py:runlocal' and run arg 'family=clip' give
+  'configs/demo.py:runlocal,family=clip'."""
+  path, _, arg = config_arg.partition(":")
+  args = ",".join(a for a in (arg, run.arg) if a)
+  return f"{path}:{args}" if args else path
 
 
 class SweepError(errors.UserError):
@@ -71,59 +94,93 @@ def _run(cmd: list[str]) -> None:
     raise SweepError(f"{' '.join(cmd[:3])} ... exited with status {code} (its error is above)")
 
 
-def format_table(rows: list[tuple[str, dict]], eval_name: str, alphas) -> str:
-  """Markdown table: one row per run, one column per alpha."""
-  header = ["run"] + [f"alpha={a:g}" for a in alphas]
+_ALPHA = re.compile(r"^(.*)_alpha(-?[0-9.]+)$")
+
+
+def table_rows(label: str, metrics: dict, columns: dict, alphas) -> list[list[str]]:
+  """Rows of one run: one, or one per alpha if any column has `_alpha<a>` variants."""
+  variants = sorted({float(m.group(2)) for name in metrics if (m := _ALPHA.match(name))
+                     and m.group(1) in columns.values() and float(m.group(2)) in alphas})
+
+  def cell(metric, alpha):
+    value = metrics.get(metric if alpha is None else f"{metric}_alpha{alpha}",
+                        metrics.get(metric))  # A metric without alpha holds for every alpha.
+    return "-" if value is None else f"{100 * value:.1f}"
+
+  return [[label if alpha is None else f"{label}, alpha={alpha:g}"] +
+          [cell(metric, alpha) for metric in columns.values()]
+          for alpha in (variants or [None])]
+
+
+def format_table(results: list[tuple[str, dict]], columns: dict, alphas) -> str:
+  """Markdown table: rows = runs (x alphas), columns = `columns`' headers, values in %."""
+  header = ["model"] + list(columns)
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for name, metrics in rows:
-    cells = [f"{100 * metrics[zeroshot.metric_name(eval_name, a)]:.1f}" for a in alphas]
-    lines.append("| " + " | ".join([name] + cells) + " |")
+  for label, metrics in results:
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(label, metrics, columns,
+                                                                  alphas)]
   return "\n".join(lines)
 
 
-def run_sweep(config_arg: str, workdir: str, overrides: list[str]) -> None:
-  """Trains and evaluates every run of the config's sweep, then prints the results table."""
-  module, config = config_lib.load_file(config_arg)
+def default_tables(config) -> tuple[list, tuple]:
+  """One table per eval of every metric it reports (without alpha suffixes)."""
+  return [(name, None) for name in config.evals], tuple(
+      float(a) for ev in config.evals.values() for a in ev.get("alphas", ()))
+
+
+def _check_overrides(config, overrides: list[str]) -> None:
   for o in overrides:
     problem = cli.unknown_field(config, o.partition("=")[0].removeprefix("config."))
     if problem or not o.startswith("config."):
       raise errors.ConfigError(f"--set={o}: {problem or 'overrides start with config.'}")
+
+
+def run_sweep(config_arg: str, workdir: str, overrides: list[str]) -> None:
+  """Trains and evaluates every run of the config's sweep, then prints the summary tables."""
+  module, config = config_lib.load_file(config_arg)
+  _check_overrides(config, overrides)
   workdir = os.path.abspath(workdir)
   extra = [f"--{o}" for o in overrides]
-  total_steps = config.total_steps
-  for o in overrides:
-    if o.startswith("config.total_steps="):
-      total_steps = int(o.split("=", 1)[1])
   python = sys.executable
   start = time.time()
   _run([python, "-m", "ig_captioner.data.prepare", f"--config={config_arg}"] + extra)
 
   results = []
-  for label, run_overrides in sweep_runs(module):
-    run_dir = os.path.join(workdir, run_name(run_overrides))
-    flags_ = [f"--config={config_arg}"] + extra + [
-        f"--config.{k}={v}" for k, v in run_overrides.items()] + [f"--workdir={run_dir}"]
-    done = {r["step"]: r for r in metric_writing.read_jsonl(
-        metric_writing.jsonl_path(run_dir, "eval"))}
+  for run in sweep_runs(module):
+    run_arg = run_config_arg(config_arg, run)
+    _, run_config = config_lib.load_file(run_arg)
+    run_overrides = [f"--config.{k}={v}" for k, v in run.overrides.items()]
+    _check_overrides(run_config, [o[2:] for o in run_overrides + extra])
+    total_steps = run_config.total_steps
+    for o in overrides:
+      if o.startswith("config.total_steps="):
+        total_steps = int(o.split("=", 1)[1])
+    run_dir = os.path.join(workdir, run.directory)
+    flags_ = [f"--config={run_arg}"] + extra + run_overrides + [f"--workdir={run_dir}"]
+    eval_path = metric_writing.jsonl_path(run_dir, "eval")
+    done = {r["step"]: r for r in metric_writing.read_jsonl(eval_path)}
     if total_steps not in done:
       _run([python, "-m", "ig_captioner.train"] + flags_)
       trained = metric_writing.read_jsonl(metric_writing.jsonl_path(run_dir, "train"))
       if not trained or trained[-1]["step"] != total_steps:  # Its process alone was signalled.
         raise Stopped(f"the trainer of {run_dir}")
       _run([python, "-m", "ig_captioner.evaluate"] + flags_ + [f"--step={total_steps}"])
-      done = {r["step"]: r for r in metric_writing.read_jsonl(
-          metric_writing.jsonl_path(run_dir, "eval"))}
+      done = {r["step"]: r for r in metric_writing.read_jsonl(eval_path)}
     if "status" in done[total_steps]:
       raise SweepError(f"the final checkpoint of {run_dir} could not be evaluated: "
                        f"{done[total_steps]['reason']}")
-    results.append((f"{label} ({os.path.basename(run_dir)})", done[total_steps]))
+    results.append((run.label, done[total_steps]))
 
-  print(f"\nZero-shot top-1 (%) at step {total_steps}; rows: runs, columns: alpha in "
-        "s(t, I) = log P(t|I) - alpha * log P(t).")
-  for eval_name, eval_config in config.evals.items():
-    split = eval_config.split
-    print(f"\n{eval_name} ({config.data.name} split '{split}'):")
-    print(format_table(results, eval_name, eval_config.alphas))
+  tables, alphas = (module.sweep_tables() if hasattr(module, "sweep_tables")
+                    else default_tables(config))
+  print(f"\nResults (%) at the final step of each run; alpha: s(t, I) = log P(t|I) - alpha * "
+        "log P(t) for captioners.")
+  for title, columns in tables:
+    if columns is None:  # Every metric of eval `title`.
+      names = sorted({_ALPHA.sub(r"\1", m) for _, r in results for m in r
+                      if m.split("/")[1:2] == [title]})
+      columns = {name.split("/", 2)[-1]: name for name in names}
+    print(f"\n{title}:\n{format_table(results, columns, alphas)}")
   print(f"\nRuns are under {workdir} (checkpoints, *_metrics.jsonl, tb/). "
         f"Total time {time.time() - start:.0f}s.")
 

@@ -1,7 +1,8 @@
-"""The trainer: the IG objective, jitted and sharded over a device mesh, with orbax checkpoints.
+"""The trainer: any model family and objective the config names, jitted and sharded over a
+device mesh, with orbax checkpoints.
 
     python -m ig_captioner.train --config=configs/demo.py[:ARGS] --workdir=DIR \
-        [--config.text_only_weight=0 ...]
+        [--config.objective.text_only_weight=0 ...]
 
 Restarting with the same workdir resumes from the latest checkpoint, data iterator included.
 SIGTERM or SIGINT (preemption, Ctrl-C) finish the step, save a checkpoint and exit 0.
@@ -27,7 +28,8 @@ from ig_captioner import config_lib
 from ig_captioner import errors
 from ig_captioner import metric_writing
 from ig_captioner import multihost
-from ig_captioner import objective
+from ig_captioner import models
+from ig_captioner import objectives
 from ig_captioner import optimizer as optimizer_lib
 from ig_captioner import preemption
 from ig_captioner import sharding
@@ -35,7 +37,6 @@ from ig_captioner import train_state as train_state_lib
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
 from ig_captioner.data import verify
-from ig_captioner.models import captioner
 
 
 class NonFiniteLossError(errors.UserError, FloatingPointError):
@@ -46,13 +47,11 @@ class NonFiniteLossError(errors.UserError, FloatingPointError):
 CARRY_ON, STOP_REQUESTED, SAVE_FAILED = 0, 1, 2
 
 
-def make_train_step(model, tx, schedule, text_only_weight: float):
-  """The update: IG loss, gradients, optax step. Returns (new_state, metrics)."""
+def make_train_step(loss_fn, tx, schedule):
+  """The update: `loss_fn(params, batch) -> (loss, metrics)`, gradients, optax step.
+  Returns (new_state, metrics)."""
   def train_step(state: train_state_lib.TrainState, batch: dict):
-    def loss_fn(params):
-      return objective.caption_loss(model, params, batch["image"], batch["tokens"],
-                                    text_only_weight)
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics.update(grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step),
@@ -140,11 +139,13 @@ def _train(config, workdir, ckpt, stop_at_step):
   loader = pipeline.train_loader(config, tokenizer)
   data_iter = iter(loader)
 
-  # -------------------------------------------------------- Model, optimizer, abstract state ---
-  model = captioner.build(config.model)
+  # ---------------------------------------------- Model, objective, optimizer, abstract state ---
+  model = models.build(config.model)
+  loss_fn = objectives.make_loss(config, model.predict_fns)
   schedule = optimizer_lib.learning_rate_schedule(config.optimizer, config.total_steps)
   tx = optimizer_lib.build(config.optimizer, config.total_steps)
-  abstract_state, state_shardings = train_state_lib.abstract_state_and_shardings(model, tx, mesh)
+  abstract_state, state_shardings = train_state_lib.abstract_state_and_shardings(
+      model.init_params, tx, mesh)
   num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
   logging.info("Model has %.2fM params", num_params / 1e6)
 
@@ -157,7 +158,7 @@ def _train(config, workdir, ckpt, stop_at_step):
     logging.info("Resuming from checkpoint step %d in %s", last_checkpoint, ckpt.directory)
     state = ckpt.restore_train(last_checkpoint, abstract_state, data_iter, config)
   else:
-    state = train_state_lib.init(model, tx, mesh, state_shardings,
+    state = train_state_lib.init(model.init_params, tx, mesh, state_shardings,
                                  jax.random.key(config.seed))
   if jax.process_index() == 0:  # Rows logged after that checkpoint are about to be logged again.
     metric_writing.repair(metric_writing.jsonl_path(workdir, "train"),
@@ -166,7 +167,7 @@ def _train(config, workdir, ckpt, stop_at_step):
   # ------------------------------------------------------------------------ Jitted update ---
   replicated = NamedSharding(mesh, P())
   train_step = jax.jit(
-      make_train_step(model, tx, schedule, float(config.text_only_weight)),
+      make_train_step(loss_fn, tx, schedule),
       in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
       out_shardings=(state_shardings, replicated),
       donate_argnums=(0,))

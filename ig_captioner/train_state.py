@@ -5,7 +5,7 @@ the shardings follow from the one rules table, and the jitted init writes each s
 its device, so no full copy of the params ever lives on one device.
 """
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import flax.struct
@@ -13,7 +13,6 @@ import jax
 import optax
 
 from ig_captioner import sharding
-from ig_captioner.models import captioner
 
 
 @flax.struct.dataclass
@@ -23,8 +22,8 @@ class TrainState:
   opt_state: Any
 
 
-def _boxed_state(model: captioner.Captioner, tx: optax.GradientTransformation, rng: jax.Array):
-  params = captioner.init_params(model, rng)
+def _boxed_state(init_params: Callable, tx: optax.GradientTransformation, rng: jax.Array):
+  params = init_params(rng)
   return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
                     opt_state=tx.init(params))
 
@@ -38,18 +37,19 @@ def _abstract_and_shardings(boxed_fn, mesh):
   return abstract, shardings
 
 
-def abstract_state_and_shardings(model, tx, mesh):
-  """(abstract unboxed TrainState whose leaves carry their NamedSharding, the shardings)."""
-  return _abstract_and_shardings(lambda: _boxed_state(model, tx, jax.random.key(0)), mesh)
+def abstract_state_and_shardings(init_params: Callable, tx, mesh):
+  """(abstract unboxed TrainState whose leaves carry their NamedSharding, the shardings), for a
+  model whose `init_params(rng)` gives boxed params (`models.Model.init_params`)."""
+  return _abstract_and_shardings(lambda: _boxed_state(init_params, tx, jax.random.key(0)), mesh)
 
 
-def abstract_params_and_shardings(model, mesh):
+def abstract_params_and_shardings(init_params: Callable, mesh):
   """Like `abstract_state_and_shardings`, for the params alone (what the evaluator needs)."""
-  return _abstract_and_shardings(lambda: captioner.init_params(model, jax.random.key(0)), mesh)
+  return _abstract_and_shardings(lambda: init_params(jax.random.key(0)), mesh)
 
 
-def init(model, tx, mesh, shardings, rng: jax.Array) -> TrainState:
+def init(init_params: Callable, tx, mesh, shardings, rng: jax.Array) -> TrainState:
   """A freshly initialized state, sharded as `shardings` from the start."""
   with sharding.activate(mesh):
-    return jax.jit(lambda r: nn.meta.unbox(_boxed_state(model, tx, r)),
+    return jax.jit(lambda r: nn.meta.unbox(_boxed_state(init_params, tx, r)),
                    out_shardings=shardings)(rng)

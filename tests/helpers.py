@@ -1,24 +1,38 @@
-"""Small shared pieces for tests: a tiny model and random (non-degenerate) params."""
+"""Small shared pieces for tests: tiny models of each family and random (non-degenerate) params."""
 
 import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
 
-from ig_captioner.models import captioner
+from ig_captioner import models
 
 
 def tiny_model_config(**overrides) -> ml_collections.ConfigDict:
+  """A nano captioner's `config.model`."""
   cfg = ml_collections.ConfigDict(dict(
-      encoder="nano/8", decoder="nano", decoder_depth=None, vocab_size=32, image_size=16,
-      max_text_len=8, dtype="float32"))
+      name="captioner", encoder="nano/8", decoder="nano", decoder_depth=None, vocab_size=32,
+      image_size=16, max_text_len=8, dtype="float32"))
+  cfg.update(overrides)
+  return cfg
+
+
+def tiny_two_towers_config(**overrides) -> ml_collections.ConfigDict:
+  """A nano two-tower (SigLIP-initialised) `config.model`."""
+  cfg = ml_collections.ConfigDict(dict(
+      name="two_towers", encoder="nano/8", text_encoder="nano", text_depth=None, embed_dim=16,
+      vocab_size=32, image_size=16, max_text_len=8, dtype="float32", temperature_init=10.0,
+      bias_init=-10.0))
   cfg.update(overrides)
   return cfg
 
 
 def random_params(model, seed: int = 0, scale: float = 0.3):
-  """Params with every leaf random, so no zero-initialized layer hides a bug."""
-  params = nn.meta.unbox(captioner.init_params(model, jax.random.key(seed)))
+  """Params with every leaf random, so no zero-initialized layer hides a bug. `model` is a
+  `models.Model` or a captioner module."""
+  init_params = model.init_params if isinstance(model, models.Model) else (
+      lambda rng: models.get("captioner").init_params(model, rng))
+  params = nn.meta.unbox(init_params(jax.random.key(seed)))
   leaves, treedef = jax.tree.flatten(params)
   rng = np.random.default_rng(seed)
   return jax.tree.unflatten(

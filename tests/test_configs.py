@@ -7,28 +7,52 @@ import pytest
 from ig_captioner import cli
 from ig_captioner import config_lib
 from ig_captioner import errors
+from ig_captioner import models
+from ig_captioner import objectives
 from ig_captioner import optimizer as optimizer_lib
 from ig_captioner import sharding
 from ig_captioner import sweep
 from ig_captioner import train
 from ig_captioner import train_state
-from ig_captioner.models import captioner
 from tests.conftest import CONFIG_NAMES, load_config_module
 
+
+
+FAMILIES = ("captioner", "clip", "siglip")
 
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_config_and_sweep_are_valid(name):
   module = load_config_module(name)
-  for arg in (None, "runlocal"):
-    config = module.get_config(arg)
-    config_lib.validate(config)
-    captioner.build(config.model)
+  for arg in ("", "runlocal,"):
+    for family in FAMILIES:
+      config_lib.validate(module.get_config(f"{arg}family={family}"))
   runs = sweep.sweep_runs(module)
-  assert {overrides["text_only_weight"] for _, overrides in runs} == {0.0, 1.0}
-  for _, overrides in runs:  # Every override names an existing field.
-    config = module.get_config()
-    config.update_from_flattened_dict(overrides)
+  assert len({run.directory for run in runs}) == len(runs)
+  for run in runs:  # Every override names an existing field: checked on a *locked* config.
+    config = module.get_config(run.arg or None)
+    config.lock()
+    for field, value in run.overrides.items():
+      assert cli.unknown_field(config, field) is None, (run, field)
+      config.update_from_flattened_dict({field: value})
+    config_lib.validate(config)
+
+
+def test_demo_sweep_is_the_papers_comparison():
+  module = load_config_module("demo")
+  setups = []
+  for run in sweep.sweep_runs(module):
+    config = module.get_config(run.arg)
+    config.update_from_flattened_dict(run.overrides)
+    setups.append((run.label, config.model.name, config.objective.name,
+                   config.objective.get("text_only_weight")))
+    # The same image tower, data, steps and batch for every model.
+    assert (config.model.encoder, config.model.image_size, config.total_steps,
+            config.batch_size, config.data.name) == ("mu/8", 32, 1200, 128, "digits_captions")
+  assert setups == [("standard captioner", "captioner", "captioning", 0.0),
+                    ("IG captioner", "captioner", "captioning", 1.0),
+                    ("CLIP", "two_towers", "softmax_contrastive", None),
+                    ("SigLIP", "two_towers", "sigmoid_contrastive", None)]
 
 
 def test_unknown_config_argument_is_named():
@@ -46,11 +70,11 @@ def test_runlocal_variant_trains(name, data_dir, tmp_path):
 
 def test_paper_config_builds_abstractly_on_a_mesh():
   config = load_config_module("ig_b16_laion").get_config()
-  model = captioner.build(config.model)
+  model = models.build(config.model)
   tx = optimizer_lib.build(config.optimizer, config.total_steps)
   mesh = sharding.make_mesh(config.mesh)
   assert dict(mesh.shape) == {"data": 1, "fsdp": 8, "tensor": 1}
-  abstract, _ = train_state.abstract_state_and_shardings(model, tx, mesh)
+  abstract, _ = train_state.abstract_state_and_shardings(model.init_params, tx, mesh)
 
   def count(tree):
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
@@ -66,7 +90,7 @@ def test_paper_config_builds_abstractly_on_a_mesh():
   batch = {"image": jax.ShapeDtypeStruct((config.batch_size, 224, 224, 3), np.float32),
            "tokens": jax.ShapeDtypeStruct((config.batch_size, 64), np.int32)}
   schedule = optimizer_lib.learning_rate_schedule(config.optimizer, config.total_steps)
-  step = train.make_train_step(model, tx, schedule, config.text_only_weight)
+  step = train.make_train_step(objectives.make_loss(config, model.predict_fns), tx, schedule)
   with sharding.activate(mesh):
     new_state, metrics = jax.eval_shape(step, abstract, batch)
   assert set(metrics) >= {"loss", "ce_with_image", "ce_text_only", "info_gain_per_token"}

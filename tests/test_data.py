@@ -28,16 +28,29 @@ def _all(source, key):
 
 def test_splits_are_disjoint_and_eval_splits_balanced(runlocal_config):
   data = runlocal_config.data
-  ids = {split: set(_all(sources.open_split(data, split), "image_id"))
-         for split in ("train", "validation", "zeroshot")}
-  assert not ids["train"] & ids["zeroshot"]
-  assert not ids["train"] & ids["validation"]
-  assert not ids["validation"] & ids["zeroshot"]
+  splits = ("train", "validation", "zeroshot", "retrieval")
+  ids = {split: set(_all(sources.open_split(data, split), "image_id")) for split in splits}
+  for i, a in enumerate(splits):
+    for b in splits[i + 1:]:
+      assert not ids[a] & ids[b], (a, b)
   for split, per_class in (("zeroshot", data.holdout_per_class),
-                           ("validation", data.validation_per_class)):
+                           ("validation", data.validation_per_class),
+                           ("retrieval", data.retrieval_per_class)):
     labels = _all(sources.open_split(data, split), "label")
     assert np.bincount(labels, minlength=10).tolist() == [per_class] * 10
   assert sources.class_names(data) == list(digits_captions.CLASS_NAMES)
+
+
+def test_records_carry_all_their_captions(runlocal_config):
+  retrieval = sources.open_split(runlocal_config.data, "retrieval")
+  for i in (0, 57):
+    record = retrieval[i]
+    name = digits_captions.CLASS_NAMES[record["label"]]
+    assert [c.decode() for c in record["captions"]] == [
+        t.format(name) for t in digits_captions.CAPTION_TEMPLATES]
+    assert record["caption"] == record["captions"][0]
+  train_record = sources.open_split(runlocal_config.data, "train")[3]
+  assert [c.decode() for c in train_record["captions"]] == [train_record["caption"].decode()]
 
 
 def test_images_are_the_real_upsampled_digits(runlocal_config):
@@ -103,6 +116,8 @@ def test_eval_batches_cover_every_image_once(runlocal_config):
   valid = np.concatenate([b["valid"] for b in batches])
   labels = np.concatenate([b["label"] for b in batches])[valid]
   assert valid.sum() == 200
+  np.testing.assert_array_equal(np.concatenate([b["index"] for b in batches]),
+                                np.where(valid, np.arange(len(valid)), -1))
   np.testing.assert_array_equal(labels, _all(sources.open_split(runlocal_config.data,
                                                                   "validation"), "label"))
 
@@ -136,7 +151,7 @@ def test_processes_split_each_eval_batch(runlocal_config, monkeypatch):
     per_process.append(list(pipeline.labeled_batches(runlocal_config.data, "validation", 32, 64)))
   assert len(per_process[0]) == len(per_process[1]) == len(whole)
   for b, batch in enumerate(whole):
-    for key in ("image", "label", "valid"):
+    for key in ("image", "label", "valid", "index"):
       np.testing.assert_array_equal(
           np.concatenate([per_process[0][b][key], per_process[1][b][key]]), batch[key])
 

@@ -1,9 +1,5 @@
 """The evaluator process on real checkpoints: metric names, its own mesh, no double evaluation."""
 
-import subprocess
-import sys
-
-import numpy as np
 import pytest
 
 from ig_captioner import checkpointing
@@ -11,7 +7,13 @@ from ig_captioner import evaluate
 from ig_captioner import metric_writing
 from ig_captioner import train
 from ig_captioner.evaluators import zeroshot
-from tests.conftest import REPO
+
+
+def retrieval_names(captioner: bool) -> set[str]:
+  """Recall@{1,5,10} both ways; captioners' image->text per alpha (t2i cannot depend on it)."""
+  suffixes = [f"_alpha{a}" for a in (0.0, 1.0)] if captioner else [""]
+  return {f"retrieval/digits_retrieval/{d}_r{k}{s}" for k in (1, 5, 10)
+          for d, ss in (("i2t", suffixes), ("t2i", [""])) for s in ss}
 
 
 @pytest.fixture
@@ -35,7 +37,7 @@ def test_evaluates_every_checkpoint_once_on_its_own_mesh(runlocal_config, traine
   results = evaluate.evaluate(runlocal_config, trained_workdir, poll_interval_s=0.1, timeout_s=5)
   assert sorted(results) == [3, 6]
   names = {f"zeroshot/{ds}/top1_alpha{a}" for ds in ("digits", "digits_val")
-           for a in (0.0, 0.5, 1.0)}
+           for a in (0.0, 0.5, 1.0)} | retrieval_names(captioner=True)
   for metrics in results.values():
     assert set(metrics) == names
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
@@ -53,14 +55,3 @@ def test_evaluates_every_checkpoint_once_on_its_own_mesh(runlocal_config, traine
 def test_missing_step_is_a_clear_error(runlocal_config, trained_workdir):
   with pytest.raises(checkpointing.CheckpointError, match="no checkpoint for step 5.*\\[3, 6\\]"):
     evaluate.evaluate(runlocal_config, trained_workdir, step=5)
-
-
-def test_evaluator_command_line(data_dir, trained_workdir):
-  """The separate process, as users run it: one step, by flag."""
-  subprocess.run(
-      [sys.executable, "-m", "ig_captioner.evaluate", "--config=configs/demo.py:runlocal",
-       f"--config.data.data_dir={data_dir}", f"--workdir={trained_workdir}", "--step=3"],
-      check=True, cwd=REPO, capture_output=True)
-  rows = metric_writing.read_jsonl(metric_writing.jsonl_path(trained_workdir, "eval"))
-  assert [r["step"] for r in rows] == [3]
-  assert np.isfinite(rows[0]["zeroshot/digits/top1_alpha1.0"])

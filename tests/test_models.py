@@ -5,6 +5,8 @@ import jax
 import numpy as np
 import pytest
 
+from ig_captioner import errors
+from ig_captioner import models
 from ig_captioner.models import captioner
 from ig_captioner.models import vit
 from tests import helpers
@@ -92,3 +94,45 @@ def test_named_sizes():
 def test_bad_model_config_values_are_named(field, value, match):
   with pytest.raises(ValueError, match=match):
     captioner.build(helpers.tiny_model_config(**{field: value}))
+
+
+def test_unknown_family_names_the_known_ones():
+  with pytest.raises(errors.ConfigError,
+                     match=r"config.model.name='clip' is unknown; known: \['captioner', "
+                           r"'two_towers'\]"):
+    models.build(helpers.tiny_model_config(name="clip"))
+
+
+def test_two_towers_give_unit_embeddings_that_ignore_padding():
+  model = models.build(helpers.tiny_two_towers_config())
+  params = helpers.random_params(model)
+  embed_texts, embed_images = model.predict_fns["embed_texts"], model.predict_fns["embed_images"]
+  tokens = np.array([[1, 5, 6, 2, 0, 0, 0, 0], [1, 7, 2, 0, 0, 0, 0, 0]], np.int32)
+  z_txt = np.asarray(embed_texts(params, tokens))
+  np.testing.assert_allclose(np.linalg.norm(z_txt, axis=1), 1.0, rtol=1e-5)
+  # Pooled at the last non-pad token behind a causal mask: the padding length changes nothing.
+  np.testing.assert_allclose(np.asarray(embed_texts(params, tokens[:, :4])), z_txt, rtol=1e-5,
+                             atol=1e-6)
+  assert not np.allclose(z_txt[0], z_txt[1])
+  images = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)
+  z_img = np.asarray(embed_images(params, images))
+  assert z_img.shape == (2, 16) and not np.allclose(z_img[0], z_img[1])
+  np.testing.assert_allclose(np.linalg.norm(z_img, axis=1), 1.0, rtol=1e-5)
+  scale, bias = model.predict_fns["logit_scale_and_bias"](params)
+  np.testing.assert_allclose(scale, np.exp(params["log_temperature"]), rtol=1e-6)
+  assert bias == params["bias"]
+
+
+def test_two_towers_params_carry_logical_axes_and_the_papers_initialisation():
+  clip = models.build(helpers.tiny_two_towers_config(temperature_init=1 / 0.07, bias_init=None))
+  boxed = jax.eval_shape(lambda: clip.init_params(jax.random.key(0)))
+  names = flax.linen.get_partition_spec(boxed)
+  assert tuple(names["image_projection"]["kernel"]) == ("embed", "joint_embed")
+  assert tuple(names["text_projection"]["kernel"]) == ("embed", "joint_embed")
+  assert "bias" not in boxed  # CLIP has no logit bias...
+  params = flax.linen.meta.unbox(clip.init_params(jax.random.key(0)))
+  np.testing.assert_allclose(np.exp(params["log_temperature"]), 1 / 0.07, rtol=1e-5)
+  siglip = models.build(helpers.tiny_two_towers_config())  # ...SigLIP's starts at t=10, b=-10.
+  params = flax.linen.meta.unbox(siglip.init_params(jax.random.key(0)))
+  np.testing.assert_allclose([np.exp(params["log_temperature"]), params["bias"]], [10.0, -10.0],
+                             rtol=1e-5)

@@ -1,11 +1,21 @@
-"""The IG objective against a numpy reference, and the lambda=0 fast path."""
+"""The objectives against numpy references: the IG captioning loss (and its lambda=0 fast path),
+CLIP's softmax and SigLIP's sigmoid contrastive losses, and the contrastive losses over a
+sharded global batch."""
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
-from ig_captioner import objective
-from ig_captioner.models import captioner
+from ig_captioner import errors
+from ig_captioner import models
+from ig_captioner import objectives
+from ig_captioner import sharding
+from ig_captioner.data.tokenizer import PAD_ID
+from ig_captioner.models import likelihood
+from ig_captioner.objectives import captioning
+from ig_captioner.objectives import sigmoid_contrastive
+from ig_captioner.objectives import softmax_contrastive
 from tests import helpers
 
 
@@ -17,7 +27,7 @@ def numpy_sequence_logprob(logits_BxLxV, targets_BxL):
   out = np.zeros(logits.shape[0])
   for b in range(logits.shape[0]):
     for i, t in enumerate(targets_BxL[b]):
-      if t == objective.PAD_ID:
+      if t == PAD_ID:
         break
       out[b] += logp[b, i, t]
   return out
@@ -27,35 +37,39 @@ def test_sequence_logprob_matches_numpy():
   rng = np.random.default_rng(0)
   tokens = helpers.random_tokens(rng, 5, 9, 20)
   logits = rng.normal(size=(5, 8, 20)).astype(np.float32) * 3
-  inputs, targets = objective.inputs_and_targets(tokens)
+  inputs, targets = likelihood.inputs_and_targets(tokens)
   np.testing.assert_array_equal(inputs, tokens[:, :-1])
-  np.testing.assert_allclose(objective.sequence_logprob(logits, targets),
+  np.testing.assert_allclose(likelihood.sequence_logprob(logits, targets),
                              numpy_sequence_logprob(logits, targets), rtol=1e-5)
 
 
 def test_counts_eos_but_not_bos_or_pad():
   # Uniform logits over V: log P(t) = -(number of counted tokens) * log V.
   tokens = np.array([[1, 7, 8, 2, 0, 0]], np.int32)  # BOS, two pieces, EOS, PAD, PAD.
-  _, targets = objective.inputs_and_targets(tokens)
-  logp = objective.sequence_logprob(np.zeros((1, 5, 10), np.float32), targets)
+  _, targets = likelihood.inputs_and_targets(tokens)
+  logp = likelihood.sequence_logprob(np.zeros((1, 5, 10), np.float32), targets)
   np.testing.assert_allclose(logp, [-3 * np.log(10)], rtol=1e-6)
 
 
+@pytest.fixture
+def captioner_model():
+  return models.build(helpers.tiny_model_config())
+
+
 @pytest.mark.parametrize("weight", [0.0, 0.5, 1.0])
-def test_caption_loss_matches_numpy(weight):
-  model = captioner.build(helpers.tiny_model_config())
-  params = helpers.random_params(model)
+def test_caption_loss_matches_numpy(captioner_model, weight):
+  predict = captioner_model.predict_fns
+  params = helpers.random_params(captioner_model)
   rng = np.random.default_rng(1)
   images = rng.normal(size=(4, 16, 16, 3)).astype(np.float32)
   tokens = helpers.random_tokens(rng, 4, 8, 32)
-  loss, metrics = objective.caption_loss(model, params, images, tokens, weight)
+  loss, metrics = captioning.caption_loss(predict, params, images, tokens, weight)
 
   inputs, targets = tokens[:, :-1], tokens[:, 1:]
-  visual = model.apply({"params": params}, images, method="encode")
-  logp_img = numpy_sequence_logprob(
-      np.asarray(model.apply({"params": params}, inputs, visual, method="decode")), targets)
-  logp_txt = numpy_sequence_logprob(
-      np.asarray(model.apply({"params": params}, inputs, None, method="decode")), targets)
+  visual = predict["encode_images"](params, images)
+  logp_img = numpy_sequence_logprob(np.asarray(predict["decode"](params, inputs, visual)),
+                                    targets)
+  logp_txt = numpy_sequence_logprob(np.asarray(predict["decode"](params, inputs, None)), targets)
   num_tokens = (targets != 0).sum()
   ce_img, ce_txt = -logp_img.sum() / num_tokens, -logp_txt.sum() / num_tokens
   np.testing.assert_allclose(loss, ce_img + weight * ce_txt, rtol=1e-5)
@@ -63,38 +77,130 @@ def test_caption_loss_matches_numpy(weight):
   if weight:
     np.testing.assert_allclose(metrics["ce_text_only"], ce_txt, rtol=1e-5)
     np.testing.assert_allclose(metrics["info_gain_per_token"],
-                               (logp_img.sum() - logp_txt.sum()) / num_tokens, rtol=1e-4, atol=1e-6)
+                               (logp_img.sum() - logp_txt.sum()) / num_tokens, rtol=1e-4,
+                               atol=1e-6)
   else:
     assert "ce_text_only" not in metrics and "info_gain_per_token" not in metrics
 
 
-class SpyModel:
-  """Records which decoder paths the objective runs."""
-
-  def __init__(self, model):
-    self._model = model
-    self.decode_calls = []
-
-  def apply(self, variables, *args, method):
-    if method == "decode":
-      self.decode_calls.append("text_only" if args[1] is None else "with_image")
-    return self._model.apply(variables, *args, method=method)
-
-
-def test_lambda_zero_never_runs_the_text_only_pass():
-  model = captioner.build(helpers.tiny_model_config())
-  params = helpers.random_params(model)
+def test_lambda_zero_never_runs_the_text_only_pass(captioner_model):
+  params = helpers.random_params(captioner_model)
   rng = np.random.default_rng(2)
   images = rng.normal(size=(2, 16, 16, 3)).astype(np.float32)
   tokens = helpers.random_tokens(rng, 2, 8, 32)
 
-  def grad_fn(weight, spy):
-    return jax.grad(lambda p: objective.caption_loss(spy, p, images, tokens, weight)[0])
+  def spying(calls):
+    """The predict functions, recording which decoder paths run."""
+    decode = captioner_model.predict_fns["decode"]
 
-  spy0, spy1 = SpyModel(model), SpyModel(model)
-  cost0 = jax.jit(grad_fn(0.0, spy0)).lower(params).compile().cost_analysis()["flops"]
-  cost1 = jax.jit(grad_fn(1.0, spy1)).lower(params).compile().cost_analysis()["flops"]
-  assert spy0.decode_calls == ["with_image"]
-  assert spy1.decode_calls == ["with_image", "text_only"]
+    def spy(params, tokens_BxL, visual=None):
+      calls.append("text_only" if visual is None else "with_image")
+      return decode(params, tokens_BxL, visual)
+    return dict(captioner_model.predict_fns, decode=spy)
+
+  def grad_fn(weight, calls):
+    predict = spying(calls)
+    return jax.grad(lambda p: captioning.caption_loss(predict, p, images, tokens, weight)[0])
+
+  calls0, calls1 = [], []
+  cost0 = jax.jit(grad_fn(0.0, calls0)).lower(params).compile().cost_analysis()["flops"]
+  cost1 = jax.jit(grad_fn(1.0, calls1)).lower(params).compile().cost_analysis()["flops"]
+  assert calls0 == ["with_image"]
+  assert calls1 == ["with_image", "text_only"]
   # The compiled gradient is smaller by the text-only forward and backward passes.
   assert cost0 < 0.9 * cost1
+
+
+# ------------------------------------------------------------------------------ Contrastive ---
+def _log_softmax(x, axis):
+  x = x - x.max(axis=axis, keepdims=True)
+  return x - np.log(np.exp(x).sum(axis=axis, keepdims=True))
+
+
+def _unit_rows(rng, n, dim):
+  z = rng.normal(size=(n, dim))
+  return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+
+def test_softmax_contrastive_loss_matches_numpy():
+  rng = np.random.default_rng(3)
+  z_img, z_txt, scale = _unit_rows(rng, 6, 5), _unit_rows(rng, 6, 5), 7.5
+  sims = z_img @ z_txt.T
+  loss, _ = softmax_contrastive.softmax_contrastive_loss(sims.astype(np.float32), scale)
+  logits = scale * sims
+  expected = -(np.mean(np.diag(_log_softmax(logits, 1))) +
+               np.mean(np.diag(_log_softmax(logits, 0)))) / 2
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+def test_sigmoid_contrastive_loss_matches_numpy():
+  rng = np.random.default_rng(4)
+  z_img, z_txt, scale, bias = _unit_rows(rng, 6, 5), _unit_rows(rng, 6, 5), 10.0, -10.0
+  sims = z_img @ z_txt.T
+  loss, _ = sigmoid_contrastive.sigmoid_contrastive_loss(sims.astype(np.float32), scale, bias)
+  expected = 0.0
+  for i in range(6):
+    for j in range(6):
+      label = 1.0 if i == j else -1.0
+      expected -= np.log(1 / (1 + np.exp(-label * (scale * sims[i, j] + bias))))
+  np.testing.assert_allclose(loss, expected / 6, rtol=1e-5)
+
+
+def test_clip_clips_the_temperature_at_its_maximum():
+  model = models.build(helpers.tiny_two_towers_config(temperature_init=1000.0, bias_init=None))
+  params = helpers.random_params(model)
+  params["log_temperature"] = np.float32(np.log(1000.0))
+  loss_fn = objectives.make_loss(ml_collections.ConfigDict(dict(
+      model=helpers.tiny_two_towers_config(),
+      objective=dict(name="softmax_contrastive", max_temperature=100.0))), model.predict_fns)
+  rng = np.random.default_rng(5)
+  batch = {"image": rng.normal(size=(4, 16, 16, 3)).astype(np.float32),
+           "tokens": helpers.random_tokens(rng, 4, 8, 32)}
+  _, metrics = loss_fn(params, batch)
+  np.testing.assert_allclose(metrics["temperature"], 100.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("objective", [
+    dict(name="softmax_contrastive", max_temperature=100.0), dict(name="sigmoid_contrastive")])
+def test_contrastive_losses_use_the_whole_global_batch_on_a_mesh(objective):
+  """Loss and gradients on a (data=2, fsdp=4) mesh equal those on one device, so every image
+  met every text of the global batch although each device holds a slice of it."""
+  model = models.build(helpers.tiny_two_towers_config())
+  config = ml_collections.ConfigDict(dict(model=helpers.tiny_two_towers_config(),
+                                          objective=objective))
+  loss_fn = objectives.make_loss(config, model.predict_fns)
+  params = helpers.random_params(model)
+  rng = np.random.default_rng(6)
+  batch = {"image": rng.normal(size=(16, 16, 16, 3)).astype(np.float32),
+           "tokens": helpers.random_tokens(rng, 16, 8, 32)}
+
+  def loss_and_grads(mesh):
+    with sharding.activate(mesh):
+      global_batch = sharding.global_batch_from_local(batch, mesh)
+      fn = jax.jit(jax.value_and_grad(lambda p, b: loss_fn(p, b)[0]))
+      return jax.device_get(fn(params, global_batch))
+
+  single = sharding.make_mesh(ml_collections.ConfigDict(dict(data=1)), devices=jax.devices()[:1])
+  loss1, grads1 = loss_and_grads(single)
+  mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=4)))
+  loss8, grads8 = loss_and_grads(mesh)
+  assert len(sharding.global_batch_from_local(batch, mesh)["image"].sharding.device_set) == 8
+  np.testing.assert_allclose(loss8, loss1, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads8,
+               grads1)
+  # The loss is not a per-shard one: the mean of the 8 shards' losses differs.
+  shard_losses = [float(loss_fn(params, {k: v[i::8] for k, v in batch.items()})[0])
+                  for i in range(8)]
+  assert abs(np.mean(shard_losses) - float(loss1)) > 1e-3
+
+
+def test_objective_and_model_must_fit():
+  captioner = models.build(helpers.tiny_model_config())
+  config = ml_collections.ConfigDict(dict(model=helpers.tiny_model_config(),
+                                          objective=dict(name="sigmoid_contrastive")))
+  with pytest.raises(errors.ConfigError, match=r"config.objective.name='sigmoid_contrastive' "
+                                               r"needs a model supplying embed_images"):
+    objectives.make_loss(config, captioner.predict_fns)
+  config.objective = ml_collections.ConfigDict(dict(name="captioning", text_only_weight=-1.0))
+  with pytest.raises(errors.ConfigError, match="text_only_weight=-1.0 is invalid"):
+    objectives.make_loss(config, captioner.predict_fns)

@@ -1,28 +1,30 @@
-"""IG zero-shot scores against an independent per-pair numpy computation."""
+"""IG zero-shot scores (the captioner's predict functions and the zero-shot evaluator's class
+scores) against an independent per-pair numpy computation; CLIP's prompt ensemble."""
 
 import numpy as np
 import pytest
 
-from ig_captioner import scoring
-from ig_captioner.models import captioner
+from ig_captioner import models
+from ig_captioner.evaluators import zeroshot
 from tests import helpers
 from tests.test_objective import numpy_sequence_logprob
 
 
 @pytest.mark.parametrize("chunk", [1, 4, 64])
 def test_ig_scores_match_per_pair_numpy(chunk):
-  model = captioner.build(helpers.tiny_model_config())
-  params = helpers.random_params(model)
+  built = models.build(helpers.tiny_model_config())
+  model, predict = built.module, built.predict_fns
+  params = helpers.random_params(built)
   rng = np.random.default_rng(0)
   num_classes, num_templates, num_images = 3, 2, 5
   prompts = helpers.random_tokens(rng, num_classes * num_templates, 8, 32)  # Class-major.
   images = rng.normal(size=(num_images, 16, 16, 3)).astype(np.float32)
   alphas = (0.0, 0.5, 1.0, 2.0)
 
-  visual = model.apply({"params": params}, images, method="encode")
-  logp_txt = scoring.text_only_logprobs(model, params, prompts, chunk)
-  logp_img = scoring.image_logprobs(model, params, visual, prompts, chunk)
-  scores = np.asarray(scoring.class_scores(logp_img, logp_txt, num_classes, alphas))
+  visual = predict["encode_images"](params, images)
+  logp_txt = predict["text_logprobs"](params, prompts, chunk)
+  logp_img = predict["image_text_logprobs"](params, visual, prompts, chunk)
+  scores = np.asarray(zeroshot.class_scores(logp_img, logp_txt, num_classes, alphas))
 
   # Reference: one decoder call per (image, prompt) pair, numpy log-softmax, numpy template mean.
   ref_txt = np.array([numpy_sequence_logprob(
@@ -46,7 +48,17 @@ def test_ig_score_removes_a_class_prior():
   log_prior = np.log(np.array([0.7, 0.2, 0.1]))
   log_lik = np.log(np.array([[0.2, 0.5, 0.3]]))  # log P(I|c) for one image (true class 1).
   logp_img = log_lik + log_prior - np.log(np.exp(log_lik + log_prior).sum())
-  scores = np.asarray(scoring.class_scores(logp_img, log_prior, 3, (0.0, 1.0)))
+  scores = np.asarray(zeroshot.class_scores(logp_img, log_prior, 3, (0.0, 1.0)))
   assert scores[0].argmax() == 0  # The captioner picks the frequent class...
   assert scores[1].argmax() == 1  # ...IG picks the class the image supports.
   np.testing.assert_allclose(scores[1] - scores[1].max(), log_lik - log_lik.max(), rtol=1e-6)
+
+
+def test_clip_prompt_ensemble_is_the_normalised_mean_of_normalised_templates():
+  rng = np.random.default_rng(1)
+  z = rng.normal(size=(3 * 4, 5))
+  z /= np.linalg.norm(z, axis=1, keepdims=True)  # 3 classes x 4 templates, class-major.
+  classes = np.asarray(zeroshot.class_embeddings(z.astype(np.float32), 3))
+  for c in range(3):
+    mean = z[4 * c:4 * (c + 1)].mean(0)
+    np.testing.assert_allclose(classes[c], mean / np.linalg.norm(mean), rtol=1e-5, atol=1e-6)

@@ -5,11 +5,12 @@ import ml_collections
 import numpy as np
 import pytest
 
+from ig_captioner import models
+from ig_captioner import objectives
 from ig_captioner import optimizer as optimizer_lib
 from ig_captioner import sharding
 from ig_captioner import train
 from ig_captioner import train_state
-from ig_captioner.models import captioner
 from tests import helpers
 
 
@@ -41,7 +42,7 @@ def test_bad_mesh_configs_are_named(sizes, match):
 
 def _model_and_tx(total_steps=10):
   # Widths divisible by 4 so that every sharded axis splits evenly.
-  model = captioner.build(helpers.tiny_model_config(encoder="mu/8", decoder="mu", vocab_size=64))
+  model = models.build(helpers.tiny_model_config(encoder="mu/8", decoder="mu", vocab_size=64))
   opt_config = ml_collections.ConfigDict(dict(
       learning_rate=1e-2, warmup_steps=1, final_lr_fraction=0.1, weight_decay=1e-2, b1=0.9,
       b2=0.98, clip_norm=1.0))
@@ -52,8 +53,8 @@ def _model_and_tx(total_steps=10):
 def test_large_params_are_split_across_devices():
   model, tx, _ = _model_and_tx()
   mesh = sharding.make_mesh(mesh_config(data=1, fsdp=4, tensor=2))
-  abstract, shardings = train_state.abstract_state_and_shardings(model, tx, mesh)
-  state = train_state.init(model, tx, mesh, shardings, jax.random.key(0))
+  abstract, shardings = train_state.abstract_state_and_shardings(model.init_params, tx, mesh)
+  state = train_state.init(model.init_params, tx, mesh, shardings, jax.random.key(0))
   fc1 = state.params["decoder"]["block0"]["mlp"]["fc1"]["kernel"]  # (embed, mlp) = (64, 128)
   assert fc1.shape == (64, 128)
   assert fc1.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
@@ -78,11 +79,13 @@ def test_sharded_train_step_matches_single_device():
   rng = np.random.default_rng(0)
   batch = {"image": rng.normal(size=(8, 16, 16, 3)).astype(np.float32),
            "tokens": helpers.random_tokens(rng, 8, 8, 64)}
-  step_fn = train.make_train_step(model, tx, schedule, text_only_weight=1.0)
+  config = ml_collections.ConfigDict(dict(
+      model=helpers.tiny_model_config(), objective=dict(name="captioning", text_only_weight=1.0)))
+  step_fn = train.make_train_step(objectives.make_loss(config, model.predict_fns), tx, schedule)
 
   def run(mesh):
-    _, shardings = train_state.abstract_state_and_shardings(model, tx, mesh)
-    state = train_state.init(model, tx, mesh, shardings, jax.random.key(0))
+    _, shardings = train_state.abstract_state_and_shardings(model.init_params, tx, mesh)
+    state = train_state.init(model.init_params, tx, mesh, shardings, jax.random.key(0))
     with sharding.activate(mesh):
       step = jax.jit(step_fn, in_shardings=(shardings, sharding.batch_sharding(mesh)),
                      out_shardings=(shardings, None), donate_argnums=(0,))

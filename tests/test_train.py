@@ -14,12 +14,12 @@ import pytest
 
 from ig_captioner import checkpointing
 from ig_captioner import metric_writing
+from ig_captioner import models
 from ig_captioner import sharding
 from ig_captioner import train
 from ig_captioner import train_state
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
-from ig_captioner.models import captioner
 from tests import helpers
 
 
@@ -40,7 +40,7 @@ def test_runlocal_trains_logs_and_checkpoints(runlocal_config, tmp_path):
   assert rows[-1]["loss"] < rows[0]["loss"]
   assert checkpointing.Checkpointer(str(tmp_path), read_only=True).all_steps() == [3, 6]
   assert os.listdir(tmp_path / "tb" / "train")  # TensorBoard event file.
-  assert json.load(open(tmp_path / "config.json"))["text_only_weight"] == 1.0
+  assert json.load(open(tmp_path / "config.json"))["objective"]["text_only_weight"] == 1.0
 
 
 def test_resume_gives_same_params_and_data_order(runlocal_config, tmp_path):
@@ -77,9 +77,9 @@ def test_checkpoint_restores_onto_another_mesh_and_with_plain_orbax(runlocal_con
   state = train.train(runlocal_config, str(tmp_path))
   saved = _params_np(state)
 
-  model = captioner.build(runlocal_config.model)
+  model = models.build(runlocal_config.model)
   mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=1, tensor=4)))
-  abstract, _ = train_state.abstract_params_and_shardings(model, mesh)
+  abstract, _ = train_state.abstract_params_and_shardings(model.init_params, mesh)
   ckpt = checkpointing.Checkpointer(str(tmp_path), read_only=True)
   restored = ckpt.restore_params(6, abstract, runlocal_config)
   kernel = restored["decoder"]["block0"]["mlp"]["fc1"]["kernel"]
@@ -140,9 +140,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(runlocal_config, t
     assert ckpt.all_steps() == []
     return
   assert ckpt.all_steps() == [1]
-  model = captioner.build(runlocal_config.model)
+  model = models.build(runlocal_config.model)
   abstract, _ = train_state.abstract_params_and_shardings(
-      model, sharding.make_mesh(runlocal_config.mesh))
+      model.init_params, sharding.make_mesh(runlocal_config.mesh))
   params = ckpt.restore_params(1, abstract, runlocal_config)
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
 
@@ -150,7 +150,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(runlocal_config, t
 @pytest.mark.parametrize("field,value,match", [
     ("total_steps", 0, "config.total_steps=0"),
     ("batch_size", 12, "batch_size=12 is not divisible"),
-    ("text_only_weight", -1.0, "config.text_only_weight=-1.0"),
+    ("objective.text_only_weight", -1.0, "config.objective.text_only_weight=-1.0"),
+    ("objective.name", "clip", r"config.objective.name='clip' is unknown; known: \['captioning'"),
+    ("evals.digits.type", "detection", "config.evals.digits.type='detection' is unknown"),
     ("optimizer.learning_rate", 0.0, "config.optimizer.learning_rate"),
     ("optimizer.warmup_steps", 6, "config.optimizer.warmup_steps"),
     ("data.prior_exponent", -0.5, "config.data.prior_exponent"),

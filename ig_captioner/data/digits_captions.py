@@ -16,7 +16,10 @@ Splits (images of different splits are disjoint, see `image_id`):
 - `validation`: `validation_per_class` images per class, class-balanced, for choices made
   during development.
 - `zeroshot`: `holdout_per_class` images per class, class-balanced, the held-out test set.
-Labels are ClassLabel features whose names are the class names used to build prompts.
+- `retrieval`: `retrieval_per_class` further held-out images per class, each with every caption
+  phrasing of its class (`captions`), for image-text retrieval.
+Labels are ClassLabel features whose names are the class names used to build prompts. Every
+record has `caption` (one text) and `captions` (all its texts: the caption itself on `train`).
 """
 
 import dataclasses
@@ -24,6 +27,8 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
+
+from ig_captioner import errors
 
 CLASS_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -50,30 +55,34 @@ class DigitsCaptionsConfig(tfds.core.BuilderConfig):
   num_train_examples: int = 20_000
   holdout_per_class: int = 50
   validation_per_class: int = 20
+  retrieval_per_class: int = 10
 
 
 def make_config(prior_exponent: float = 1.0, caption_noise: float = 0.0, seed: int = 0,
                 num_train_examples: int = 20_000, holdout_per_class: int = 50,
-                validation_per_class: int = 20) -> DigitsCaptionsConfig:
+                validation_per_class: int = 20,
+                retrieval_per_class: int = 10) -> DigitsCaptionsConfig:
   """A validated builder config named after its parameters."""
   if prior_exponent < 0:
-    raise ValueError(f"config.data.prior_exponent={prior_exponent} must be >= 0 (0 = balanced)")
+    raise errors.ConfigError(
+        f"config.data.prior_exponent={prior_exponent} must be >= 0 (0 = balanced)")
   if not 0 <= caption_noise < 1:
-    raise ValueError(f"config.data.caption_noise={caption_noise} must be in [0, 1)")
+    raise errors.ConfigError(f"config.data.caption_noise={caption_noise} must be in [0, 1)")
   if num_train_examples <= 0:
-    raise ValueError(f"config.data.num_train_examples={num_train_examples} must be positive")
-  if holdout_per_class < 1 or validation_per_class < 1 or \
-      holdout_per_class + validation_per_class > MIN_IMAGES_PER_CLASS - 5:
-    raise ValueError(
-        f"config.data.holdout_per_class={holdout_per_class} and validation_per_class="
-        f"{validation_per_class} must be >= 1 and sum to at most {MIN_IMAGES_PER_CLASS - 5}, "
-        "leaving training images for every digit")
+    raise errors.ConfigError(
+        f"config.data.num_train_examples={num_train_examples} must be positive")
+  held = (holdout_per_class, validation_per_class, retrieval_per_class)
+  if min(held) < 1 or sum(held) > MIN_IMAGES_PER_CLASS - 5:
+    raise errors.ConfigError(
+        f"config.data.holdout_per_class={holdout_per_class}, validation_per_class="
+        f"{validation_per_class} and retrieval_per_class={retrieval_per_class} must be >= 1 and "
+        f"sum to at most {MIN_IMAGES_PER_CLASS - 5}, leaving training images for every digit")
   name = (f"zipf{prior_exponent:g}_noise{caption_noise:g}_seed{seed}_n{num_train_examples}"
-          f"_holdout{holdout_per_class}_val{validation_per_class}")
+          f"_holdout{holdout_per_class}_val{validation_per_class}_ret{retrieval_per_class}")
   return DigitsCaptionsConfig(
       name=name, prior_exponent=prior_exponent, caption_noise=caption_noise, seed=seed,
       num_train_examples=num_train_examples, holdout_per_class=holdout_per_class,
-      validation_per_class=validation_per_class)
+      validation_per_class=validation_per_class, retrieval_per_class=retrieval_per_class)
 
 
 def class_probabilities(prior_exponent: float, seed: int) -> np.ndarray:
@@ -92,27 +101,33 @@ def upsample(image_8x8: np.ndarray) -> np.ndarray:
   return np.repeat(np.asarray(grey)[..., None], 3, axis=-1)
 
 
+HELD_OUT_SPLITS = ("zeroshot", "validation", "retrieval")
+
+
 def split_image_ids(labels: np.ndarray, cfg: DigitsCaptionsConfig) -> dict:
   """Per-class seeded split of image indices: {'zeroshot': ids, 'validation': ids,
-  'train': [ids of class 0, ids of class 1, ...]}."""
+  'retrieval': ids, 'train': [ids of class 0, ids of class 1, ...]}."""
   rng = np.random.default_rng([cfg.seed, 1])
-  out = {"zeroshot": [], "validation": [], "train": []}
+  sizes = (cfg.holdout_per_class, cfg.validation_per_class, cfg.retrieval_per_class)
+  out = {split: [] for split in HELD_OUT_SPLITS + ("train",)}
   for label in range(len(CLASS_NAMES)):
     ids = rng.permutation(np.flatnonzero(labels == label))
-    held, val = cfg.holdout_per_class, cfg.validation_per_class
-    out["zeroshot"].extend(ids[:held].tolist())
-    out["validation"].extend(ids[held:held + val].tolist())
-    out["train"].append(ids[held + val:])
-  out["zeroshot"].sort()
-  out["validation"].sort()
+    start = 0
+    for split, size in zip(HELD_OUT_SPLITS, sizes):
+      out[split].extend(ids[start:start + size].tolist())
+      start += size
+    out["train"].append(ids[start:])
+  for split in HELD_OUT_SPLITS:
+    out[split].sort()
   return out
 
 
 class DigitsCaptions(tfds.core.GeneratorBasedBuilder):
   """Long-tailed, noisy image captions of handwritten digits, plus balanced eval splits."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "1.1.0": "`retrieval` split; `captions` (all texts of a record) everywhere."}
   BUILDER_CONFIGS = [make_config()]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -120,6 +135,7 @@ class DigitsCaptions(tfds.core.GeneratorBasedBuilder):
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Image(shape=(STORED_IMAGE_SIZE, STORED_IMAGE_SIZE, 3)),
             "caption": tfds.features.Text(),
+            "captions": tfds.features.Sequence(tfds.features.Text()),
             "label": tfds.features.ClassLabel(names=CLASS_NAMES),  # What the image shows.
             "image_id": np.int32,  # Index into sklearn.datasets.load_digits().
         }),
@@ -133,7 +149,7 @@ class DigitsCaptions(tfds.core.GeneratorBasedBuilder):
     images = np.stack([upsample(x) for x in digits.images])
     ids = split_image_ids(digits.target, self.builder_config)
     return {split: self._generate_examples(split, images, digits.target, ids[split])
-            for split in ("train", "validation", "zeroshot")}
+            for split in ("train",) + HELD_OUT_SPLITS}
 
   def _generate_examples(self, split, images, labels, image_ids):
     if split == "train":
@@ -142,9 +158,8 @@ class DigitsCaptions(tfds.core.GeneratorBasedBuilder):
 
   def _eval_examples(self, images, labels, image_ids):
     for image_id in image_ids:
-      label = int(labels[image_id])
-      yield image_id, _example(images, labels, image_id,
-                               CAPTION_TEMPLATES[0].format(CLASS_NAMES[label]))
+      captions = [t.format(CLASS_NAMES[int(labels[image_id])]) for t in CAPTION_TEMPLATES]
+      yield image_id, _example(images, labels, image_id, captions)
 
   def _train_examples(self, images, labels, train_pools):
     cfg = self.builder_config
@@ -157,13 +172,14 @@ class DigitsCaptions(tfds.core.GeneratorBasedBuilder):
       if rng.random() < cfg.caption_noise:
         named = rng.choice(len(CLASS_NAMES), p=prior)  # A popular concept, whatever the image.
       template = CAPTION_TEMPLATES[rng.integers(len(CAPTION_TEMPLATES))]
-      yield i, _example(images, labels, image_id, template.format(CLASS_NAMES[named]))
+      yield i, _example(images, labels, image_id, [template.format(CLASS_NAMES[named])])
 
 
-def _example(images, labels, image_id: int, caption: str) -> dict:
+def _example(images, labels, image_id: int, captions: list[str]) -> dict:
   return {
       "image": images[image_id],
-      "caption": caption,
+      "caption": captions[0],
+      "captions": captions,
       "label": int(labels[image_id]),
       "image_id": image_id,
   }

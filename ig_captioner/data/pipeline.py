@@ -111,26 +111,29 @@ def train_loader(config: ml_collections.ConfigDict,
 
 
 def labeled_batches(data_config: ml_collections.ConfigDict, split: str, image_size: int,
-                    global_batch_size: int, label_key: str = "label") -> Iterator[dict]:
+                    global_batch_size: int, label_key: str | None = "label") -> Iterator[dict]:
   """This process's slice of every global batch of `split`, in order, padded to whole batches.
 
-  Yields {'image': float32 bxHxWx3, 'label': int32 b, 'valid': bool b} with b the local batch
-  size; padded rows have valid=False. Every process yields the same number of batches.
+  Yields {'image': float32 bxHxWx3, 'index': int32 b, 'valid': bool b} plus 'label' (int32 b)
+  if `label_key`, with b the local batch size: `index` is the record's position in the split
+  (-1 on padded rows, which have valid=False). Every process yields the same number of batches.
   """
   source = sources.open_split(data_config, split)
   local = local_batch_size(global_batch_size)
   num_batches = -(-len(source) // global_batch_size)
   offset = jax.process_index() * local
+  blank = np.zeros((image_size, image_size, 3), np.uint8)
   for b in range(num_batches):
     ids = np.arange(b * global_batch_size + offset, b * global_batch_size + offset + local)
     valid = ids < len(source)
     records = [source[int(i)] for i in ids[valid]]
-    images = [resize_image(r[data_config.image_key], image_size) for r in records]
-    labels = [int(r[label_key]) for r in records]
     pad = local - len(records)
-    if pad:
-      blank = np.zeros((image_size, image_size, 3), np.uint8)
-      images += [blank] * pad
-      labels += [0] * pad
-    yield {"image": normalize_images(np.stack(images)), "label": np.asarray(labels, np.int32),
-           "valid": valid}
+    batch = {
+        "image": normalize_images(np.stack(
+            [resize_image(r[data_config.image_key], image_size) for r in records] + [blank] * pad)),
+        "index": np.where(valid, ids, -1).astype(np.int32),
+        "valid": valid,
+    }
+    if label_key:
+      batch["label"] = np.asarray([int(r[label_key]) for r in records] + [0] * pad, np.int32)
+    yield batch

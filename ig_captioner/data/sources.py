@@ -40,7 +40,8 @@ def builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
         caption_noise=float(data_config.caption_noise), seed=int(data_config.seed),
         num_train_examples=int(data_config.num_train_examples),
         holdout_per_class=int(data_config.holdout_per_class),
-        validation_per_class=int(data_config.validation_per_class))
+        validation_per_class=int(data_config.validation_per_class),
+        retrieval_per_class=int(data_config.get("retrieval_per_class", 10)))
     if config.name in digits_captions.DigitsCaptions.builder_configs:
       config = config.name  # TFDS refuses a custom config named like a registered one.
     return digits_captions.DigitsCaptions(config=config, data_dir=data_dir(data_config),

@@ -1,7 +1,8 @@
 """SentencePiece tokenizer: train one in-process from a corpus, or load any `.model` file.
 
-Special ids are fixed because the objective relies on them: pad=0, bos=1, eos=2, unk=3.
-A text becomes `[BOS, pieces..., EOS]` right-padded with PAD to `max_len` tokens.
+Special ids are fixed because the models and objectives rely on them: pad=0, bos=1, eos=2,
+unk=3 (then the pieces). A text becomes `[BOS, pieces..., EOS]` right-padded with PAD to
+`max_len` tokens.
 """
 
 import io
@@ -12,9 +13,9 @@ import numpy as np
 import sentencepiece as spm
 
 from ig_captioner import errors
-from ig_captioner.objective import PAD_ID
 
-BOS_ID, EOS_ID, UNK_ID = 1, 2, 3
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+NUM_SPECIAL_IDS = 4
 
 
 def train(texts: Iterable[str], vocab_size: int) -> bytes:

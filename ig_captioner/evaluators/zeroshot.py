@@ -1,11 +1,22 @@
-"""Zero-shot classification by (IG) caption scoring, for a grid of alpha in one pass.
+"""Zero-shot classification, scored with whatever the model family supplies:
 
-Per checkpoint: log P(t) of every class prompt once (text-only decoder); per image batch: the
-visual tokens once, log P(t|I) for every (image, prompt) pair, then top-1 for every alpha.
-Yields `(f"zeroshot/{name}/top1_alpha{alpha}", accuracy)`.
+- embeddings (`models.EMBED_FNS`: CLIP, SigLIP) follow CLIP's recipe (Radford et al., 2021): a
+  class embedding is the L2-normalised mean of its templates' normalised text embeddings, and an
+  image gets the class of highest cosine similarity. Metric `zeroshot/<name>/top1`.
+- caption log-likelihoods (`models.CAPTION_FNS`: captioners) give the IG score
+      s(c, I) = mean_k [log P(t_ck|I) - alpha * log P(t_ck)]
+              = mean_k log P(t_ck|I) - alpha * mean_k log P(t_ck),
+  the log of the geometric mean over templates k of the likelihood ratio, for every alpha of
+  `alphas` from the same passes. log P(t) comes from the same decoder without visual tokens, once
+  per prompt per checkpoint; the visual tokens once per image batch. Metrics
+  `zeroshot/<name>/top1_alpha<alpha>`.
+A family that supplies both gets both.
+
+Shape letters: B images, C classes, K templates, P prompts (C x K, class-major), A alphas,
+E embedding width.
 """
 
-from typing import Any, Iterator
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -13,70 +24,130 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from ig_captioner import scoring
+from ig_captioner import errors
+from ig_captioner import models
 from ig_captioner import sharding
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
-from ig_captioner.data import tokenizer as tokenizer_lib
 from ig_captioner.data import verify
+from ig_captioner.evaluators import _common
 
 
-def metric_name(name: str, alpha: float) -> str:
-  return f"zeroshot/{name}/top1_alpha{float(alpha)}"
+def default_config(**overrides) -> ml_collections.ConfigDict:
+  cfg = _common.base_config(
+      type="zeroshot",
+      label_key="label",
+      # Prompt templates ({} = class name); the class score averages the per-template scores.
+      templates=("a photo of the number {}", "a handwritten {}", "the digit {} written by hand"),
+      alphas=(0.0, 0.5, 1.0),  # For caption scoring.
+  )
+  cfg.update(overrides)
+  return cfg
+
+
+def validate(name: str, eval_config: ml_collections.ConfigDict) -> None:
+  _common.validate_common(name, eval_config)
+  templates = eval_config.get("templates", ())
+  if not len(templates) or not all("{}" in t for t in templates):
+    raise errors.ConfigError(f"config.evals.{name}.templates={templates!r} is invalid: it needs "
+                             "at least one template, each with a '{}' for the class name")
+
+
+def metric_name(name: str, alpha: float | None = None) -> str:
+  return f"zeroshot/{name}/top1" + ("" if alpha is None else f"_alpha{float(alpha)}")
+
+
+def class_scores(logp_img_BxP: jax.Array, logp_txt_P: jax.Array, num_classes: int,
+                 alphas: Sequence[float]) -> jax.Array:
+  """IG scores per alpha and class, templates averaged (prompts class-major). Returns (A, B, C)."""
+  b = logp_img_BxP.shape[0]
+  img_BxC = logp_img_BxP.reshape(b, num_classes, -1).mean(-1)
+  txt_C = logp_txt_P.reshape(num_classes, -1).mean(-1)
+  alphas_A = jnp.asarray(alphas, jnp.float32)
+  return img_BxC[None] - alphas_A[:, None, None] * txt_C[None, None]
+
+
+def class_embeddings(z_prompts_PxE: jax.Array, num_classes: int) -> jax.Array:
+  """CLIP's prompt ensemble: normalised mean of each class's (normalised) template embeddings."""
+  mean_CxE = z_prompts_PxE.reshape(num_classes, -1, z_prompts_PxE.shape[-1]).mean(1)
+  return mean_CxE / jnp.linalg.norm(mean_CxE, axis=-1, keepdims=True)
 
 
 class Evaluator:
-  """Zero-shot top-1 on `eval_config.split` of the data set `config.data` (+ `eval_config.data`)."""
+  """Zero-shot top-1 on `eval_config.split` of `config.data` (+ `eval_config.data`)."""
 
   def __init__(self, name: str, eval_config: ml_collections.ConfigDict,
-               config: ml_collections.ConfigDict, model: Any, mesh: jax.sharding.Mesh,
-               tokenizer: tokenizer_lib.Tokenizer):
+               config: ml_collections.ConfigDict, predict_fns: dict, mesh: jax.sharding.Mesh,
+               tokenizer):
     self.name = name
     self._cfg = eval_config
-    self._data_config = config.data.copy_and_resolve_references()
-    self._data_config.update(eval_config.get("data", {}))
+    self._data_config = _common.data_config(config, eval_config)
     self._image_size = config.model.image_size
     self._mesh = mesh
     self.alphas = tuple(float(a) for a in eval_config.alphas)
+    self._embed = models.supplies(predict_fns, models.EMBED_FNS)
+    self._caption = models.supplies(predict_fns, models.CAPTION_FNS)
+    if not (self._embed or self._caption):
+      models.require(predict_fns, models.EMBED_FNS + models.CAPTION_FNS,
+                     f"config.evals.{name} (zeroshot)", config.model.name)
+    _common.check_batch_size(name, eval_config, mesh)
     verify.verify_split(self._data_config, eval_config.split)  # Before the first checkpoint.
     self.class_names = sources.class_names(self._data_config, eval_config.label_key)
-    prompts = [t.format(c) for c in self.class_names for t in eval_config.templates]  # Class-major.
+    prompts = [t.format(c) for c in self.class_names for t in eval_config.templates]
     self._prompts_PxT = tokenizer.encode_batch(prompts, config.model.max_text_len, strict=True)
-    if eval_config.batch_size % sharding.batch_axis_size(mesh):
-      raise ValueError(f"config.evals.{name}.batch_size={eval_config.batch_size} is not divisible "
-                       f"by the mesh's batch axes ({sharding.batch_axis_size(mesh)})")
-    chunk = int(eval_config.prompt_chunk)
     self._replicated = NamedSharding(mesh, P())
+    chunk, num_classes = int(eval_config.prompt_chunk), len(self.class_names)
 
     # Prompts are arguments, not constants baked into the compiled programs (ImageNet with 80
     # templates has 80k of them).
-    def text_only(params, prompts_PxT):
-      return scoring.text_only_logprobs(model, params, prompts_PxT, chunk)
+    if self._caption:
+      def text_only(params, prompts_PxT):
+        return predict_fns["text_logprobs"](params, prompts_PxT, chunk)
 
-    def correct_counts(params, prompts_PxT, logp_txt_P, images, labels, valid):
-      visual = model.apply({"params": params}, images, method="encode")
-      logp_img_BxP = scoring.image_logprobs(model, params, visual, prompts_PxT, chunk)
-      scores_AxBxC = scoring.class_scores(logp_img_BxP, logp_txt_P, len(self.class_names),
-                                          self.alphas)
-      hits_AxB = (jnp.argmax(scores_AxBxC, axis=-1) == labels[None]) & valid[None]
-      return hits_AxB.sum(axis=-1), valid.sum()
+      def caption_hits(params, prompts_PxT, logp_txt_P, images, labels, valid):
+        visual = predict_fns["encode_images"](params, images)
+        logp_img_BxP = predict_fns["image_text_logprobs"](params, visual, prompts_PxT, chunk)
+        scores_AxBxC = class_scores(logp_img_BxP, logp_txt_P, num_classes, self.alphas)
+        return ((jnp.argmax(scores_AxBxC, axis=-1) == labels[None]) & valid[None]).sum(-1)
 
-    self._text_only = jax.jit(text_only, out_shardings=self._replicated)
-    self._correct_counts = jax.jit(correct_counts, out_shardings=self._replicated)
+      self._text_only = jax.jit(text_only, out_shardings=self._replicated)
+      self._caption_hits = jax.jit(caption_hits, out_shardings=self._replicated)
 
-  def run(self, params) -> Iterator[tuple[str, float]]:
+    if self._embed:
+      def classes(params, prompts_PxT):
+        z_PxE = _common.embed_texts_chunked(predict_fns["embed_texts"], params, prompts_PxT,
+                                            chunk)
+        return class_embeddings(z_PxE, num_classes)
+
+      def embed_hits(params, classes_CxE, images, labels, valid):
+        sims_BxC = predict_fns["embed_images"](params, images) @ classes_CxE.T
+        return ((jnp.argmax(sims_BxC, axis=-1) == labels) & valid).sum()
+
+      self._classes = jax.jit(classes, out_shardings=self._replicated)
+      self._embed_hits = jax.jit(embed_hits, out_shardings=self._replicated)
+
+  def run(self, params) -> dict[str, float]:
+    correct_A, correct = np.zeros(len(self.alphas), np.int64), 0
     with sharding.activate(self._mesh):
       prompts_PxT = jax.device_put(self._prompts_PxT, self._replicated)
-      # log P(t): once per checkpoint, reused for every image batch.
-      logp_txt_P = self._text_only(params, prompts_PxT)
-      correct_A = np.zeros(len(self.alphas), np.int64)
-      total = 0
+      if self._caption:  # log P(t): once per checkpoint, reused for every image batch.
+        logp_txt_P = self._text_only(params, prompts_PxT)
+      if self._embed:
+        classes_CxE = self._classes(params, prompts_PxT)
       for local in pipeline.labeled_batches(self._data_config, self._cfg.split, self._image_size,
                                             self._cfg.batch_size, self._cfg.label_key):
         batch = sharding.global_batch_from_local(local, self._mesh)
-        hits_A, count = jax.device_get(self._correct_counts(
-            params, prompts_PxT, logp_txt_P, batch["image"], batch["label"], batch["valid"]))
-        correct_A += np.asarray(hits_A)
-        total += int(count)
-    for alpha, correct in zip(self.alphas, correct_A):
-      yield metric_name(self.name, alpha), float(correct) / total
+        inputs = (batch["image"], batch["label"], batch["valid"])
+        if self._caption:
+          correct_A += np.asarray(jax.device_get(
+              self._caption_hits(params, prompts_PxT, logp_txt_P, *inputs)))
+        if self._embed:
+          correct += int(jax.device_get(self._embed_hits(params, classes_CxE, *inputs)))
+    total = len(sources.open_split(self._data_config, self._cfg.split))  # Each image once.
+    metrics = {}
+    if self._embed:
+      metrics[metric_name(self.name)] = correct / total
+    if self._caption:
+      metrics.update({metric_name(self.name, a): float(c) / total
+                      for a, c in zip(self.alphas, correct_A)})
+    return metrics

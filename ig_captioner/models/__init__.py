@@ -1,1 +1,64 @@
-"""Flax model definitions: ViT encoder, shared text decoder, the captioner."""
+"""Model families, chosen by `config.model.name`. Each is a module of this package defining
+
+    build(model_config) -> flax Module       checks its own config fields (ConfigError)
+    init_params(model, rng) -> boxed params  from dummy inputs of the model's shapes
+    predict_fns(model) -> {name: fn}         pure functions of params
+
+Objectives and evaluators use only the predict functions, by the names below, and never reach
+into a module: a family that supplies a group supports everything that needs it.
+"""
+
+import dataclasses
+import functools
+from types import ModuleType
+from typing import Any, Callable
+
+import ml_collections
+
+from ig_captioner import errors
+from ig_captioner import registry
+
+# Sequence log-likelihoods from an image-conditioned text decoder (captioners):
+#   encode_images(params, images_BxHxWxC) -> visual_BxNxD
+#   decode(params, tokens_BxL, visual_BxNxD or None) -> logits_BxLxV   (None: text only)
+#   text_logprobs(params, texts_PxT, chunk) -> logp_P                   log P(t)
+#   image_text_logprobs(params, visual_BxNxD, texts_PxT, chunk) -> logp_BxP   log P(t|I)
+CAPTION_FNS = ("encode_images", "decode", "text_logprobs", "image_text_logprobs")
+# L2-normalised embeddings in a joint space (two towers), and the contrastive logit parameters:
+#   embed_images(params, images_BxHxWxC) -> z_BxE;  embed_texts(params, tokens_BxT) -> z_BxE
+#   logit_scale_and_bias(params) -> (scale, bias or None)
+EMBED_FNS = ("embed_images", "embed_texts", "logit_scale_and_bias")
+
+
+def get(name: str) -> ModuleType:
+  """The family module named `name`; ConfigError listing the known ones otherwise."""
+  return registry.resolve(__name__, "build", name, "config.model.name")
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """A built model: its family's name, the flax module, and what the trainer and evaluator use."""
+  name: str
+  module: Any
+  init_params: Callable  # rng -> boxed params
+  predict_fns: dict
+
+
+def build(model_config: ml_collections.ConfigDict) -> Model:
+  """The model of `config.model` (its family checks the fields)."""
+  family = get(model_config.name)
+  module = family.build(model_config)
+  return Model(model_config.name, module, functools.partial(family.init_params, module),
+               family.predict_fns(module))
+
+
+def supplies(predict_fns: dict, group: tuple[str, ...]) -> bool:
+  return all(name in predict_fns for name in group)
+
+
+def require(predict_fns: dict, group: tuple[str, ...], user: str, model_name: str) -> None:
+  """ConfigError unless the model supplies every predict function of `group` that `user` needs."""
+  if not supplies(predict_fns, group):
+    raise errors.ConfigError(
+        f"{user} needs a model supplying {', '.join(group)}; config.model.name={model_name!r} "
+        f"supplies {', '.join(sorted(predict_fns))}")

@@ -1,0 +1,60 @@
+"""What the evaluators share: their common config fields, the data they read, and chunked text
+embedding.
+
+Shape letters: P texts, G chunks of C texts, T text length, E embedding width.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from ig_captioner import errors
+from ig_captioner import sharding
+
+
+def base_config(**fields) -> ml_collections.ConfigDict:
+  """Fields every evaluator has; `data` (optional) overrides fields of `config.data`."""
+  cfg = ml_collections.ConfigDict(dict(
+      split="zeroshot",
+      batch_size=128,  # Images per global batch (a multiple of the mesh's batch axes).
+      prompt_chunk=64,  # Texts scored per decoder call (x batch_size pairs) or embedded per call.
+  ))
+  cfg.update(fields)
+  return cfg
+
+
+def validate_common(name: str, eval_config: ml_collections.ConfigDict) -> None:
+  for field in ("batch_size", "prompt_chunk"):
+    value = eval_config.get(field)
+    if not isinstance(value, int) or value <= 0:
+      raise errors.ConfigError(f"config.evals.{name}.{field}={value!r} is invalid: it must be a "
+                               "positive integer")
+  if "alphas" in eval_config and not len(eval_config.alphas):
+    raise errors.ConfigError(f"config.evals.{name}.alphas={eval_config.alphas!r} is invalid: it "
+                             "needs at least one alpha")
+
+
+def data_config(config: ml_collections.ConfigDict,
+                eval_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config.data` with the evaluator's `data` overrides."""
+  data = config.data.copy_and_resolve_references()
+  data.update(eval_config.get("data", {}))
+  return data
+
+
+def check_batch_size(name: str, eval_config: ml_collections.ConfigDict, mesh) -> None:
+  if eval_config.batch_size % sharding.batch_axis_size(mesh):
+    raise errors.ConfigError(
+        f"config.evals.{name}.batch_size={eval_config.batch_size} is not divisible by the "
+        f"mesh's batch axes ({sharding.batch_axis_size(mesh)})")
+
+
+def embed_texts_chunked(embed_texts, params, texts_PxT: jax.Array, chunk: int) -> jax.Array:
+  """embed_texts over P texts, `chunk` per call (a scan: memory bounded by one chunk)."""
+  num_texts = texts_PxT.shape[0]
+  pad = -num_texts % chunk
+  if pad:
+    texts_PxT = jnp.concatenate([texts_PxT, jnp.repeat(texts_PxT[:1], pad, axis=0)])
+  chunks_GxCxT = texts_PxT.reshape(-1, chunk, texts_PxT.shape[-1])
+  z_GxCxE = jax.lax.map(lambda tokens_CxT: embed_texts(params, tokens_CxT), chunks_GxCxT)
+  return z_GxCxE.reshape(-1, z_GxCxE.shape[-1])[:num_texts]

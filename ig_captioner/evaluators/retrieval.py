@@ -1,0 +1,165 @@
+"""Zero-shot image-text retrieval: Recall@k in both directions on a split whose records hold an
+image and several captions (`captions_key`).
+
+- Candidates: identical caption texts are one candidate, relevant to every image they caption
+  (on the embedded digits data all images of a class share their captions, so retrieval there is
+  class-level; on COCO-like data exact duplicates are rare and this is the usual protocol).
+  Image->text queries are the images; text->image queries are the distinct texts.
+- Scores: cosine similarity of the embeddings (`models.EMBED_FNS`), or for captioners
+  (`models.CAPTION_FNS`) s(t, I) = log P(t|I) - alpha * log P(t) over all pairs. For text->image
+  the query text is fixed, so alpha * log P(t) is the same for every candidate image: alpha
+  cannot change that ranking, and text->image metrics carry no alpha.
+- Rank: the number of irrelevant candidates scoring at least as high as the query's best
+  relevant candidate (ties count against the model); Recall@k is the fraction of queries whose
+  rank is below k.
+Metrics: `retrieval/<name>/{i2t,t2i}_r<k>`, and for captioners `i2t_r<k>_alpha<alpha>`.
+
+Shape letters: I images, U distinct texts, B image batch, E embedding width, Q queries,
+C candidates.
+"""
+
+from typing import Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from ig_captioner import errors
+from ig_captioner import models
+from ig_captioner import sharding
+from ig_captioner.data import pipeline
+from ig_captioner.data import sources
+from ig_captioner.data import verify
+from ig_captioner.evaluators import _common
+
+
+def default_config(**overrides) -> ml_collections.ConfigDict:
+  cfg = _common.base_config(
+      type="retrieval",
+      split="retrieval",
+      captions_key="captions",
+      ks=(1, 5, 10),
+      alphas=(0.0, 1.0),  # For caption scoring, image->text.
+  )
+  cfg.update(overrides)
+  return cfg
+
+
+def validate(name: str, eval_config: ml_collections.ConfigDict) -> None:
+  _common.validate_common(name, eval_config)
+  ks = eval_config.get("ks", ())
+  if not len(ks) or not all(isinstance(k, int) and k > 0 for k in ks):
+    raise errors.ConfigError(f"config.evals.{name}.ks={ks!r} is invalid: it needs positive "
+                             "integers (the k of Recall@k)")
+
+
+def metric_name(name: str, direction: str, k: int, alpha: float | None = None) -> str:
+  return f"retrieval/{name}/{direction}_r{k}" + ("" if alpha is None else f"_alpha{float(alpha)}")
+
+
+def recall_at_k(scores_QxC: np.ndarray, relevant_QxC: np.ndarray,
+                ks: Sequence[int]) -> dict[int, float]:
+  """{k: fraction of queries whose best relevant candidate has fewer than k irrelevant candidates
+  scoring at least as high}. Every query needs at least one relevant candidate."""
+  best_Q = np.where(relevant_QxC, scores_QxC, -np.inf).max(axis=1)
+  rank_Q = np.sum(~relevant_QxC & (scores_QxC >= best_Q[:, None]), axis=1)
+  return {k: float(np.mean(rank_Q < k)) for k in ks}
+
+
+def read_captions(source, captions_key: str) -> tuple[list[str], np.ndarray]:
+  """(distinct texts in order of appearance, relevant_IxU: image i has text u as a caption)."""
+  per_image = []
+  for i in range(len(source)):
+    captions = source[i][captions_key]
+    per_image.append([c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in captions])
+  texts = list(dict.fromkeys(c for captions in per_image for c in captions))
+  position = {t: u for u, t in enumerate(texts)}
+  relevant_IxU = np.zeros((len(per_image), len(texts)), bool)
+  for i, captions in enumerate(per_image):
+    relevant_IxU[i, [position[c] for c in captions]] = True
+  return texts, relevant_IxU
+
+
+class Evaluator:
+  """Recall@k both ways on `eval_config.split` of `config.data` (+ `eval_config.data`)."""
+
+  def __init__(self, name: str, eval_config: ml_collections.ConfigDict,
+               config: ml_collections.ConfigDict, predict_fns: dict, mesh: jax.sharding.Mesh,
+               tokenizer):
+    self.name = name
+    self._cfg = eval_config
+    self._data_config = _common.data_config(config, eval_config)
+    self._image_size = config.model.image_size
+    self._mesh = mesh
+    self.alphas = tuple(float(a) for a in eval_config.alphas)
+    self._embed = models.supplies(predict_fns, models.EMBED_FNS)
+    self._caption = models.supplies(predict_fns, models.CAPTION_FNS)
+    if not (self._embed or self._caption):
+      models.require(predict_fns, models.EMBED_FNS + models.CAPTION_FNS,
+                     f"config.evals.{name} (retrieval)", config.model.name)
+    _common.check_batch_size(name, eval_config, mesh)
+    verify.verify_split(self._data_config, eval_config.split)
+    source = sources.open_split(self._data_config, eval_config.split)
+    texts, self._relevant_IxU = read_captions(source, eval_config.captions_key)
+    # Long captions are cut to the model's length, as in training.
+    self._texts_UxT = tokenizer.encode_batch(texts, config.model.max_text_len)
+    self._replicated = NamedSharding(mesh, P())
+    chunk = int(eval_config.prompt_chunk)
+
+    if self._caption:
+      def text_only(params, texts_UxT):
+        return predict_fns["text_logprobs"](params, texts_UxT, chunk)
+
+      def caption_scores(params, texts_UxT, images):
+        visual = predict_fns["encode_images"](params, images)
+        return predict_fns["image_text_logprobs"](params, visual, texts_UxT, chunk)
+
+      self._text_only = jax.jit(text_only, out_shardings=self._replicated)
+      self._caption_scores = jax.jit(caption_scores, out_shardings=self._replicated)
+
+    if self._embed:
+      def embed_texts(params, texts_UxT):
+        return _common.embed_texts_chunked(predict_fns["embed_texts"], params, texts_UxT, chunk)
+
+      def similarities(params, z_txt_UxE, images):
+        return predict_fns["embed_images"](params, images) @ z_txt_UxE.T
+
+      self._embed_texts = jax.jit(embed_texts, out_shardings=self._replicated)
+      self._similarities = jax.jit(similarities, out_shardings=self._replicated)
+
+  def _score_rows(self, score_fn) -> np.ndarray:
+    """score_fn(global image batch) -> B x U, stacked for every image of the split (I x U)."""
+    rows, num_images, size = [], self._relevant_IxU.shape[0], self._cfg.batch_size
+    for b, local in enumerate(pipeline.labeled_batches(
+        self._data_config, self._cfg.split, self._image_size, size, label_key=None)):
+      batch = sharding.global_batch_from_local(local, self._mesh)
+      valid_B = np.arange(b * size, (b + 1) * size) < num_images  # Rows are in record order.
+      rows.append(np.asarray(jax.device_get(score_fn(batch["image"])))[valid_B])
+    return np.concatenate(rows)
+
+  def _recalls(self, scores_IxU: np.ndarray, alpha: float | None, both: bool) -> dict:
+    out = {metric_name(self.name, "i2t", k, alpha): r
+           for k, r in recall_at_k(scores_IxU, self._relevant_IxU, self._cfg.ks).items()}
+    if both:
+      out.update({metric_name(self.name, "t2i", k): r for k, r in recall_at_k(
+          scores_IxU.T, self._relevant_IxU.T, self._cfg.ks).items()})
+    return out
+
+  def run(self, params) -> dict[str, float]:
+    metrics = {}
+    with sharding.activate(self._mesh):
+      texts_UxT = jax.device_put(self._texts_UxT, self._replicated)
+      if self._embed:
+        z_txt_UxE = self._embed_texts(params, texts_UxT)
+        sims_IxU = self._score_rows(lambda images: self._similarities(params, z_txt_UxE, images))
+        metrics.update(self._recalls(sims_IxU, None, both=True))
+      if self._caption:
+        logp_txt_U = np.asarray(jax.device_get(self._text_only(params, texts_UxT)))
+        logp_img_IxU = self._score_rows(
+            lambda images: self._caption_scores(params, texts_UxT, images))
+        for i, alpha in enumerate(self.alphas):
+          # t2i rankings do not depend on alpha (see the module docstring): computed once.
+          metrics.update(self._recalls(logp_img_IxU - alpha * logp_txt_U[None], alpha,
+                                       both=i == 0 and not self._embed))
+    return metrics

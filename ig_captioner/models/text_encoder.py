@@ -1,0 +1,37 @@
+"""Text tower of the two-tower (CLIP/SigLIP) models: a causal transformer pooled at the text's
+end, as CLIP's text tower.
+
+Pooling: the features of the last non-pad token (EOS, or the last token of a text cut at
+`max_len`). Attention is causal, so those features see the whole text and nothing of the padding
+after it: no attention mask is needed, and a text encodes the same whatever its padded length.
+
+Shape letters: B batch, L text length, D width.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ig_captioner.data.tokenizer import PAD_ID
+from ig_captioner.models import layers
+
+
+class TextEncoder(nn.Module):
+  """Maps tokens_BxL (`[BOS, pieces..., EOS, PAD...]`) to one feature vector each, x_BxD."""
+  size: layers.TransformerSize
+  vocab_size: int
+  max_len: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens_BxL):
+    x_BxLxD = layers.token_and_position_embedding(self, tokens_BxL, self.vocab_size, self.max_len,
+                                                  self.size.width, self.dtype)
+    for i in range(self.size.depth):
+      x_BxLxD = layers.TransformerBlock(self.size, causal=True, dtype=self.dtype,
+                                        name=f"block{i}")(x_BxLxD)
+    x_BxLxD = layers.layer_norm(self.dtype, "ln_final")(x_BxLxD)
+    last_B = jnp.maximum(jnp.sum(tokens_BxL != PAD_ID, axis=1) - 1, 0)
+    x_BxD = jnp.take_along_axis(x_BxLxD, last_B[:, None, None], axis=1)[:, 0]
+    return nn.with_logical_constraint(x_BxD, ("activation_batch", "activation_embed"))

@@ -1,0 +1,116 @@
+"""The two-tower family (CLIP, SigLIP): a ViT image tower and a causal text tower, each pooled,
+projected to a joint space of `embed_dim` and L2-normalised, plus the learned parameters of the
+contrastive logits `z_img . z_txt * exp(log_temperature) + bias`.
+
+config.model: name='two_towers', encoder ('B/16'), text_encoder (a size name), text_depth (None:
+the size's), embed_dim, vocab_size, image_size, max_text_len, dtype, temperature_init (the initial
+exp(log_temperature): 1/0.07 for CLIP, 10 for SigLIP), bias_init (None: no bias, as CLIP; -10 for
+SigLIP). Predict functions: `models.EMBED_FNS`.
+
+Pooling: the image tower averages its visual tokens (global average pooling); the text tower
+takes the features of the text's last non-pad token (`text_encoder`). Each is followed by a
+linear projection (no bias) to the joint space.
+
+Shape letters: B batch, H/W image size, C channels, N visual tokens, D tower width, L text
+length, E joint embedding width.
+"""
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from ig_captioner import errors
+from ig_captioner.models import layers
+from ig_captioner.models import text_encoder
+from ig_captioner.models import vit
+
+
+def _normalize(x_BxE):
+  x_BxE = x_BxE.astype(jnp.float32)
+  return x_BxE * jax.lax.rsqrt(jnp.sum(x_BxE * x_BxE, axis=-1, keepdims=True) + 1e-12)
+
+
+class TwoTowers(nn.Module):
+  encoder_variant: str
+  text_size: layers.TransformerSize
+  embed_dim: int
+  vocab_size: int
+  image_size: int
+  max_text_len: int
+  temperature_init: float
+  bias_init: float | None
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.image_tower = vit.VisionEncoder(self.encoder_variant, self.image_size, self.dtype)
+    self.image_projection = layers.dense(self.embed_dim, ("embed", "joint_embed"), self.dtype,
+                                         "image_projection", use_bias=False)
+    self.text_tower = text_encoder.TextEncoder(self.text_size, self.vocab_size,
+                                               self.max_text_len, self.dtype)
+    self.text_projection = layers.dense(self.embed_dim, ("embed", "joint_embed"), self.dtype,
+                                        "text_projection", use_bias=False)
+    # Scalars: no axes to name, replicated everywhere.
+    self.log_temperature = self.param(
+        "log_temperature", nn.with_logical_partitioning(
+            nn.initializers.constant(math.log(self.temperature_init)), ()), (), jnp.float32)
+    if self.bias_init is not None:
+      self.bias = self.param("bias", nn.with_logical_partitioning(
+          nn.initializers.constant(self.bias_init), ()), (), jnp.float32)
+
+  def embed_images(self, images_BxHxWxC):
+    visual_BxNxD = self.image_tower(images_BxHxWxC)
+    return _normalize(self.image_projection(jnp.mean(visual_BxNxD, axis=1)))
+
+  def embed_texts(self, tokens_BxL):
+    return _normalize(self.text_projection(self.text_tower(tokens_BxL)))
+
+  def logit_scale_and_bias(self):
+    return jnp.exp(self.log_temperature), (self.bias if self.bias_init is not None else None)
+
+  def __call__(self, images_BxHxWxC, tokens_BxL):
+    """Runs every part; used to create every parameter at init."""
+    return (self.embed_images(images_BxHxWxC), self.embed_texts(tokens_BxL),
+            self.logit_scale_and_bias())
+
+
+def build(model_config: ml_collections.ConfigDict) -> TwoTowers:
+  """Builds the two towers from `config.model`, checking its values."""
+  vit.check(model_config.encoder, model_config.image_size)
+  size = layers.named_size(model_config.text_encoder, "model.text_encoder",
+                           model_config.get("text_depth"))
+  if model_config.embed_dim <= 0:
+    raise errors.ConfigError(f"config.model.embed_dim={model_config.embed_dim} must be positive")
+  if model_config.temperature_init <= 0:
+    raise errors.ConfigError(f"config.model.temperature_init={model_config.temperature_init} "
+                             "must be positive (CLIP: 1/0.07; SigLIP: 10)")
+  if model_config.max_text_len < 2:
+    raise errors.ConfigError(f"config.model.max_text_len={model_config.max_text_len} must be "
+                             ">= 2 (BOS plus at least EOS)")
+  bias_init = model_config.get("bias_init")
+  return TwoTowers(
+      encoder_variant=model_config.encoder, text_size=size, embed_dim=model_config.embed_dim,
+      vocab_size=model_config.vocab_size, image_size=model_config.image_size,
+      max_text_len=model_config.max_text_len,
+      temperature_init=float(model_config.temperature_init),
+      bias_init=None if bias_init is None else float(bias_init),
+      dtype=layers.compute_dtype(model_config.dtype))
+
+
+def init_params(model: TwoTowers, rng: jax.Array):
+  """Boxed (logically partitioned) params from dummy inputs of the model's shapes."""
+  images = jnp.zeros((1, model.image_size, model.image_size, 3), jnp.float32)
+  tokens = jnp.zeros((1, model.max_text_len), jnp.int32)
+  return model.init(rng, images, tokens)["params"]
+
+
+def predict_fns(model: TwoTowers) -> dict:
+  """`models.EMBED_FNS` for this model."""
+
+  def method(name):
+    return lambda params, *args: model.apply({"params": params}, *args, method=name)
+
+  return {name: method(name) for name in ("embed_images", "embed_texts", "logit_scale_and_bias")}

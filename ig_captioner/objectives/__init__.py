@@ -1,0 +1,35 @@
+"""Training objectives, chosen by `config.objective.name`. Each is a module of this package
+defining
+
+    NEEDS                                    the predict-function group it uses (`models`)
+    validate(objective_config)               ConfigError for a bad field
+    make_loss(objective_config, predict_fns) -> loss_fn(params, batch) -> (loss, metrics)
+
+`batch` is {'image': float BxHxWxC, 'tokens': int BxT}; `metrics` holds `loss` and whatever the
+objective logs (averaged over the log interval by the trainer).
+"""
+
+from typing import Callable
+
+import ml_collections
+
+from ig_captioner import models
+from ig_captioner import registry
+
+
+def get(name: str):
+  """The objective module named `name`; ConfigError listing the known ones otherwise."""
+  return registry.resolve(__name__, "make_loss", name, "config.objective.name")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  get(config.objective.name).validate(config.objective)
+
+
+def make_loss(config: ml_collections.ConfigDict, predict_fns: dict) -> Callable:
+  """The loss of `config.objective` for a model with `predict_fns` (checked to fit)."""
+  objective = get(config.objective.name)
+  objective.validate(config.objective)
+  models.require(predict_fns, objective.NEEDS, f"config.objective.name="
+                 f"{config.objective.name!r}", config.model.name)
+  return objective.make_loss(config.objective, predict_fns)
