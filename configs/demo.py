@@ -1,20 +1,23 @@
-"""The main job: the IG paper's comparison at CPU scale, on the embedded digits data set. Four
+"""The main job: the IG paper's comparison at CPU scale, on the embedded digits data set. Six
 models share the image tower (ViT mu/8 at 32 px), the images, the steps and the batch:
 
   standard captioner   family=captioner, objective.text_only_weight=0
   IG captioner         family=captioner, objective.text_only_weight=1
   CLIP                 family=clip       (two towers, softmax contrastive loss)
   SigLIP               family=siglip     (two towers, sigmoid contrastive loss)
+  CoCa                 family=coca       (contrastive + captioning; 1 unimodal + 1 multimodal
+                                          layer, as deep as the captioners' decoder)
+  CapPa                family=cappa      (a captioner, 75% of examples predicted in parallel)
 
   python -m ig_captioner.sweep --config=configs/demo.py --workdir=/tmp/ig_demo   # all four
   python -m ig_captioner.train --config=configs/demo.py:family=clip --workdir=/tmp/clip
 
 Arguments (`--config=configs/demo.py:ARGS`, comma-separated):
-  family=NAME  captioner (default), clip or siglip.
+  family=NAME  captioner (default), clip, siglip, coca or cappa.
   runlocal     seconds-long smoke-test variant (used by the tests).
   steps=N      number of train steps.
 
-`sweep(add)` lists the four runs; `sweep_tables()` the summary the sweep prints.
+`sweep(add)` lists the six runs; `sweep_tables()` the summary the sweep prints.
 """
 
 import ml_collections
@@ -23,8 +26,9 @@ from ig_captioner import config_lib
 from ig_captioner import errors
 from ig_captioner.evaluators import retrieval
 from ig_captioner.evaluators import zeroshot
+from ig_captioner.models import layers
 
-FAMILIES = ("captioner", "clip", "siglip")
+FAMILIES = ("captioner", "clip", "siglip", "coca", "cappa")
 
 
 def model_and_objective(family: str, text_size: str):
@@ -36,11 +40,21 @@ def model_and_objective(family: str, text_size: str):
       max_text_len=12,  # Tokens incl. BOS and EOS (the longest digits caption needs 9).
       dtype="float32",  # bf16 outputs are slower than f32 on CPUs; use bfloat16 on TPU/GPU.
   ))
-  if family == "captioner":
+  if family in ("captioner", "cappa"):
     model.update(name="captioner", decoder=text_size,
                  decoder_depth=ml_collections.FieldReference(None, field_type=int))
     # lambda of the IG objective: loss = CE(t|I) + text_only_weight * CE(t|no image).
     objective = ml_collections.ConfigDict(dict(name="captioning", text_only_weight=1.0))
+    if family == "cappa":  # CapPa's parallel-prediction share, as in the paper.
+      objective.update(name="cappa", parallel_fraction=0.75, text_only_weight=0.0)
+  elif family == "coca":  # The captioners' decoder depth, split in two halves.
+    depth = layers.SIZES[text_size].depth
+    model.update(name="coca", decoder=text_size, unimodal_depth=max(depth // 2, 1),
+                 multimodal_depth=max(depth - depth // 2, 1), embed_dim=64,
+                 temperature_init=1 / 0.07)
+    objective = ml_collections.ConfigDict(dict(  # CoCa's weights: contrastive 1, captioning 2.
+        name="coca", contrastive_weight=1.0, caption_weight=2.0, text_only_weight=0.0,
+        max_temperature=100.0))
   elif family in ("clip", "siglip"):
     model.update(name="two_towers", text_encoder=text_size,
                  text_depth=ml_collections.FieldReference(None, field_type=int), embed_dim=64)
@@ -103,11 +117,13 @@ def get_config(arg=None):
 
 
 def sweep(add):
-  """The paper's comparison: the standard and the IG captioner, CLIP and SigLIP."""
+  """The paper's comparison: the standard and the IG captioner, CLIP, SigLIP, CoCa, CapPa."""
   add(label="standard captioner", arg="family=captioner", **{"objective.text_only_weight": 0.0})
   add(label="IG captioner", arg="family=captioner", **{"objective.text_only_weight": 1.0})
   add(label="CLIP", arg="family=clip")
   add(label="SigLIP", arg="family=siglip")
+  add(label="CoCa", arg="family=coca")
+  add(label="CapPa", arg="family=cappa")
 
 
 def sweep_tables():

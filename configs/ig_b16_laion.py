@@ -1,6 +1,8 @@
 """Paper scale: ViT-B/16 at 224 px, 32k SentencePiece, LAION; the IG captioner (6-layer B-width
 decoder) or, with `family=clip|siglip`, a two-tower model with the same image tower and CLIP's
-B/16 text tower (width 512, 12 layers, 8 heads; 512-d joint space).
+B/16 text tower (width 512, 12 layers, 8 heads; 512-d joint space); `family=coca` splits the
+6-layer decoder into 3 unimodal and 3 multimodal layers; `family=cappa` is the captioner trained
+with parallel prediction.
 
   python -m ig_captioner.data.prepare --config=configs/ig_b16_laion.py   # TFDS laion400m/images
   python -m ig_captioner.train --config=configs/ig_b16_laion.py --workdir=/data/ig_b16
@@ -15,8 +17,8 @@ Optimizer and schedule values are starting points, not a reproduction of a publi
 `total_steps` and `batch_size` to your budget. ImageNet zero-shot evaluation (class names and CLIP
 prompt templates) is not wired in yet: `config.evals` is empty at this scale.
 
-Arguments: `family=captioner|clip|siglip` (default captioner); `runlocal` (tiny model on the
-embedded digits data, as exercised by the tests).
+Arguments: `family=captioner|clip|siglip|coca|cappa` (default captioner); `runlocal` (tiny model
+on the embedded digits data, as exercised by the tests).
 """
 
 import ml_collections
@@ -47,10 +49,18 @@ def get_config(arg=None):
 
   config.model = ml_collections.ConfigDict(dict(
       encoder="B/16", vocab_size=32_000, image_size=224, max_text_len=64, dtype="bfloat16"))
-  if arg.family == "captioner":
+  if arg.family in ("captioner", "cappa"):
     config.model.update(name="captioner", decoder="B", decoder_depth=6)
     # lambda: 1 = IG captioner, 0 = standard captioner.
     config.objective = ml_collections.ConfigDict(dict(name="captioning", text_only_weight=1.0))
+    if arg.family == "cappa":
+      config.objective.update(name="cappa", parallel_fraction=0.75)
+  elif arg.family == "coca":
+    config.model.update(name="coca", decoder="B", unimodal_depth=3, multimodal_depth=3,
+                        embed_dim=512, temperature_init=1 / 0.07)
+    config.objective = ml_collections.ConfigDict(dict(
+        name="coca", contrastive_weight=1.0, caption_weight=2.0, text_only_weight=1.0,
+        max_temperature=100.0))
   elif arg.family in ("clip", "siglip"):
     config.model.update(name="two_towers", text_encoder="M", text_depth=12, embed_dim=512)
     if arg.family == "clip":
@@ -64,7 +74,7 @@ def get_config(arg=None):
       config.objective = ml_collections.ConfigDict(dict(name="sigmoid_contrastive"))
   else:
     raise errors.ConfigError(f"config argument family={arg.family!r} is unknown; known: "
-                             "['captioner', 'clip', 'siglip']")
+                             "['captioner', 'clip', 'siglip', 'coca', 'cappa']")
 
   config.total_steps = 100_000
   config.batch_size = 8192
@@ -85,8 +95,10 @@ def get_config(arg=None):
     config.data = config_lib.digits_data(num_train_examples=512)
     config.model.update(encoder="nano/8", vocab_size=128, image_size=32, max_text_len=12,
                         dtype="float32")
-    if arg.family == "captioner":
+    if arg.family in ("captioner", "cappa"):
       config.model.update(decoder="nano", decoder_depth=1)
+    elif arg.family == "coca":
+      config.model.update(decoder="nano", unimodal_depth=1, multimodal_depth=1, embed_dim=32)
     else:
       config.model.update(text_encoder="nano", text_depth=1, embed_dim=32)
     config.total_steps = 4

@@ -14,7 +14,7 @@ Each run is a separate trainer process and then a separate evaluator process (ex
 commands a user would type; they are printed). A run whose final checkpoint is already evaluated
 is not trained or evaluated again, so an interrupted sweep resumes where it stopped. SIGTERM or
 SIGINT (Ctrl-C) is passed to the running trainer, which saves a checkpoint; the sweep then stops
-and says how to resume.
+and says how to resume. `--only=LABEL` (repeatable) runs a subset.
 """
 
 import dataclasses
@@ -98,18 +98,22 @@ _ALPHA = re.compile(r"^(.*)_alpha(-?[0-9.]+)$")
 
 
 def table_rows(label: str, metrics: dict, columns: dict, alphas) -> list[list[str]]:
-  """Rows of one run: one, or one per alpha if any column has `_alpha<a>` variants."""
+  """Rows of one run: one per alpha if a column has `_alpha<a>` variants (caption scoring), and
+  one without alpha if a column has no variants or (a family scoring both ways) has both."""
   variants = sorted({float(m.group(2)) for name in metrics if (m := _ALPHA.match(name))
                      and m.group(1) in columns.values() and float(m.group(2)) in alphas})
+  both = any(metric in metrics and any(f"{metric}_alpha{a}" in metrics for a in variants)
+             for metric in columns.values())
 
   def cell(metric, alpha):
-    value = metrics.get(metric if alpha is None else f"{metric}_alpha{alpha}",
-                        metrics.get(metric))  # A metric without alpha holds for every alpha.
+    value = metrics.get(f"{metric}_alpha{alpha}")
+    if value is None and (alpha is None or not both):  # A metric alpha cannot change.
+      value = metrics.get(metric)
     return "-" if value is None else f"{100 * value:.1f}"
 
+  rows = [None] if both or not variants else []
   return [[label if alpha is None else f"{label}, alpha={alpha:g}"] +
-          [cell(metric, alpha) for metric in columns.values()]
-          for alpha in (variants or [None])]
+          [cell(metric, alpha) for metric in columns.values()] for alpha in rows + variants]
 
 
 def format_table(results: list[tuple[str, dict]], columns: dict, alphas) -> str:
@@ -135,9 +139,18 @@ def _check_overrides(config, overrides: list[str]) -> None:
       raise errors.ConfigError(f"--set={o}: {problem or 'overrides start with config.'}")
 
 
-def run_sweep(config_arg: str, workdir: str, overrides: list[str]) -> None:
-  """Trains and evaluates every run of the config's sweep, then prints the summary tables."""
+def run_sweep(config_arg: str, workdir: str, overrides: list[str],
+              only: list[str] | None = None) -> None:
+  """Trains and evaluates every run of the config's sweep (or those labelled in `only`), then
+  prints the summary tables."""
   module, config = config_lib.load_file(config_arg)
+  runs = sweep_runs(module)
+  if only:
+    unknown = sorted(set(only) - {run.label for run in runs})
+    if unknown:
+      raise errors.ConfigError(f"--only={unknown} names no run; the runs: "
+                               f"{[run.label for run in runs]}")
+    runs = [run for run in runs if run.label in only]
   _check_overrides(config, overrides)
   workdir = os.path.abspath(workdir)
   extra = [f"--{o}" for o in overrides]
@@ -146,7 +159,7 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str]) -> None:
   _run([python, "-m", "ig_captioner.data.prepare", f"--config={config_arg}"] + extra)
 
   results = []
-  for run in sweep_runs(module):
+  for run in runs:
     run_arg = run_config_arg(config_arg, run)
     _, run_config = config_lib.load_file(run_arg)
     run_overrides = [f"--config.{k}={v}" for k, v in run.overrides.items()]
@@ -191,12 +204,13 @@ def main():
   workdir = flags.DEFINE_string("workdir", None, "Parent directory of the runs' workdirs.")
   overrides = flags.DEFINE_multi_string(
       "set", [], "Override for every run, e.g. --set=config.total_steps=100 (repeatable).")
+  only = flags.DEFINE_multi_string("only", [], "Only the run with this label (repeatable).")
   flags.mark_flags_as_required(["config", "workdir"])
 
   def run(argv):
     del argv
     try:
-      run_sweep(config.value, workdir.value, overrides.value)
+      run_sweep(config.value, workdir.value, overrides.value, only.value)
     except Stopped as e:
       print(f"\nSweep stopped ({e}); checkpoints are saved. Run the same command to resume.")
   cli.run(run)

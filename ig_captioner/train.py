@@ -34,8 +34,8 @@ from ig_captioner import optimizer as optimizer_lib
 from ig_captioner import preemption
 from ig_captioner import sharding
 from ig_captioner import train_state as train_state_lib
-from ig_captioner.data import pipeline
 from ig_captioner.data import sources
+from ig_captioner.data import train_mixture
 from ig_captioner.data import verify
 
 
@@ -47,11 +47,13 @@ class NonFiniteLossError(errors.UserError, FloatingPointError):
 CARRY_ON, STOP_REQUESTED, SAVE_FAILED = 0, 1, 2
 
 
-def make_train_step(loss_fn, tx, schedule):
-  """The update: `loss_fn(params, batch) -> (loss, metrics)`, gradients, optax step.
-  Returns (new_state, metrics)."""
+def make_train_step(loss_fn, tx, schedule, seed: int):
+  """The update: `loss_fn(params, batch, rng) -> (loss, metrics)`, gradients, optax step.
+  Returns (new_state, metrics). `rng` depends only on `seed` and the step, so a resumed run
+  draws the same numbers as an uninterrupted one."""
   def train_step(state: train_state_lib.TrainState, batch: dict):
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics.update(grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step),
@@ -135,13 +137,15 @@ def _train(config, workdir, ckpt, stop_at_step):
     raise errors.ConfigError(
         f"the tokenizer ({tokenizer.source}) has {tokenizer.vocab_size} pieces but "
         f"config.model.vocab_size={config.model.vocab_size}: raise the latter")
-  verify.verify_split(config.data, config.data.train_split)  # Before the first step, not during.
-  loader = pipeline.train_loader(config, tokenizer)
+  for source in train_mixture.train_sources(config.data):  # Before the first step, not during.
+    verify.verify_split(source.data_config, source.split)
+  loader = train_mixture.train_loader(config, tokenizer)
   data_iter = iter(loader)
 
   # ---------------------------------------------- Model, objective, optimizer, abstract state ---
   model = models.build(config.model)
   loss_fn = objectives.make_loss(config, model.predict_fns)
+  objectives.check_tokenizer(config, tokenizer)
   schedule = optimizer_lib.learning_rate_schedule(config.optimizer, config.total_steps)
   tx = optimizer_lib.build(config.optimizer, config.total_steps)
   abstract_state, state_shardings = train_state_lib.abstract_state_and_shardings(
@@ -167,7 +171,7 @@ def _train(config, workdir, ckpt, stop_at_step):
   # ------------------------------------------------------------------------ Jitted update ---
   replicated = NamedSharding(mesh, P())
   train_step = jax.jit(
-      make_train_step(loss_fn, tx, schedule),
+      make_train_step(loss_fn, tx, schedule, int(config.seed)),
       in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
       out_shardings=(state_shardings, replicated),
       donate_argnums=(0,))

@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 
 from ig_captioner import models
+from ig_captioner.data import tokenizer
 
 
 def tiny_model_config(**overrides) -> ml_collections.ConfigDict:
@@ -40,13 +41,13 @@ def random_params(model, seed: int = 0, scale: float = 0.3):
 
 
 def random_tokens(rng: np.random.Generator, batch: int, length: int, vocab: int) -> np.ndarray:
-  """[BOS, random ids..., EOS, PAD...] with random lengths."""
+  """[BOS, random piece ids..., EOS, PAD...] with random lengths (no special id inside)."""
   tokens = np.zeros((batch, length), np.int32)
   for i in range(batch):
     n = rng.integers(1, length - 1)
-    tokens[i, 0] = 1
-    tokens[i, 1:n + 1] = rng.integers(4, vocab, size=n)
-    tokens[i, n + 1] = 2
+    tokens[i, 0] = tokenizer.BOS_ID
+    tokens[i, 1:n + 1] = rng.integers(tokenizer.NUM_SPECIAL_IDS, vocab, size=n)
+    tokens[i, n + 1] = tokenizer.EOS_ID
   return tokens
 
 

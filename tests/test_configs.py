@@ -18,7 +18,7 @@ from tests.conftest import CONFIG_NAMES, load_config_module
 
 
 
-FAMILIES = ("captioner", "clip", "siglip")
+FAMILIES = ("captioner", "clip", "siglip", "coca", "cappa")
 
 
 @pytest.mark.parametrize("name", CONFIG_NAMES)
@@ -52,7 +52,9 @@ def test_demo_sweep_is_the_papers_comparison():
   assert setups == [("standard captioner", "captioner", "captioning", 0.0),
                     ("IG captioner", "captioner", "captioning", 1.0),
                     ("CLIP", "two_towers", "softmax_contrastive", None),
-                    ("SigLIP", "two_towers", "sigmoid_contrastive", None)]
+                    ("SigLIP", "two_towers", "sigmoid_contrastive", None),
+                    ("CoCa", "coca", "coca", 0.0),
+                    ("CapPa", "captioner", "cappa", 0.0)]
 
 
 def test_unknown_config_argument_is_named():
@@ -88,9 +90,11 @@ def test_paper_config_builds_abstractly_on_a_mesh():
   assert kernel.sharding.shard_shape(kernel.shape) == (96, 3072)  # Split 8 ways by fsdp.
   # The whole train step traces at full scale (no compile, no memory).
   batch = {"image": jax.ShapeDtypeStruct((config.batch_size, 224, 224, 3), np.float32),
-           "tokens": jax.ShapeDtypeStruct((config.batch_size, 64), np.int32)}
+           "tokens": jax.ShapeDtypeStruct((config.batch_size, 64), np.int32),
+           "target_mask": jax.ShapeDtypeStruct((config.batch_size, 63), np.bool_)}
   schedule = optimizer_lib.learning_rate_schedule(config.optimizer, config.total_steps)
-  step = train.make_train_step(objectives.make_loss(config, model.predict_fns), tx, schedule)
+  step = train.make_train_step(objectives.make_loss(config, model.predict_fns), tx, schedule,
+                               seed=0)
   with sharding.activate(mesh):
     new_state, metrics = jax.eval_shape(step, abstract, batch)
   assert set(metrics) >= {"loss", "ce_with_image", "ce_text_only", "info_gain_per_token"}

@@ -99,7 +99,7 @@ def test_bad_model_config_values_are_named(field, value, match):
 def test_unknown_family_names_the_known_ones():
   with pytest.raises(errors.ConfigError,
                      match=r"config.model.name='clip' is unknown; known: \['captioner', "
-                           r"'two_towers'\]"):
+                           r"'coca', 'two_towers'\]"):
     models.build(helpers.tiny_model_config(name="clip"))
 
 

@@ -11,6 +11,7 @@ from ig_captioner import errors
 from ig_captioner import models
 from ig_captioner import objectives
 from ig_captioner import sharding
+from ig_captioner.data import tokenizer as tokenizer_lib
 from ig_captioner.data.tokenizer import PAD_ID
 from ig_captioner.models import likelihood
 from ig_captioner.objectives import captioning
@@ -63,7 +64,8 @@ def test_caption_loss_matches_numpy(captioner_model, weight):
   rng = np.random.default_rng(1)
   images = rng.normal(size=(4, 16, 16, 3)).astype(np.float32)
   tokens = helpers.random_tokens(rng, 4, 8, 32)
-  loss, metrics = captioning.caption_loss(predict, params, images, tokens, weight)
+  loss, metrics = captioning.caption_loss(predict, params, images, tokens,
+                                          tokenizer_lib.scored_targets(tokens), weight)
 
   inputs, targets = tokens[:, :-1], tokens[:, 1:]
   visual = predict["encode_images"](params, images)
@@ -100,7 +102,9 @@ def test_lambda_zero_never_runs_the_text_only_pass(captioner_model):
 
   def grad_fn(weight, calls):
     predict = spying(calls)
-    return jax.grad(lambda p: captioning.caption_loss(predict, p, images, tokens, weight)[0])
+    mask = tokenizer_lib.scored_targets(tokens)
+    return jax.grad(lambda p: captioning.caption_loss(predict, p, images, tokens, mask,
+                                                      weight)[0])
 
   calls0, calls1 = [], []
   cost0 = jax.jit(grad_fn(0.0, calls0)).lower(params).compile().cost_analysis()["flops"]
@@ -156,7 +160,7 @@ def test_clip_clips_the_temperature_at_its_maximum():
   rng = np.random.default_rng(5)
   batch = {"image": rng.normal(size=(4, 16, 16, 3)).astype(np.float32),
            "tokens": helpers.random_tokens(rng, 4, 8, 32)}
-  _, metrics = loss_fn(params, batch)
+  _, metrics = loss_fn(params, batch, jax.random.key(0))
   np.testing.assert_allclose(metrics["temperature"], 100.0, rtol=1e-6)
 
 
@@ -177,7 +181,7 @@ def test_contrastive_losses_use_the_whole_global_batch_on_a_mesh(objective):
   def loss_and_grads(mesh):
     with sharding.activate(mesh):
       global_batch = sharding.global_batch_from_local(batch, mesh)
-      fn = jax.jit(jax.value_and_grad(lambda p, b: loss_fn(p, b)[0]))
+      fn = jax.jit(jax.value_and_grad(lambda p, b: loss_fn(p, b, jax.random.key(0))[0]))
       return jax.device_get(fn(params, global_batch))
 
   single = sharding.make_mesh(ml_collections.ConfigDict(dict(data=1)), devices=jax.devices()[:1])
@@ -189,8 +193,8 @@ def test_contrastive_losses_use_the_whole_global_batch_on_a_mesh(objective):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads8,
                grads1)
   # The loss is not a per-shard one: the mean of the 8 shards' losses differs.
-  shard_losses = [float(loss_fn(params, {k: v[i::8] for k, v in batch.items()})[0])
-                  for i in range(8)]
+  shard_losses = [float(loss_fn(params, {k: v[i::8] for k, v in batch.items()},
+                                jax.random.key(0))[0]) for i in range(8)]
   assert abs(np.mean(shard_losses) - float(loss1)) > 1e-3
 
 

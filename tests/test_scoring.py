@@ -1,20 +1,46 @@
 """IG zero-shot scores (the captioner's predict functions and the zero-shot evaluator's class
 scores) against an independent per-pair numpy computation; CLIP's prompt ensemble."""
 
+import jax
+import ml_collections
 import numpy as np
 import pytest
 
 from ig_captioner import models
+from ig_captioner import objectives
+from ig_captioner.data import tokenizer as tokenizer_lib
 from ig_captioner.evaluators import zeroshot
 from tests import helpers
 from tests.test_objective import numpy_sequence_logprob
 
 
-@pytest.mark.parametrize("chunk", [1, 4, 64])
-def test_ig_scores_match_per_pair_numpy(chunk):
-  built = models.build(helpers.tiny_model_config())
-  model, predict = built.module, built.predict_fns
+def _model_and_params(family: str):
+  """A tiny model of the family and its params (for CapPa: after one CapPa update)."""
+  if family == "coca":
+    config = helpers.tiny_model_config(name="coca", unimodal_depth=1, multimodal_depth=1,
+                                       embed_dim=16, temperature_init=1 / 0.07)
+    del config["decoder_depth"]
+  else:
+    config = helpers.tiny_model_config()
+  built = models.build(config)
   params = helpers.random_params(built)
+  if family == "cappa":
+    rng = np.random.default_rng(5)
+    tokens = helpers.random_tokens(rng, 4, 8, 32)
+    batch = {"image": rng.normal(size=(4, 16, 16, 3)).astype(np.float32), "tokens": tokens,
+             "target_mask": tokenizer_lib.scored_targets(tokens)}
+    loss_fn = objectives.make_loss(ml_collections.ConfigDict(dict(model=config, objective=dict(
+        name="cappa", parallel_fraction=0.5, text_only_weight=1.0))), built.predict_fns)
+    grads = jax.jit(jax.grad(lambda p: loss_fn(p, batch, jax.random.key(0))[0]))(params)
+    params = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+  return built, params
+
+
+@pytest.mark.parametrize("family,chunk", [("captioner", 1), ("captioner", 4), ("captioner", 64),
+                                          ("coca", 4), ("cappa", 4)])
+def test_ig_scores_match_per_pair_numpy(family, chunk):
+  built, params = _model_and_params(family)
+  model, predict = built.module, built.predict_fns
   rng = np.random.default_rng(0)
   num_classes, num_templates, num_images = 3, 2, 5
   prompts = helpers.random_tokens(rng, num_classes * num_templates, 8, 32)  # Class-major.

@@ -18,8 +18,8 @@ from ig_captioner import models
 from ig_captioner import sharding
 from ig_captioner import train
 from ig_captioner import train_state
-from ig_captioner.data import pipeline
 from ig_captioner.data import sources
+from ig_captioner.data import train_mixture
 from tests import helpers
 
 
@@ -46,12 +46,12 @@ def test_runlocal_trains_logs_and_checkpoints(runlocal_config, tmp_path):
 def test_resume_gives_same_params_and_data_order(runlocal_config, tmp_path):
   # The data order part: a restored grain iterator continues exactly where it stopped.
   tokenizer = sources.tokenizer(runlocal_config.data)
-  uninterrupted = iter(pipeline.train_loader(runlocal_config, tokenizer))
+  uninterrupted = iter(train_mixture.train_loader(runlocal_config, tokenizer))
   expected = [next(uninterrupted)["tokens"] for _ in range(5)]
-  first = iter(pipeline.train_loader(runlocal_config, tokenizer))
+  first = iter(train_mixture.train_loader(runlocal_config, tokenizer))
   for _ in range(3):
     next(first)
-  resumed = iter(pipeline.train_loader(runlocal_config, tokenizer))
+  resumed = iter(train_mixture.train_loader(runlocal_config, tokenizer))
   resumed.set_state(first.get_state())
   for want in expected[3:]:
     np.testing.assert_array_equal(next(resumed)["tokens"], want)
@@ -151,7 +151,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(runlocal_config, t
     ("total_steps", 0, "config.total_steps=0"),
     ("batch_size", 12, "batch_size=12 is not divisible"),
     ("objective.text_only_weight", -1.0, "config.objective.text_only_weight=-1.0"),
-    ("objective.name", "clip", r"config.objective.name='clip' is unknown; known: \['captioning'"),
+    ("objective.name", "clip", r"config.objective.name='clip' is unknown; known: \['cappa', 'captioning'"),
     ("evals.digits.type", "detection", "config.evals.digits.type='detection' is unknown"),
     ("optimizer.learning_rate", 0.0, "config.optimizer.learning_rate"),
     ("optimizer.warmup_steps", 6, "config.optimizer.warmup_steps"),

@@ -18,6 +18,10 @@ Splits (images of different splits are disjoint, see `image_id`):
 - `zeroshot`: `holdout_per_class` images per class, class-balanced, the held-out test set.
 - `retrieval`: `retrieval_per_class` further held-out images per class, each with every caption
   phrasing of its class (`captions`), for image-text retrieval.
+- `classification`: every training-pool image once, in another style (inverted: a dark digit
+  on a light ground), with its label: a classification source for prefix conditioning, whose
+  labels become texts through templates (its `caption` is the bare class name).
+- `zeroshot_inverted`: the `zeroshot` images in that style (a style-shifted held-out split).
 Labels are ClassLabel features whose names are the class names used to build prompts. Every
 record has `caption` (one text) and `captions` (all its texts: the caption itself on `train`).
 """
@@ -94,6 +98,11 @@ def class_probabilities(prior_exponent: float, seed: int) -> np.ndarray:
   return probs
 
 
+def invert(images_uint8: np.ndarray) -> np.ndarray:
+  """The classification source's style: a dark digit on a light ground."""
+  return 255 - images_uint8
+
+
 def upsample(image_8x8: np.ndarray) -> np.ndarray:
   """0..16 grey 8x8 digit -> uint8 RGB STORED_IMAGE_SIZE^2 (bilinear)."""
   grey = Image.fromarray((image_8x8 * (255.0 / 16.0)).astype(np.uint8))
@@ -125,9 +134,10 @@ def split_image_ids(labels: np.ndarray, cfg: DigitsCaptionsConfig) -> dict:
 class DigitsCaptions(tfds.core.GeneratorBasedBuilder):
   """Long-tailed, noisy image captions of handwritten digits, plus balanced eval splits."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "Initial release.",
-                   "1.1.0": "`retrieval` split; `captions` (all texts of a record) everywhere."}
+                   "1.1.0": "`retrieval` split; `captions` (all texts of a record) everywhere.",
+                   "1.2.0": "`classification` and `zeroshot_inverted` (style-shifted) splits."}
   BUILDER_CONFIGS = [make_config()]
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -148,18 +158,27 @@ class DigitsCaptions(tfds.core.GeneratorBasedBuilder):
     digits = sk_datasets.load_digits()
     images = np.stack([upsample(x) for x in digits.images])
     ids = split_image_ids(digits.target, self.builder_config)
+    ids["classification"] = sorted(int(i) for pool in ids["train"] for i in pool)
+    ids["zeroshot_inverted"] = ids["zeroshot"]
     return {split: self._generate_examples(split, images, digits.target, ids[split])
-            for split in ("train",) + HELD_OUT_SPLITS}
+            for split in ("train",) + HELD_OUT_SPLITS + ("classification", "zeroshot_inverted")}
 
   def _generate_examples(self, split, images, labels, image_ids):
     if split == "train":
       return self._train_examples(images, labels, image_ids)
-    return self._eval_examples(images, labels, image_ids)
+    if split == "classification":
+      return self._classification_examples(invert(images), labels, image_ids)
+    return self._eval_examples(invert(images) if split == "zeroshot_inverted" else images,
+                               labels, image_ids)
 
   def _eval_examples(self, images, labels, image_ids):
     for image_id in image_ids:
       captions = [t.format(CLASS_NAMES[int(labels[image_id])]) for t in CAPTION_TEMPLATES]
       yield image_id, _example(images, labels, image_id, captions)
+
+  def _classification_examples(self, images, labels, image_ids):
+    for image_id in image_ids:
+      yield image_id, _example(images, labels, image_id, [CLASS_NAMES[int(labels[image_id])]])
 
   def _train_examples(self, images, labels, train_pools):
     cfg = self.builder_config

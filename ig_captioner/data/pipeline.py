@@ -1,19 +1,17 @@
-"""grain input pipelines: a sharded, deterministic, checkpointable train loader and eval batches.
+"""Image preprocessing shared by the train and eval pipelines, and the eval batches.
 
-Each process reads only its shard (`ShardByJaxProcess`) and yields its *local* slice of the
-global batch; `sharding.global_batch_from_local` assembles the global arrays.
+Each process yields its *local* slice of a global batch; `sharding.global_batch_from_local`
+assembles the global arrays. The train pipeline (sources mixed by weight) is `train_mixture`.
 """
 
 from typing import Iterator
 
-import grain
 import jax
 import ml_collections
 import numpy as np
 from PIL import Image
 
 from ig_captioner.data import sources
-from ig_captioner.data import tokenizer as tokenizer_lib
 
 
 def resize_image(image_HxWxC: np.ndarray, image_size: int) -> np.ndarray:
@@ -33,47 +31,16 @@ def normalize_images(images_uint8: np.ndarray) -> np.ndarray:
   return images_uint8.astype(np.float32) * np.float32(1 / 127.5) - np.float32(1.0)
 
 
-class Preprocess(grain.transforms.Map):
-  """Record -> {'image': uint8 HxWx3 at the model's size, 'tokens': int32 T}."""
-
-  def __init__(self, data_config, image_size: int, max_text_len: int,
-               tokenizer: tokenizer_lib.Tokenizer):
-    self._image_key = data_config.image_key
-    self._text_key = data_config.text_key
-    self._image_size = image_size
-    self._max_text_len = max_text_len
-    self._tokenizer = tokenizer
-
-  def map(self, record):
-    text = record[self._text_key]
-    text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
-    return {
-        "image": resize_image(record[self._image_key], self._image_size),
-        "tokens": self._tokenizer.encode(text, self._max_text_len),
-    }
-
-
-class RandomShift(grain.transforms.RandomMap):
+def random_shift(image_HxWxC: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
   """Translates the image by up to `max_shift` pixels per axis, filling with black (0)."""
-
-  def __init__(self, max_shift: int):
-    self._max_shift = max_shift
-
-  def random_map(self, element, rng: np.random.Generator):
-    if self._max_shift:
-      dy, dx = rng.integers(-self._max_shift, self._max_shift + 1, size=2)
-      image = element["image"]
-      shifted = np.zeros_like(image)
-      h, w = image.shape[:2]
-      shifted[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-          image[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
-      element = dict(element, image=shifted)
-    return element
-
-
-class NormalizeBatch(grain.transforms.Map):
-  def map(self, batch):
-    return dict(batch, image=normalize_images(batch["image"]))
+  if not max_shift:
+    return image_HxWxC
+  dy, dx = rng.integers(-max_shift, max_shift + 1, size=2)
+  shifted = np.zeros_like(image_HxWxC)
+  h, w = image_HxWxC.shape[:2]
+  shifted[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+      image_HxWxC[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+  return shifted
 
 
 def local_batch_size(global_batch_size: int) -> int:
@@ -81,33 +48,6 @@ def local_batch_size(global_batch_size: int) -> int:
     raise ValueError(f"config.batch_size={global_batch_size} is not divisible by the "
                      f"{jax.process_count()} processes")
   return global_batch_size // jax.process_count()
-
-
-def train_sampler(num_records: int, seed: int) -> grain.samplers.IndexSampler:
-  """Endless seeded shuffle of this process's shard of the records (disjoint across processes)."""
-  return grain.samplers.IndexSampler(
-      num_records=num_records,
-      shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
-      shuffle=True, num_epochs=None, seed=seed)
-
-
-def train_loader(config: ml_collections.ConfigDict,
-                 tokenizer: tokenizer_lib.Tokenizer) -> grain.DataLoader:
-  """Infinite, shuffled, per-process-sharded train batches; its iterator state is checkpointable."""
-  source = sources.open_split(config.data, config.data.train_split)
-  sampler = train_sampler(len(source), int(config.data.shuffle_seed))
-  operations = [
-      Preprocess(config.data, config.model.image_size, config.model.max_text_len, tokenizer),
-      RandomShift(int(config.data.augment_shift)),
-      grain.transforms.Batch(local_batch_size(config.batch_size), drop_remainder=True),
-      NormalizeBatch(),
-  ]
-  # Reader threads pay off for remote storage; on local disk their bookkeeping costs more than the
-  # reads (measured: 2x slower per batch on a 2-core machine), hence `read_threads=0` there.
-  threads = int(config.data.read_threads)
-  read_options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=64 * threads)
-  return grain.DataLoader(data_source=source, sampler=sampler, operations=operations,
-                          worker_count=int(config.data.num_workers), read_options=read_options)
 
 
 def labeled_batches(data_config: ml_collections.ConfigDict, split: str, image_size: int,

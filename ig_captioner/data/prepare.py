@@ -19,12 +19,21 @@ import tensorflow_datasets as tfds
 from ig_captioner import cli
 from ig_captioner.data import sources
 from ig_captioner.data import tokenizer as tokenizer_lib
+from ig_captioner.data import train_mixture
 from ig_captioner.data import verify as verify_lib
 
 
 def prepare(data_config: ml_collections.ConfigDict, verify: bool = False) -> str:
-  """Builds the data set and its tokenizer if missing and checks its records (all of them again
-  if `verify`); returns the data set's directory."""
+  """Builds the data set (and those of its train mixture's other sources) and its tokenizer if
+  missing, and checks their records (all of them again if `verify`); returns the data set's
+  directory."""
+  for source in train_mixture.train_sources(data_config):
+    if source.data_config.name != data_config.name:
+      _build(source.data_config, verify)
+  return _build(data_config, verify)
+
+
+def _build(data_config: ml_collections.ConfigDict, verify: bool) -> str:
   builder = sources.builder(data_config)
   if not (builder.data_path / "dataset_info.json").exists():
     if data_config.name != "digits_captions":

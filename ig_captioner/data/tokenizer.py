@@ -1,8 +1,16 @@
 """SentencePiece tokenizer: train one in-process from a corpus, or load any `.model` file.
 
-Special ids are fixed because the models and objectives rely on them: pad=0, bos=1, eos=2,
-unk=3 (then the pieces). A text becomes `[BOS, pieces..., EOS]` right-padded with PAD to
-`max_len` tokens.
+The id layout is fixed, because the models, the objectives and the pipeline rely on it:
+
+    0 <pad>   1 <s> (BOS)   2 </s> (EOS)   3 <unk>
+    4 <mask>                          CapPa's parallel-prediction decoder input
+    5 <caption>   6 <classification>  prefix-conditioning tokens (the type of a text's source)
+    7 ...                             the pieces
+
+A text becomes `[BOS, (prefix,) pieces..., EOS]` right-padded with PAD to `max_len` tokens.
+PAD and the prefixes are never scored: `scored_targets` gives the mask of the targets that are.
+Tokenizers trained here reserve ids 4-6; one trained elsewhere (pad=0, bos=1, eos=2 required)
+works for everything but CapPa and prefixes, which then fail naming the problem.
 """
 
 import io
@@ -15,7 +23,16 @@ import sentencepiece as spm
 from ig_captioner import errors
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
-NUM_SPECIAL_IDS = 4
+MASK_ID = 4
+PREFIX_IDS = {"caption": 5, "classification": 6}
+RESERVED_SYMBOLS = ("<mask>", "<caption>", "<classification>")  # Ids 4, 5, 6.
+NUM_SPECIAL_IDS = 7
+UNSCORED_IDS = (PAD_ID,) + tuple(PREFIX_IDS.values())
+
+
+def scored_targets(tokens_BxT: np.ndarray) -> np.ndarray:
+  """bool Bx(T-1): which next-token targets `tokens[:, 1:]` count (not PAD, not a prefix)."""
+  return ~np.isin(tokens_BxT[:, 1:], UNSCORED_IDS)
 
 
 def train(texts: Iterable[str], vocab_size: int) -> bytes:
@@ -29,6 +46,7 @@ def train(texts: Iterable[str], vocab_size: int) -> bytes:
       sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
       model_type="bpe", character_coverage=1.0,
       pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
+      user_defined_symbols=list(RESERVED_SYMBOLS),
       # Small corpora cannot fill a large vocabulary: let it be smaller than asked.
       hard_vocab_limit=False, minloglevel=2,
       # Large corpora: train on a random million sentences.
@@ -63,6 +81,14 @@ class Tokenizer:
     if ids != (PAD_ID, BOS_ID, EOS_ID):
       raise TokenizerError(f"tokenizer {source} has (pad, bos, eos) ids {ids}; ig-captioner needs "
                            f"{(PAD_ID, BOS_ID, EOS_ID)}: {_FIX}")
+    self.has_reserved_ids = [self._sp.piece_to_id(s) for s in RESERVED_SYMBOLS] == [
+        MASK_ID, *PREFIX_IDS.values()]
+
+  def require_reserved_ids(self, feature: str) -> None:
+    """TokenizerError unless ids 4-6 are <mask>, <caption>, <classification>."""
+    if not self.has_reserved_ids:
+      raise TokenizerError(f"{feature} needs a tokenizer that reserves ids 4-6 for "
+                           f"{', '.join(RESERVED_SYMBOLS)}, and {self.source} does not: {_FIX}")
 
   @classmethod
   def from_file(cls, path: str) -> "Tokenizer":
@@ -75,26 +101,38 @@ class Tokenizer:
   def vocab_size(self) -> int:
     return self._sp.get_piece_size()
 
-  def encode(self, text: str, max_len: int, strict: bool = False) -> np.ndarray:
-    """`[BOS, pieces..., EOS, PAD...]` of length max_len.
+  def encode(self, text: str, max_len: int, strict: bool = False,
+             prefix: str | None = None) -> np.ndarray:
+    """`[BOS, (prefix,) pieces..., EOS, PAD...]` of length max_len; `prefix` names a
+    `PREFIX_IDS` entry.
 
     Too long a text is cut (losing EOS), or raises if `strict` (used for class prompts, whose
     score would silently change if cut).
     """
+    head = [BOS_ID]
+    if prefix is not None:
+      if prefix not in PREFIX_IDS:
+        raise errors.ConfigError(f"prefix {prefix!r} is unknown; known: {sorted(PREFIX_IDS)}")
+      self.require_reserved_ids(f"the {prefix!r} prefix")
+      head.append(PREFIX_IDS[prefix])
     pieces = self._sp.encode(text)
-    if len(pieces) + 2 > max_len:
+    if len(head) + len(pieces) + 1 > max_len:
       if strict:
-        raise errors.ConfigError(f"text {text!r} needs {len(pieces) + 2} tokens with BOS/EOS "
-                                 f"but max_text_len is {max_len}: raise config.model.max_text_len")
-      tokens = [BOS_ID] + pieces[:max_len - 1]
+        raise errors.ConfigError(
+            f"text {text!r} needs {len(head) + len(pieces) + 1} tokens with BOS/EOS"
+            f"{' and its prefix' if prefix else ''} but max_text_len is {max_len}: raise "
+            "config.model.max_text_len")
+      tokens = (head + pieces)[:max_len]
     else:
-      tokens = [BOS_ID] + pieces + [EOS_ID]
+      tokens = head + pieces + [EOS_ID]
     out = np.full((max_len,), PAD_ID, np.int32)
     out[:len(tokens)] = tokens
     return out
 
-  def encode_batch(self, texts: Sequence[str], max_len: int, strict: bool = False) -> np.ndarray:
-    return np.stack([self.encode(t, max_len, strict) for t in texts])
+  def encode_batch(self, texts: Sequence[str], max_len: int, strict: bool = False,
+                   prefix: str | None = None) -> np.ndarray:
+    return np.stack([self.encode(t, max_len, strict, prefix) for t in texts])
 
   def decode(self, tokens: Sequence[int]) -> str:
-    return self._sp.decode([int(t) for t in tokens if int(t) not in (PAD_ID, BOS_ID, EOS_ID)])
+    return self._sp.decode([int(t) for t in tokens if int(t) >= NUM_SPECIAL_IDS or
+                            int(t) == UNK_ID])

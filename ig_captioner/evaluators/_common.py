@@ -5,11 +5,12 @@ Shape letters: P texts, G chunks of C texts, T text length, E embedding width.
 """
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from ig_captioner import errors
 from ig_captioner import sharding
+from ig_captioner.data.tokenizer import PREFIX_IDS
+from ig_captioner.models import likelihood
 
 
 def base_config(**fields) -> ml_collections.ConfigDict:
@@ -18,6 +19,9 @@ def base_config(**fields) -> ml_collections.ConfigDict:
       split="zeroshot",
       batch_size=128,  # Images per global batch (a multiple of the mesh's batch axes).
       prompt_chunk=64,  # Texts scored per decoder call (x batch_size pairs) or embedded per call.
+      # Prefix-conditioning tokens put before every text, each reported apart: None (no
+      # prefix), "caption", "classification".
+      prefixes=(None,),
   ))
   cfg.update(fields)
   return cfg
@@ -29,9 +33,18 @@ def validate_common(name: str, eval_config: ml_collections.ConfigDict) -> None:
     if not isinstance(value, int) or value <= 0:
       raise errors.ConfigError(f"config.evals.{name}.{field}={value!r} is invalid: it must be a "
                                "positive integer")
+  prefixes = eval_config.get("prefixes", (None,))
+  if not len(prefixes) or not all(p is None or p in PREFIX_IDS for p in prefixes):
+    raise errors.ConfigError(f"config.evals.{name}.prefixes={prefixes!r} is invalid: each is "
+                             f"None or one of {sorted(PREFIX_IDS)}")
   if "alphas" in eval_config and not len(eval_config.alphas):
     raise errors.ConfigError(f"config.evals.{name}.alphas={eval_config.alphas!r} is invalid: it "
                              "needs at least one alpha")
+
+
+def metric_stem(kind: str, name: str, prefix: str | None) -> str:
+  """'zeroshot/digits', or 'zeroshot/digits/caption_prefix' for texts with the caption prefix."""
+  return f"{kind}/{name}" + (f"/{prefix}_prefix" if prefix else "")
 
 
 def data_config(config: ml_collections.ConfigDict,
@@ -51,10 +64,6 @@ def check_batch_size(name: str, eval_config: ml_collections.ConfigDict, mesh) ->
 
 def embed_texts_chunked(embed_texts, params, texts_PxT: jax.Array, chunk: int) -> jax.Array:
   """embed_texts over P texts, `chunk` per call (a scan: memory bounded by one chunk)."""
-  num_texts = texts_PxT.shape[0]
-  pad = -num_texts % chunk
-  if pad:
-    texts_PxT = jnp.concatenate([texts_PxT, jnp.repeat(texts_PxT[:1], pad, axis=0)])
-  chunks_GxCxT = texts_PxT.reshape(-1, chunk, texts_PxT.shape[-1])
+  chunks_GxCxT, num_texts = likelihood.chunked(texts_PxT, chunk)
   z_GxCxE = jax.lax.map(lambda tokens_CxT: embed_texts(params, tokens_CxT), chunks_GxCxT)
   return z_GxCxE.reshape(-1, z_GxCxE.shape[-1])[:num_texts]

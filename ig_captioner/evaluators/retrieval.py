@@ -12,12 +12,15 @@ image and several captions (`captions_key`).
 - Rank: the number of irrelevant candidates scoring at least as high as the query's best
   relevant candidate (ties count against the model); Recall@k is the fraction of queries whose
   rank is below k.
-Metrics: `retrieval/<name>/{i2t,t2i}_r<k>`, and for captioners `i2t_r<k>_alpha<alpha>`.
+Metrics: `retrieval/<name>/{i2t,t2i}_r<k>`, and for captioners `i2t_r<k>_alpha<alpha>`. With
+`prefixes`, the texts are read after each prefix-conditioning token, reported apart
+(`retrieval/<name>/<prefix>_prefix/...`).
 
 Shape letters: I images, U distinct texts, B image batch, E embedding width, Q queries,
 C candidates.
 """
 
+import functools
 from typing import Sequence
 
 import jax
@@ -54,8 +57,10 @@ def validate(name: str, eval_config: ml_collections.ConfigDict) -> None:
                              "integers (the k of Recall@k)")
 
 
-def metric_name(name: str, direction: str, k: int, alpha: float | None = None) -> str:
-  return f"retrieval/{name}/{direction}_r{k}" + ("" if alpha is None else f"_alpha{float(alpha)}")
+def metric_name(name: str, direction: str, k: int, alpha: float | None = None,
+                prefix: str | None = None) -> str:
+  return (_common.metric_stem("retrieval", name, prefix) + f"/{direction}_r{k}" +
+          ("" if alpha is None else f"_alpha{float(alpha)}"))
 
 
 def recall_at_k(scores_QxC: np.ndarray, relevant_QxC: np.ndarray,
@@ -103,7 +108,9 @@ class Evaluator:
     source = sources.open_split(self._data_config, eval_config.split)
     texts, self._relevant_IxU = read_captions(source, eval_config.captions_key)
     # Long captions are cut to the model's length, as in training.
-    self._texts_UxT = tokenizer.encode_batch(texts, config.model.max_text_len)
+    self.prefixes = tuple(eval_config.get("prefixes", (None,)))
+    self._texts_UxT = {p: tokenizer.encode_batch(texts, config.model.max_text_len, prefix=p)
+                       for p in self.prefixes}
     self._replicated = NamedSharding(mesh, P())
     chunk = int(eval_config.prompt_chunk)
 
@@ -128,38 +135,46 @@ class Evaluator:
       self._embed_texts = jax.jit(embed_texts, out_shardings=self._replicated)
       self._similarities = jax.jit(similarities, out_shardings=self._replicated)
 
-  def _score_rows(self, score_fn) -> np.ndarray:
-    """score_fn(global image batch) -> B x U, stacked for every image of the split (I x U)."""
-    rows, num_images, size = [], self._relevant_IxU.shape[0], self._cfg.batch_size
+  def _score_rows(self, score_fns: dict) -> dict:
+    """{key: score_fn(global image batch) -> B x U}, stacked for every image (I x U), in one
+    pass over the images."""
+    rows = {key: [] for key in score_fns}
+    num_images, size = self._relevant_IxU.shape[0], self._cfg.batch_size
     for b, local in enumerate(pipeline.labeled_batches(
         self._data_config, self._cfg.split, self._image_size, size, label_key=None)):
       batch = sharding.global_batch_from_local(local, self._mesh)
       valid_B = np.arange(b * size, (b + 1) * size) < num_images  # Rows are in record order.
-      rows.append(np.asarray(jax.device_get(score_fn(batch["image"])))[valid_B])
-    return np.concatenate(rows)
+      for key, score_fn in score_fns.items():
+        rows[key].append(np.asarray(jax.device_get(score_fn(batch["image"])))[valid_B])
+    return {key: np.concatenate(r) for key, r in rows.items()}
 
-  def _recalls(self, scores_IxU: np.ndarray, alpha: float | None, both: bool) -> dict:
-    out = {metric_name(self.name, "i2t", k, alpha): r
+  def _recalls(self, scores_IxU: np.ndarray, alpha: float | None, prefix: str | None,
+               both: bool) -> dict:
+    out = {metric_name(self.name, "i2t", k, alpha, prefix): r
            for k, r in recall_at_k(scores_IxU, self._relevant_IxU, self._cfg.ks).items()}
     if both:
-      out.update({metric_name(self.name, "t2i", k): r for k, r in recall_at_k(
+      out.update({metric_name(self.name, "t2i", k, prefix=prefix): r for k, r in recall_at_k(
           scores_IxU.T, self._relevant_IxU.T, self._cfg.ks).items()})
     return out
 
   def run(self, params) -> dict[str, float]:
-    metrics = {}
+    metrics, score_fns, logp_txt_U = {}, {}, {}
     with sharding.activate(self._mesh):
-      texts_UxT = jax.device_put(self._texts_UxT, self._replicated)
+      for p in self.prefixes:
+        texts_UxT = jax.device_put(self._texts_UxT[p], self._replicated)
+        if self._embed:
+          z_txt_UxE = self._embed_texts(params, texts_UxT)
+          score_fns[("embed", p)] = functools.partial(self._similarities, params, z_txt_UxE)
+        if self._caption:
+          logp_txt_U[p] = np.asarray(jax.device_get(self._text_only(params, texts_UxT)))
+          score_fns[("caption", p)] = functools.partial(self._caption_scores, params, texts_UxT)
+      scores = self._score_rows(score_fns)
+    for p in self.prefixes:
       if self._embed:
-        z_txt_UxE = self._embed_texts(params, texts_UxT)
-        sims_IxU = self._score_rows(lambda images: self._similarities(params, z_txt_UxE, images))
-        metrics.update(self._recalls(sims_IxU, None, both=True))
+        metrics.update(self._recalls(scores[("embed", p)], None, p, both=True))
       if self._caption:
-        logp_txt_U = np.asarray(jax.device_get(self._text_only(params, texts_UxT)))
-        logp_img_IxU = self._score_rows(
-            lambda images: self._caption_scores(params, texts_UxT, images))
         for i, alpha in enumerate(self.alphas):
           # t2i rankings do not depend on alpha (see the module docstring): computed once.
-          metrics.update(self._recalls(logp_img_IxU - alpha * logp_txt_U[None], alpha,
-                                       both=i == 0 and not self._embed))
+          metrics.update(self._recalls(scores[("caption", p)] - alpha * logp_txt_U[p][None],
+                                       alpha, p, both=i == 0 and not self._embed))
     return metrics

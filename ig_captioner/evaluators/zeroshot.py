@@ -10,7 +10,9 @@
   `alphas` from the same passes. log P(t) comes from the same decoder without visual tokens, once
   per prompt per checkpoint; the visual tokens once per image batch. Metrics
   `zeroshot/<name>/top1_alpha<alpha>`.
-A family that supplies both gets both.
+A family that supplies both gets both. With `prefixes`, every prompt is scored after each
+prefix-conditioning token (for captioners the prior is then log P(t | prefix)), reported apart:
+`zeroshot/<name>/<prefix>_prefix/top1...`.
 
 Shape letters: B images, C classes, K templates, P prompts (C x K, class-major), A alphas,
 E embedding width.
@@ -53,8 +55,9 @@ def validate(name: str, eval_config: ml_collections.ConfigDict) -> None:
                              "at least one template, each with a '{}' for the class name")
 
 
-def metric_name(name: str, alpha: float | None = None) -> str:
-  return f"zeroshot/{name}/top1" + ("" if alpha is None else f"_alpha{float(alpha)}")
+def metric_name(name: str, alpha: float | None = None, prefix: str | None = None) -> str:
+  return (_common.metric_stem("zeroshot", name, prefix) + "/top1" +
+          ("" if alpha is None else f"_alpha{float(alpha)}"))
 
 
 def class_scores(logp_img_BxP: jax.Array, logp_txt_P: jax.Array, num_classes: int,
@@ -94,7 +97,9 @@ class Evaluator:
     verify.verify_split(self._data_config, eval_config.split)  # Before the first checkpoint.
     self.class_names = sources.class_names(self._data_config, eval_config.label_key)
     prompts = [t.format(c) for c in self.class_names for t in eval_config.templates]
-    self._prompts_PxT = tokenizer.encode_batch(prompts, config.model.max_text_len, strict=True)
+    self.prefixes = tuple(eval_config.get("prefixes", (None,)))
+    self._prompts_PxT = {p: tokenizer.encode_batch(prompts, config.model.max_text_len,
+                                                   strict=True, prefix=p) for p in self.prefixes}
     self._replicated = NamedSharding(mesh, P())
     chunk, num_classes = int(eval_config.prompt_chunk), len(self.class_names)
 
@@ -127,27 +132,32 @@ class Evaluator:
       self._embed_hits = jax.jit(embed_hits, out_shardings=self._replicated)
 
   def run(self, params) -> dict[str, float]:
-    correct_A, correct = np.zeros(len(self.alphas), np.int64), 0
+    correct_PxA = {p: np.zeros(len(self.alphas), np.int64) for p in self.prefixes}
+    correct_P = {p: 0 for p in self.prefixes}
     with sharding.activate(self._mesh):
-      prompts_PxT = jax.device_put(self._prompts_PxT, self._replicated)
-      if self._caption:  # log P(t): once per checkpoint, reused for every image batch.
-        logp_txt_P = self._text_only(params, prompts_PxT)
-      if self._embed:
-        classes_CxE = self._classes(params, prompts_PxT)
+      prompts, logp_txt, classes = {}, {}, {}
+      for p in self.prefixes:
+        prompts[p] = jax.device_put(self._prompts_PxT[p], self._replicated)
+        if self._caption:  # log P(t): once per checkpoint, reused for every image batch.
+          logp_txt[p] = self._text_only(params, prompts[p])
+        if self._embed:
+          classes[p] = self._classes(params, prompts[p])
       for local in pipeline.labeled_batches(self._data_config, self._cfg.split, self._image_size,
                                             self._cfg.batch_size, self._cfg.label_key):
         batch = sharding.global_batch_from_local(local, self._mesh)
         inputs = (batch["image"], batch["label"], batch["valid"])
-        if self._caption:
-          correct_A += np.asarray(jax.device_get(
-              self._caption_hits(params, prompts_PxT, logp_txt_P, *inputs)))
-        if self._embed:
-          correct += int(jax.device_get(self._embed_hits(params, classes_CxE, *inputs)))
+        for p in self.prefixes:
+          if self._caption:
+            correct_PxA[p] += np.asarray(jax.device_get(
+                self._caption_hits(params, prompts[p], logp_txt[p], *inputs)))
+          if self._embed:
+            correct_P[p] += int(jax.device_get(self._embed_hits(params, classes[p], *inputs)))
     total = len(sources.open_split(self._data_config, self._cfg.split))  # Each image once.
     metrics = {}
-    if self._embed:
-      metrics[metric_name(self.name)] = correct / total
-    if self._caption:
-      metrics.update({metric_name(self.name, a): float(c) / total
-                      for a, c in zip(self.alphas, correct_A)})
+    for p in self.prefixes:
+      if self._embed:
+        metrics[metric_name(self.name, prefix=p)] = correct_P[p] / total
+      if self._caption:
+        metrics.update({metric_name(self.name, a, p): float(c) / total
+                        for a, c in zip(self.alphas, correct_PxA[p])})
     return metrics

@@ -28,6 +28,14 @@ CAPTION_FNS = ("encode_images", "decode", "text_logprobs", "image_text_logprobs"
 #   embed_images(params, images_BxHxWxC) -> z_BxE;  embed_texts(params, tokens_BxT) -> z_BxE
 #   logit_scale_and_bias(params) -> (scale, bias or None)
 EMBED_FNS = ("embed_images", "embed_texts", "logit_scale_and_bias")
+# A decoder that can also predict every token at once (CapPa):
+#   decode_parallel(params, tokens_BxL, visual_BxNxD, parallel_B) -> logits_BxLxV, with no causal
+#   mask for the examples where parallel_B is True.
+PARALLEL_FNS = ("decode_parallel",)
+# One pass giving both (CoCa's training forward):
+#   caption_and_embed(params, images, tokens_BxT) -> (logits_Bx(T-1)xV over tokens[:, :-1] with
+#   the image, z_img_BxE, z_txt_BxE)
+JOINT_FNS = ("caption_and_embed",)
 
 
 def get(name: str) -> ModuleType:

@@ -5,10 +5,9 @@ the IG captioner.
 
 config.model: name='captioner', encoder ('B/16'), decoder (a size name), decoder_depth (None: the
 size's), vocab_size, image_size, max_text_len (tokens incl. BOS and EOS), dtype.
-Predict functions: `models.CAPTION_FNS`.
+Predict functions: `models.CAPTION_FNS` and `models.PARALLEL_FNS` (CapPa).
 
-Shape letters: B images, N visual tokens, D width, L/T text length, V vocabulary,
-P texts (prompts), G chunks of C texts.
+Shape letters: B images, N visual tokens, D width, L/T text length, V vocabulary.
 """
 
 from typing import Any
@@ -42,8 +41,8 @@ class Captioner(nn.Module):
   def encode(self, images_BxHxWxC):
     return self.encoder(images_BxHxWxC)
 
-  def decode(self, tokens_BxL, visual_BxNxD=None):
-    return self.decoder(tokens_BxL, visual_BxNxD)
+  def decode(self, tokens_BxL, visual_BxNxD=None, bidirectional_B=None):
+    return self.decoder(tokens_BxL, visual_BxNxD, bidirectional_B)
 
   def __call__(self, images_BxHxWxC, tokens_BxL):
     """Runs both paths; used to create every parameter at init."""
@@ -74,17 +73,8 @@ def init_params(model: Captioner, rng: jax.Array):
   return model.init(rng, images, tokens)["params"]
 
 
-def _chunked(texts_PxT: jax.Array, chunk: int) -> tuple[jax.Array, int]:
-  """Pads P up to a multiple of `chunk` (with copies of text 0) and splits it: (G, C, T)."""
-  num_texts = texts_PxT.shape[0]
-  pad = -num_texts % chunk
-  if pad:
-    texts_PxT = jnp.concatenate([texts_PxT, jnp.repeat(texts_PxT[:1], pad, axis=0)])
-  return texts_PxT.reshape(-1, chunk, texts_PxT.shape[-1]), num_texts
-
-
 def predict_fns(model: Captioner) -> dict:
-  """`models.CAPTION_FNS` for this model."""
+  """`models.CAPTION_FNS` and `models.PARALLEL_FNS` for this model."""
 
   def encode_images(params, images_BxHxWxC):
     return model.apply({"params": params}, images_BxHxWxC, method="encode")
@@ -92,31 +82,9 @@ def predict_fns(model: Captioner) -> dict:
   def decode(params, tokens_BxL, visual_BxNxD=None):
     return model.apply({"params": params}, tokens_BxL, visual_BxNxD, method="decode")
 
-  def text_logprobs(params, texts_PxT, chunk: int):
-    """log P(t) of every text, chunk texts per decoder call, cross-attention skipped."""
-    chunks_GxCxT, num_texts = _chunked(texts_PxT, chunk)
+  def decode_parallel(params, tokens_BxL, visual_BxNxD, parallel_B):
+    """decode, without the causal mask for the examples where parallel_B is True."""
+    return model.apply({"params": params}, tokens_BxL, visual_BxNxD, parallel_B,
+                       method="decode")
 
-    def score(tokens_CxT):
-      inputs, targets = likelihood.inputs_and_targets(tokens_CxT)
-      return likelihood.sequence_logprob(decode(params, inputs), targets)
-
-    return jax.lax.map(score, chunks_GxCxT).reshape(-1)[:num_texts]
-
-  def image_text_logprobs(params, visual_BxNxD, texts_PxT, chunk: int):
-    """log P(t|I) of every (image, text) pair; each decoder call scores B x chunk pairs, the
-    visual tokens repeated per text with the (sharded) image axis leading."""
-    chunks_GxCxT, num_texts = _chunked(texts_PxT, chunk)
-    b, n, d = visual_BxNxD.shape
-
-    def score(tokens_CxT):
-      c, t = tokens_CxT.shape
-      inputs, targets = likelihood.inputs_and_targets(
-          jnp.broadcast_to(tokens_CxT[None], (b, c, t)).reshape(b * c, t))
-      visual = jnp.broadcast_to(visual_BxNxD[:, None], (b, c, n, d)).reshape(b * c, n, d)
-      return likelihood.sequence_logprob(decode(params, inputs, visual), targets).reshape(b, c)
-
-    logp_GxBxC = jax.lax.map(score, chunks_GxCxT)
-    return jnp.moveaxis(logp_GxBxC, 0, 1).reshape(b, -1)[:, :num_texts]
-
-  return {"encode_images": encode_images, "decode": decode, "text_logprobs": text_logprobs,
-          "image_text_logprobs": image_text_logprobs}
+  return {**likelihood.caption_fns(encode_images, decode), "decode_parallel": decode_parallel}

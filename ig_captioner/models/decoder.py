@@ -24,7 +24,8 @@ class TextDecoder(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens_BxL, visual_BxNxE=None):
+  def __call__(self, tokens_BxL, visual_BxNxE=None, bidirectional_B=None):
+    """`bidirectional_B` (bool per example): no causal mask for those examples (CapPa)."""
     x_BxLxD = layers.token_and_position_embedding(self, tokens_BxL, self.vocab_size, self.max_len,
                                                   self.size.width, self.dtype)
     if visual_BxNxE is not None:
@@ -32,7 +33,7 @@ class TextDecoder(nn.Module):
                                                 layers.BATCH_LENGTH_EMBED)
     for i in range(self.size.depth):
       x_BxLxD = layers.TransformerBlock(self.size, causal=True, dtype=self.dtype,
-                                        name=f"block{i}")(x_BxLxD, visual_BxNxE)
+                                        name=f"block{i}")(x_BxLxD, visual_BxNxE, bidirectional_B)
     x_BxLxD = layers.layer_norm(self.dtype, "ln_final")(x_BxLxD)
     logits_BxLxV = layers.dense(self.vocab_size, ("embed", "vocab"), self.dtype, "head",
                                 kernel_init=nn.initializers.zeros_init())(x_BxLxD)

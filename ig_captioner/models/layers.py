@@ -92,7 +92,9 @@ class MultiHeadAttention(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x_BxQxD, kv_BxSxE, causal: bool = False):
+  def __call__(self, x_BxQxD, kv_BxSxE, causal: bool = False, bidirectional_B=None):
+    """`causal` masks later positions; `bidirectional_B` (bool per example) lifts that mask for
+    the examples where it is True (CapPa's parallel prediction)."""
     b, q_len, width = x_BxQxD.shape
     s_len = kv_BxSxE.shape[1]
     if width % self.num_heads:
@@ -113,8 +115,10 @@ class MultiHeadAttention(nn.Module):
                                 preferred_element_type=jnp.float32)
     logits_BxHxQxS = logits_BxHxQxS / jnp.sqrt(k).astype(jnp.float32)
     if causal:
-      allowed_QxS = jnp.tril(jnp.ones((q_len, s_len), dtype=bool))
-      logits_BxHxQxS = jnp.where(allowed_QxS, logits_BxHxQxS, jnp.finfo(jnp.float32).min)
+      allowed_Bx1xQxS = jnp.tril(jnp.ones((q_len, s_len), dtype=bool))[None, None]
+      if bidirectional_B is not None:
+        allowed_Bx1xQxS = allowed_Bx1xQxS | bidirectional_B[:, None, None, None]
+      logits_BxHxQxS = jnp.where(allowed_Bx1xQxS, logits_BxHxQxS, jnp.finfo(jnp.float32).min)
     weights_BxHxQxS = nn.softmax(logits_BxHxQxS, axis=-1).astype(self.dtype)
     out_BxQxHxK = jnp.einsum("bhqs,bshk->bqhk", weights_BxHxQxS, v_BxSxHxK)
     out_BxQxHxK = nn.with_logical_constraint(out_BxQxHxK, BATCH_LENGTH_HEADS_KV)
@@ -148,11 +152,11 @@ class TransformerBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x_BxLxD, cross_BxNxE=None):
+  def __call__(self, x_BxLxD, cross_BxNxE=None, bidirectional_B=None):
     heads = self.size.num_heads
     y = layer_norm(self.dtype, "ln_self")(x_BxLxD)
     x_BxLxD = x_BxLxD + MultiHeadAttention(heads, self.dtype, name="self_attn")(
-        y, y, causal=self.causal)
+        y, y, causal=self.causal, bidirectional_B=bidirectional_B)
     if cross_BxNxE is not None:
       y = layer_norm(self.dtype, "ln_cross")(x_BxLxD)
       x_BxLxD = x_BxLxD + MultiHeadAttention(heads, self.dtype, name="cross_attn")(
@@ -181,3 +185,16 @@ def token_and_position_embedding(module: nn.Module, tokens_BxL, vocab_size: int,
       (max_len, width), jnp.float32)[:length]
   x_BxLxD = jnp.take(table_VxD, tokens_BxL, axis=0) + pos_LxD.astype(dtype)
   return nn.with_logical_constraint(x_BxLxD, BATCH_LENGTH_EMBED)
+
+
+class TextEmbedding(nn.Module):
+  """`token_and_position_embedding` as a module, for modules that define their parts in setup."""
+  vocab_size: int
+  max_len: int
+  width: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens_BxL):
+    return token_and_position_embedding(self, tokens_BxL, self.vocab_size, self.max_len,
+                                        self.width, self.dtype)

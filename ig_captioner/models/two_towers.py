@@ -29,7 +29,8 @@ from ig_captioner.models import text_encoder
 from ig_captioner.models import vit
 
 
-def _normalize(x_BxE):
+def normalize(x_BxE):
+  """Rows scaled to unit L2 norm (in float32)."""
   x_BxE = x_BxE.astype(jnp.float32)
   return x_BxE * jax.lax.rsqrt(jnp.sum(x_BxE * x_BxE, axis=-1, keepdims=True) + 1e-12)
 
@@ -63,10 +64,10 @@ class TwoTowers(nn.Module):
 
   def embed_images(self, images_BxHxWxC):
     visual_BxNxD = self.image_tower(images_BxHxWxC)
-    return _normalize(self.image_projection(jnp.mean(visual_BxNxD, axis=1)))
+    return normalize(self.image_projection(jnp.mean(visual_BxNxD, axis=1)))
 
   def embed_texts(self, tokens_BxL):
-    return _normalize(self.text_projection(self.text_tower(tokens_BxL)))
+    return normalize(self.text_projection(self.text_tower(tokens_BxL)))
 
   def logit_scale_and_bias(self):
     return jnp.exp(self.log_temperature), (self.bias if self.bias_init is not None else None)

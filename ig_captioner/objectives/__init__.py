@@ -3,9 +3,12 @@ defining
 
     NEEDS                                    the predict-function group it uses (`models`)
     validate(objective_config)               ConfigError for a bad field
-    make_loss(objective_config, predict_fns) -> loss_fn(params, batch) -> (loss, metrics)
+    make_loss(objective_config, predict_fns) -> loss_fn(params, batch, rng) -> (loss, metrics)
+    check_tokenizer(tokenizer)               (optional) TokenizerError if it lacks an id it needs
 
-`batch` is {'image': float BxHxWxC, 'tokens': int BxT}; `metrics` holds `loss` and whatever the
+`batch` is {'image': float BxHxWxC, 'tokens': int BxT, 'target_mask': bool Bx(T-1)} (the
+targets `tokens[:, 1:]` that are scored); `rng` is a key derived from the config's seed and the
+step, so that a resumed run draws the same numbers; `metrics` holds `loss` and whatever the
 objective logs (averaged over the log interval by the trainer).
 """
 
@@ -33,3 +36,9 @@ def make_loss(config: ml_collections.ConfigDict, predict_fns: dict) -> Callable:
   models.require(predict_fns, objective.NEEDS, f"config.objective.name="
                  f"{config.objective.name!r}", config.model.name)
   return objective.make_loss(config.objective, predict_fns)
+
+
+def check_tokenizer(config: ml_collections.ConfigDict, tokenizer) -> None:
+  objective = get(config.objective.name)
+  if hasattr(objective, "check_tokenizer"):
+    objective.check_tokenizer(tokenizer)

@@ -11,14 +11,18 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 
+def cosine_similarities(z_img_BxE, z_txt_BxE):
+  """sims_BxB of unit embeddings, rows = images, columns = texts, split by rows."""
+  sims_BxB = jnp.einsum("ie,te->it", z_img_BxE, z_txt_BxE, preferred_element_type=jnp.float32)
+  return nn.with_logical_constraint(sims_BxB, ("activation_batch", None))
+
+
 def similarities(predict_fns: dict, params, batch) -> tuple:
   """(cosine similarities sims_BxB with rows = images and columns = texts, scale, bias)."""
   z_img_BxE = predict_fns["embed_images"](params, batch["image"])
   z_txt_BxE = predict_fns["embed_texts"](params, batch["tokens"])
-  sims_BxB = jnp.einsum("ie,te->it", z_img_BxE, z_txt_BxE, preferred_element_type=jnp.float32)
-  sims_BxB = nn.with_logical_constraint(sims_BxB, ("activation_batch", None))
   scale, bias = predict_fns["logit_scale_and_bias"](params)
-  return sims_BxB, scale, bias
+  return cosine_similarities(z_img_BxE, z_txt_BxE), scale, bias
 
 
 def batch_accuracy(logits_BxB) -> jnp.ndarray:

@@ -2,8 +2,8 @@
 
     loss = CE(t | I) + text_only_weight * CE(t | no image)
 
-where CE is the mean negative log-likelihood per (non-pad) target token (token layout:
-`models.likelihood`). `text_only_weight` (lambda) 0 is the standard captioner, and then the
+where CE is the mean negative log-likelihood per scored target token: the batch's
+`target_mask` (the pipeline leaves out PAD and prefix tokens; layout: `models.likelihood`). `text_only_weight` (lambda) 0 is the standard captioner, and then the
 text-only pass is not traced at all; 1 is the IG captioner of arXiv:2311.17072.
 
 config.objective: name='captioning', text_only_weight.
@@ -14,7 +14,6 @@ import ml_collections
 
 from ig_captioner import errors
 from ig_captioner import models
-from ig_captioner.data.tokenizer import PAD_ID
 from ig_captioner.models import likelihood
 
 NEEDS = models.CAPTION_FNS
@@ -28,26 +27,33 @@ def validate(objective_config: ml_collections.ConfigDict) -> None:
         "(0 = standard captioner, 1 = IG captioner)")
 
 
-def caption_loss(predict_fns: dict, params, images_BxHxWxC, tokens_BxT,
-                 text_only_weight: float):
+def mean_ce(logits_BxLxV, targets_BxL, mask_BxL):
+  """Mean negative log-likelihood per scored target token."""
+  mask_BxL = mask_BxL.astype(jnp.float32)
+  logp_BxL = likelihood.token_logprobs(logits_BxLxV, targets_BxL)
+  return -jnp.sum(logp_BxL * mask_BxL) / jnp.maximum(mask_BxL.sum(), 1.0)
+
+
+def caption_loss(predict_fns: dict, params, images_BxHxWxC, tokens_BxT, mask_BxL,
+                 text_only_weight: float, logits_BxLxV=None):
   """(loss, metrics): `loss`, `ce_with_image` and, when the text-only pass runs,
   `ce_text_only` and `info_gain_per_token` (mean log P(t_i|I,t_<i) - log P(t_i|t_<i), nats).
-  `text_only_weight` is a Python float, so that 0 removes the text-only pass at trace time."""
-  inputs_BxL, targets_BxL = likelihood.inputs_and_targets(tokens_BxT)
-  mask_BxL = (targets_BxL != PAD_ID).astype(jnp.float32)
-  num_tokens = jnp.maximum(mask_BxL.sum(), 1.0)
 
-  visual_BxNxD = predict_fns["encode_images"](params, images_BxHxWxC)
-  logits_BxLxV = predict_fns["decode"](params, inputs_BxL, visual_BxNxD)
-  logp_img_BxL = likelihood.token_logprobs(logits_BxLxV, targets_BxL)
-  ce_with_image = -jnp.sum(logp_img_BxL * mask_BxL) / num_tokens
+  `mask_BxL` marks the scored targets `tokens[:, 1:]`. `text_only_weight` is a Python float, so
+  that 0 removes the text-only pass at trace time. `logits_BxLxV`: the with-image logits if the
+  caller has them already (CoCa's joint forward).
+  """
+  inputs_BxL, targets_BxL = likelihood.inputs_and_targets(tokens_BxT)
+  if logits_BxLxV is None:
+    visual_BxNxD = predict_fns["encode_images"](params, images_BxHxWxC)
+    logits_BxLxV = predict_fns["decode"](params, inputs_BxL, visual_BxNxD)
+  ce_with_image = mean_ce(logits_BxLxV, targets_BxL, mask_BxL)
   metrics = {"ce_with_image": ce_with_image}
   loss = ce_with_image
 
   if text_only_weight:
-    logits_BxLxV = predict_fns["decode"](params, inputs_BxL, None)
-    logp_txt_BxL = likelihood.token_logprobs(logits_BxLxV, targets_BxL)
-    ce_text_only = -jnp.sum(logp_txt_BxL * mask_BxL) / num_tokens
+    ce_text_only = mean_ce(predict_fns["decode"](params, inputs_BxL, None), targets_BxL,
+                           mask_BxL)
     loss = loss + text_only_weight * ce_text_only
     metrics["ce_text_only"] = ce_text_only
     metrics["info_gain_per_token"] = ce_text_only - ce_with_image
@@ -57,5 +63,9 @@ def caption_loss(predict_fns: dict, params, images_BxHxWxC, tokens_BxT,
 
 def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
   weight = float(objective_config.text_only_weight)
-  return lambda params, batch: caption_loss(predict_fns, params, batch["image"], batch["tokens"],
-                                            weight)
+
+  def loss_fn(params, batch, rng):
+    del rng  # Deterministic.
+    return caption_loss(predict_fns, params, batch["image"], batch["tokens"],
+                        batch["target_mask"], weight)
+  return loss_fn

@@ -1,0 +1,70 @@
+"""CapPa (Tschannen et al., *Image Captioners Are Scalable Vision Learners Too*, 2023):
+captioning with parallel prediction. Each example of a batch is, with probability
+`parallel_fraction` (0.75 in the paper), predicted in parallel: its decoder input is all
+`<mask>` tokens (id 4; a prefix-conditioning token stays, as it is conditioning, not content)
+and the decoder runs without its causal mask, so every token must come from the image alone.
+The other examples are ordinary autoregressive captioning. The IG term is available as for
+`captioning`:
+
+    loss = CE(t | I; mixed parallel/autoregressive) + text_only_weight * CE(t | no image)
+
+where the text-only pass is autoregressive on every example (it is the prior log P(t) that IG
+scoring subtracts). Which examples are parallel is drawn from the step's `rng` (config seed and
+step), so a resumed run draws the same ones. Scoring stays autoregressive, as in big_vision.
+
+config.objective: name='cappa', parallel_fraction, text_only_weight.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from ig_captioner import errors
+from ig_captioner import models
+from ig_captioner.data import tokenizer as tokenizer_lib
+from ig_captioner.models import likelihood
+from ig_captioner.objectives import captioning
+
+NEEDS = models.CAPTION_FNS + models.PARALLEL_FNS
+
+
+def validate(objective_config: ml_collections.ConfigDict) -> None:
+  captioning.validate(objective_config)
+  fraction = objective_config.get("parallel_fraction")
+  if not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+    raise errors.ConfigError(f"config.objective.parallel_fraction={fraction!r} is invalid: it "
+                             "must be in [0, 1] (CapPa: 0.75)")
+
+
+def check_tokenizer(tokenizer) -> None:
+  tokenizer.require_reserved_ids("config.objective.name='cappa' (its <mask> input token)")
+
+
+def parallel_inputs(inputs_BxL, parallel_B):
+  """The decoder inputs: all <mask> for parallel examples (prefix tokens kept), as given else."""
+  is_prefix_BxL = jnp.isin(inputs_BxL, jnp.asarray(tuple(tokenizer_lib.PREFIX_IDS.values())))
+  masked_BxL = jnp.where(is_prefix_BxL, inputs_BxL, tokenizer_lib.MASK_ID)
+  return jnp.where(parallel_B[:, None], masked_BxL, inputs_BxL)
+
+
+def cappa_loss(predict_fns: dict, params, batch, parallel_B, text_only_weight: float):
+  """(loss, metrics) as the module docstring says, for the examples' draws `parallel_B`."""
+  inputs_BxL, targets_BxL = likelihood.inputs_and_targets(batch["tokens"])
+  visual_BxNxD = predict_fns["encode_images"](params, batch["image"])
+  logits_BxLxV = predict_fns["decode_parallel"](
+      params, parallel_inputs(inputs_BxL, parallel_B), visual_BxNxD, parallel_B)
+  loss, metrics = captioning.caption_loss(predict_fns, params, batch["image"], batch["tokens"],
+                                          batch["target_mask"], text_only_weight,
+                                          logits_BxLxV=logits_BxLxV)
+  metrics["parallel_fraction"] = jnp.mean(parallel_B.astype(jnp.float32))
+  return loss, metrics
+
+
+def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
+  fraction = float(objective_config.parallel_fraction)
+  weight = float(objective_config.text_only_weight)
+
+  def loss_fn(params, batch, rng):
+    parallel_B = jax.random.bernoulli(rng, fraction, (batch["tokens"].shape[0],))
+    return cappa_loss(predict_fns, params, batch, parallel_B, weight)
+  return loss_fn

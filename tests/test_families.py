@@ -1,0 +1,153 @@
+"""CoCa and CapPa: what makes each what it is (CoCa's unimodal half never sees the image; CapPa's
+parallel examples read only <mask> tokens without a causal mask, in the configured share, drawn
+reproducibly), and every family trained and evaluated end to end."""
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from ig_captioner import checkpointing
+from ig_captioner import evaluate
+from ig_captioner import metric_writing
+from ig_captioner import models
+from ig_captioner import objectives
+from ig_captioner import sharding
+from ig_captioner import train
+from ig_captioner import train_state
+from ig_captioner.data import tokenizer as tokenizer_lib
+from ig_captioner.objectives import cappa
+from tests import helpers
+from tests.conftest import load_config_module
+from tests.test_evaluate import retrieval_names
+
+CAPTIONING, EMBEDDING = ("captioner", "cappa", "coca"), ("clip", "siglip", "coca")
+
+
+def check_family_outputs(run_dir, family: str, config) -> None:
+  """Both evaluator types ran with the family's scorings (embeddings, caption likelihoods or
+  both), and its final checkpoint restores with plain orbax to what our (digest-checking)
+  restore gives."""
+  (row,) = metric_writing.read_jsonl(metric_writing.jsonl_path(str(run_dir), "eval"))
+  names = set()
+  if family in EMBEDDING:
+    names |= {"zeroshot/digits/top1", "zeroshot/digits_val/top1"} | retrieval_names(False)
+  if family in CAPTIONING:
+    names |= {f"zeroshot/{ds}/top1_alpha{a}" for ds in ("digits", "digits_val")
+              for a in (0.0, 0.5, 1.0)} | retrieval_names(True)
+  assert set(row) - {"step"} == names
+  assert all(0.0 <= v <= 1.0 for k, v in row.items() if k != "step")
+  step = row["step"]
+  plain = ocp.StandardCheckpointer().restore(run_dir / "checkpoints" / str(step) / "params")
+  model = models.build(config.model)
+  abstract, _ = train_state.abstract_params_and_shardings(
+      model.init_params, sharding.make_mesh(config.mesh))
+  ours = checkpointing.Checkpointer(str(run_dir), read_only=True).restore_params(
+      step, abstract, config)
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, plain),
+               jax.tree.map(np.asarray, jax.device_get(ours)))
+
+
+@pytest.mark.parametrize("family", ["siglip", "coca", "cappa"])
+def test_family_trains_evaluates_and_restores(family, data_dir, tmp_path):
+  """(The captioner and CLIP run through the sweep in test_sweep.py.)"""
+  config = load_config_module("demo").get_config(f"runlocal,family={family}")
+  config.data.data_dir = data_dir
+  train.train(config, str(tmp_path))
+  evaluate.evaluate(config, str(tmp_path), step=6)
+  check_family_outputs(tmp_path, family, config)
+
+
+def _coca():
+  cfg = helpers.tiny_model_config(name="coca", unimodal_depth=1, multimodal_depth=1,
+                                  embed_dim=16, temperature_init=1 / 0.07)
+  del cfg["decoder_depth"]
+  return models.build(cfg)
+
+
+def test_coca_unimodal_half_never_sees_the_image():
+  model = _coca()
+  params = helpers.random_params(model)
+  rng = np.random.default_rng(0)
+  tokens = helpers.random_tokens(rng, 3, 8, 32)
+  images = rng.normal(size=(3, 16, 16, 3)).astype(np.float32)
+  forward = jax.jit(model.predict_fns["caption_and_embed"])
+  logits, z_img, z_txt = forward(params, images, tokens)
+  logits2, z_img2, z_txt2 = forward(params, images[::-1].copy(), tokens)
+  np.testing.assert_array_equal(z_txt2, z_txt)  # The text embedding ignores the image...
+  assert not np.allclose(logits2, logits) and not np.allclose(z_img2, z_img)  # ...the rest not.
+  unimodal = {k for k in params if k.startswith("unimodal")}
+  assert unimodal and all("cross_attn" not in params[k] for k in unimodal)
+  assert all("cross_attn" in params[k] for k in params if k.startswith("multimodal"))
+  # The joint forward is the separate predict functions, in one pass.
+  predict = model.predict_fns
+  separate = jax.jit(lambda p, i, t: (predict["embed_texts"](p, t), predict["decode"](
+      p, t[:, :-1], predict["encode_images"](p, i))))
+  z_txt_alone, logits_alone = separate(params, images, tokens)
+  np.testing.assert_allclose(z_txt, z_txt_alone, atol=1e-6)
+  np.testing.assert_allclose(logits, logits_alone, atol=1e-5)
+
+
+def test_cappa_parallel_inputs_are_mask_tokens_and_keep_prefixes():
+  inputs = np.array([[1, 5, 9, 10, 2], [1, 9, 10, 11, 2], [1, 6, 9, 2, 0]], np.int32)
+  parallel = np.array([True, False, True])
+  out = np.asarray(cappa.parallel_inputs(inputs, parallel))
+  mask = tokenizer_lib.MASK_ID
+  np.testing.assert_array_equal(out, [[mask, 5, mask, mask, mask], inputs[1],
+                                      [mask, 6, mask, mask, mask]])
+
+
+def test_parallel_decoding_has_no_causal_mask():
+  model = models.build(helpers.tiny_model_config())
+  params = helpers.random_params(model)
+  decode = model.predict_fns["decode_parallel"]
+  tokens = np.full((2, 7), tokenizer_lib.MASK_ID, np.int32)
+  changed = tokens.copy()
+  changed[:, 5] = 9  # A later input.
+  visual = model.predict_fns["encode_images"](params, np.zeros((2, 16, 16, 3), np.float32))
+  parallel = np.array([True, False])
+  a = np.asarray(decode(params, tokens, visual, parallel))
+  b = np.asarray(decode(params, changed, visual, parallel))
+  assert not np.allclose(a[0, :5], b[0, :5])  # Parallel: earlier outputs see the later input.
+  np.testing.assert_allclose(a[1, :5], b[1, :5], atol=1e-6)  # Autoregressive: they do not.
+
+
+def test_cappa_draws_the_configured_share_reproducibly():
+  model = models.build(helpers.tiny_model_config())
+  calls = []
+  predict = dict(model.predict_fns)
+  inner = predict["decode_parallel"]
+  predict["decode_parallel"] = lambda p, t, v, par: (calls.append((np.asarray(t),
+                                                                   np.asarray(par))),
+                                                     inner(p, t, v, par))[1]
+  config = ml_collections.ConfigDict(dict(model=helpers.tiny_model_config(), objective=dict(
+      name="cappa", parallel_fraction=0.75, text_only_weight=0.0)))
+  loss_fn = objectives.make_loss(config, predict)
+  params = helpers.random_params(model)
+  rng = np.random.default_rng(0)
+  tokens = helpers.random_tokens(rng, 16, 8, 32)
+  batch = {"image": rng.normal(size=(16, 16, 16, 3)).astype(np.float32), "tokens": tokens,
+           "target_mask": tokenizer_lib.scored_targets(tokens)}
+  key = jax.random.key(0)
+  for step in range(40):  # As the train step derives it: seed and step.
+    loss_fn(params, batch, jax.random.fold_in(key, step))
+  drawn = np.stack([par for _, par in calls])  # 40 x 16 draws.
+  assert abs(drawn.mean() - 0.75) < 4.5 * np.sqrt(0.75 * 0.25 / drawn.size)
+  assert 0 < drawn.mean() < 1 and len({tuple(d) for d in drawn}) > 30  # Varies with the step.
+  for inputs, par in calls:
+    assert (inputs[par] == tokenizer_lib.MASK_ID).all()
+    np.testing.assert_array_equal(inputs[~par], tokens[~par, :-1])
+  calls.clear()
+  loss_fn(params, batch, jax.random.fold_in(key, 7))  # The same step draws the same examples.
+  np.testing.assert_array_equal(calls[0][1], drawn[7])
+
+
+def test_cappa_resume_is_bit_identical(data_dir, tmp_path):
+  config = load_config_module("demo").get_config("runlocal,family=cappa")
+  config.data.data_dir = data_dir
+  straight = train.train(config, str(tmp_path / "straight"))
+  train.train(config, str(tmp_path / "resumed"), stop_at_step=4)
+  resumed = train.train(config, str(tmp_path / "resumed"))
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.params),
+               jax.device_get(straight.params))
