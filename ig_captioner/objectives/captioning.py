@@ -3,8 +3,9 @@
     loss = CE(t | I) + text_only_weight * CE(t | no image)
 
 where CE is the mean negative log-likelihood per scored target token: the batch's
-`target_mask` (the pipeline leaves out PAD and prefix tokens; layout: `models.likelihood`). `text_only_weight` (lambda) 0 is the standard captioner, and then the
-text-only pass is not traced at all; 1 is the IG captioner of arXiv:2311.17072.
+`target_mask` (the pipeline leaves out PAD and prefix tokens; layout: `models.likelihood`).
+`text_only_weight` (lambda) 0 is the standard captioner, and then the text-only pass is not
+traced at all; 1 is the IG captioner of arXiv:2311.17072.
 
 config.objective: name='captioning', text_only_weight.
 """
