@@ -8,7 +8,9 @@ import jax
 import ml_collections
 
 from ig_captioner import errors
+from ig_captioner import models
 from ig_captioner import sharding
+from ig_captioner.data import verify
 from ig_captioner.data.tokenizer import PREFIX_IDS
 from ig_captioner.models import likelihood
 
@@ -67,3 +69,25 @@ def embed_texts_chunked(embed_texts, params, texts_PxT: jax.Array, chunk: int) -
   chunks_GxCxT, num_texts = likelihood.chunked(texts_PxT, chunk)
   z_GxCxE = jax.lax.map(lambda tokens_CxT: embed_texts(params, tokens_CxT), chunks_GxCxT)
   return z_GxCxE.reshape(-1, z_GxCxE.shape[-1])[:num_texts]
+
+
+class EvaluatorBase:
+  """What every evaluator sets up: its fields, the scorings the family supplies (embeddings,
+  caption likelihoods; at least one), the batch size check, and its split's records checked
+  before the first checkpoint."""
+
+  def __init__(self, name: str, eval_config: ml_collections.ConfigDict,
+               config: ml_collections.ConfigDict, predict_fns: dict, mesh, kind: str):
+    self.name = name
+    self._cfg = eval_config
+    self._data_config = data_config(config, eval_config)
+    self._image_size = config.model.image_size
+    self._mesh = mesh
+    self.alphas = tuple(float(a) for a in eval_config.alphas)
+    self._embed = models.supplies(predict_fns, models.EMBED_FNS)
+    self._caption = models.supplies(predict_fns, models.CAPTION_FNS)
+    if not (self._embed or self._caption):
+      models.require(predict_fns, models.EMBED_FNS + models.CAPTION_FNS,
+                     f"config.evals.{name} ({kind})", config.model.name)
+    check_batch_size(name, eval_config, mesh)
+    verify.verify_split(self._data_config, eval_config.split)

@@ -29,11 +29,9 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ig_captioner import errors
-from ig_captioner import models
 from ig_captioner import sharding
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
-from ig_captioner.data import verify
 from ig_captioner.evaluators import _common
 
 
@@ -86,25 +84,13 @@ def read_captions(source, captions_key: str) -> tuple[list[str], np.ndarray]:
   return texts, relevant_IxU
 
 
-class Evaluator:
+class Evaluator(_common.EvaluatorBase):
   """Recall@k both ways on `eval_config.split` of `config.data` (+ `eval_config.data`)."""
 
   def __init__(self, name: str, eval_config: ml_collections.ConfigDict,
                config: ml_collections.ConfigDict, predict_fns: dict, mesh: jax.sharding.Mesh,
                tokenizer):
-    self.name = name
-    self._cfg = eval_config
-    self._data_config = _common.data_config(config, eval_config)
-    self._image_size = config.model.image_size
-    self._mesh = mesh
-    self.alphas = tuple(float(a) for a in eval_config.alphas)
-    self._embed = models.supplies(predict_fns, models.EMBED_FNS)
-    self._caption = models.supplies(predict_fns, models.CAPTION_FNS)
-    if not (self._embed or self._caption):
-      models.require(predict_fns, models.EMBED_FNS + models.CAPTION_FNS,
-                     f"config.evals.{name} (retrieval)", config.model.name)
-    _common.check_batch_size(name, eval_config, mesh)
-    verify.verify_split(self._data_config, eval_config.split)
+    super().__init__(name, eval_config, config, predict_fns, mesh, "retrieval")
     source = sources.open_split(self._data_config, eval_config.split)
     texts, self._relevant_IxU = read_captions(source, eval_config.captions_key)
     # Long captions are cut to the model's length, as in training.
