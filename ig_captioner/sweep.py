@@ -186,7 +186,7 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
 
   tables, alphas = (module.sweep_tables() if hasattr(module, "sweep_tables")
                     else default_tables(config))
-  print(f"\nResults (%) at the final step of each run; alpha: s(t, I) = log P(t|I) - alpha * "
+  print("\nResults (%) at the final step of each run; alpha: s(t, I) = log P(t|I) - alpha * "
         "log P(t) for captioners.")
   for title, columns in tables:
     if columns is None:  # Every metric of eval `title`.

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ig_captioner import errors
 from ig_captioner.models import decoder as decoder_lib
+from ig_captioner.models import family_parts
 from ig_captioner.models import layers
 from ig_captioner.models import likelihood
 from ig_captioner.models import vit
@@ -54,9 +54,7 @@ def build(model_config: ml_collections.ConfigDict) -> Captioner:
   vit.check(model_config.encoder, model_config.image_size)
   size = layers.named_size(model_config.decoder, "model.decoder",
                            model_config.get("decoder_depth"))
-  if model_config.max_text_len < 2:
-    raise errors.ConfigError(f"config.model.max_text_len={model_config.max_text_len} must be "
-                             ">= 2 (BOS plus at least EOS)")
+  family_parts.check_max_text_len(model_config)
   return Captioner(
       encoder_variant=model_config.encoder,
       decoder_size=size,
@@ -67,17 +65,12 @@ def build(model_config: ml_collections.ConfigDict) -> Captioner:
 
 
 def init_params(model: Captioner, rng: jax.Array):
-  """Boxed (logically partitioned) params from dummy inputs of the model's shapes."""
-  images = jnp.zeros((1, model.image_size, model.image_size, 3), jnp.float32)
-  tokens = jnp.zeros((1, model.max_text_len - 1), jnp.int32)
-  return model.init(rng, images, tokens)["params"]
+  """Boxed (logically partitioned) params (the decoder reads max_text_len - 1 tokens)."""
+  return family_parts.init_params(model, rng, model.max_text_len - 1)
 
 
 def predict_fns(model: Captioner) -> dict:
   """`models.CAPTION_FNS` and `models.PARALLEL_FNS` for this model."""
-
-  def encode_images(params, images_BxHxWxC):
-    return model.apply({"params": params}, images_BxHxWxC, method="encode")
 
   def decode(params, tokens_BxL, visual_BxNxD=None):
     return model.apply({"params": params}, tokens_BxL, visual_BxNxD, method="decode")
@@ -87,4 +80,5 @@ def predict_fns(model: Captioner) -> dict:
     return model.apply({"params": params}, tokens_BxL, visual_BxNxD, parallel_B,
                        method="decode")
 
-  return {**likelihood.caption_fns(encode_images, decode), "decode_parallel": decode_parallel}
+  return {**likelihood.caption_fns(family_parts.method_fn(model, "encode"), decode),
+          "decode_parallel": decode_parallel}

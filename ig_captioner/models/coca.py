@@ -30,6 +30,7 @@ import ml_collections
 
 from ig_captioner import errors
 from ig_captioner.data.tokenizer import PAD_ID
+from ig_captioner.models import family_parts
 from ig_captioner.models import layers
 from ig_captioner.models import likelihood
 from ig_captioner.models import two_towers
@@ -150,12 +151,8 @@ def build(model_config: ml_collections.ConfigDict) -> CoCa:
     if not isinstance(model_config.get(field), int) or model_config[field] <= 0:
       raise errors.ConfigError(f"config.model.{field}={model_config.get(field)!r} must be a "
                                "positive integer")
-  if model_config.temperature_init <= 0:
-    raise errors.ConfigError(f"config.model.temperature_init={model_config.temperature_init} "
-                             "must be positive (CoCa, as CLIP: 1/0.07)")
-  if model_config.max_text_len < 2:
-    raise errors.ConfigError(f"config.model.max_text_len={model_config.max_text_len} must be "
-                             ">= 2 (BOS plus at least EOS)")
+  family_parts.check_temperature_init(model_config, "CoCa, as CLIP: 1/0.07")
+  family_parts.check_max_text_len(model_config)
   return CoCa(
       encoder_variant=model_config.encoder, decoder_size=size,
       unimodal_depth=model_config.unimodal_depth, multimodal_depth=model_config.multimodal_depth,
@@ -167,16 +164,11 @@ def build(model_config: ml_collections.ConfigDict) -> CoCa:
 
 def init_params(model: CoCa, rng: jax.Array):
   """Boxed (logically partitioned) params from dummy inputs of the model's shapes."""
-  images = jnp.zeros((1, model.image_size, model.image_size, 3), jnp.float32)
-  tokens = jnp.zeros((1, model.max_text_len), jnp.int32)
-  return model.init(rng, images, tokens)["params"]
+  return family_parts.init_params(model, rng, model.max_text_len)
 
 
 def predict_fns(model: CoCa) -> dict:
   """`models.CAPTION_FNS`, `models.EMBED_FNS` and `models.JOINT_FNS` for this model."""
-
-  def method(name):
-    return lambda params, *args: model.apply({"params": params}, *args, method=name)
 
   def decode(params, tokens_BxL, visual_BxNxD=None):
     return model.apply({"params": params}, tokens_BxL, visual_BxNxD, method="decode")
@@ -184,7 +176,7 @@ def predict_fns(model: CoCa) -> dict:
   def caption_and_embed(params, images_BxHxWxC, tokens_BxT):
     return model.apply({"params": params}, images_BxHxWxC, tokens_BxT)
 
-  return {**likelihood.caption_fns(method("encode"), decode),
-          **{name: method(name) for name in ("embed_images", "embed_texts",
-                                             "logit_scale_and_bias")},
+  return {**likelihood.caption_fns(family_parts.method_fn(model, "encode"), decode),
+          **{name: family_parts.method_fn(model, name)
+             for name in ("embed_images", "embed_texts", "logit_scale_and_bias")},
           "caption_and_embed": caption_and_embed}

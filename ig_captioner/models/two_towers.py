@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ig_captioner import errors
+from ig_captioner.models import family_parts
 from ig_captioner.models import layers
 from ig_captioner.models import text_encoder
 from ig_captioner.models import vit
@@ -85,12 +86,8 @@ def build(model_config: ml_collections.ConfigDict) -> TwoTowers:
                            model_config.get("text_depth"))
   if model_config.embed_dim <= 0:
     raise errors.ConfigError(f"config.model.embed_dim={model_config.embed_dim} must be positive")
-  if model_config.temperature_init <= 0:
-    raise errors.ConfigError(f"config.model.temperature_init={model_config.temperature_init} "
-                             "must be positive (CLIP: 1/0.07; SigLIP: 10)")
-  if model_config.max_text_len < 2:
-    raise errors.ConfigError(f"config.model.max_text_len={model_config.max_text_len} must be "
-                             ">= 2 (BOS plus at least EOS)")
+  family_parts.check_temperature_init(model_config, "CLIP: 1/0.07; SigLIP: 10")
+  family_parts.check_max_text_len(model_config)
   bias_init = model_config.get("bias_init")
   return TwoTowers(
       encoder_variant=model_config.encoder, text_size=size, embed_dim=model_config.embed_dim,
@@ -103,15 +100,10 @@ def build(model_config: ml_collections.ConfigDict) -> TwoTowers:
 
 def init_params(model: TwoTowers, rng: jax.Array):
   """Boxed (logically partitioned) params from dummy inputs of the model's shapes."""
-  images = jnp.zeros((1, model.image_size, model.image_size, 3), jnp.float32)
-  tokens = jnp.zeros((1, model.max_text_len), jnp.int32)
-  return model.init(rng, images, tokens)["params"]
+  return family_parts.init_params(model, rng, model.max_text_len)
 
 
 def predict_fns(model: TwoTowers) -> dict:
   """`models.EMBED_FNS` for this model."""
-
-  def method(name):
-    return lambda params, *args: model.apply({"params": params}, *args, method=name)
-
-  return {name: method(name) for name in ("embed_images", "embed_texts", "logit_scale_and_bias")}
+  return {name: family_parts.method_fn(model, name)
+          for name in ("embed_images", "embed_texts", "logit_scale_and_bias")}
