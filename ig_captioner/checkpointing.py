@@ -20,6 +20,7 @@ import os
 import re
 from typing import Any
 
+from absl import flags
 from absl import logging
 import grain
 import jax
@@ -77,6 +78,20 @@ def _os_cause(text: str) -> str | None:
   return os.strerror(code) if code in errno.errorcode else None
 
 
+def _use_host_barriers() -> None:
+  """Makes orbax's barriers between processes host-side (the coordination service).
+
+  By default orbax synchronises processes with a device collective (a psum over all devices).
+  Issued from its finalize thread while the main thread dispatches train steps, such a collective
+  can take a different place among the steps' collectives on each process, and the processes then
+  wait on each other forever (seen with CPU collectives). Host-side barriers cannot interleave
+  with device work, and they time out instead of hanging.
+  """
+  if jax.process_count() > 1:
+    flag = flags.FLAGS["experimental_orbax_use_distributed_barrier"]  # Defined by orbax.
+    flag.value, flag.present = True, 1  # `present`: readable before absl parses the flags.
+
+
 class _OrbaxErrorLog(py_logging.Handler):
   """Keeps the first error orbax logs from its background threads: the cause of a failed save."""
 
@@ -98,6 +113,7 @@ class Checkpointer:
     self._read_only = read_only
     if not read_only:
       check_writable(self.directory)  # Seconds after start, not at the first save.
+    _use_host_barriers()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=True, create=not read_only,
         read_only=read_only, cleanup_tmp_directories=not read_only,

@@ -9,13 +9,21 @@ process's copy of the final params (`params_<id>.npz`), the step the SIGTERM sto
 (`sigterm_<id>.json`) and its eval results (`eval_<id>.json`).
 """
 
+import faulthandler
 import json
 import os
 import signal
 import sys
+import time
+
+
+def _phase(name: str) -> None:
+  """A line in this process's log, so that a failure's tail shows how far the run got."""
+  print(f"[worker {time.strftime('%H:%M:%S')}] {name}", flush=True)
 
 
 def main(process_id: int, port: int, data_dir: str, out_dir: str) -> None:
+  faulthandler.register(signal.SIGUSR1, all_threads=True)  # The test's dump of a hang.
   os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -36,8 +44,16 @@ def main(process_id: int, port: int, data_dir: str, out_dir: str) -> None:
     flat = flax.traverse_util.flatten_dict(state.params, sep="/")
     return {k: np.asarray(v.addressable_data(0)) for k, v in flat.items()}
 
+  # Orbax must synchronise the processes on the host (see checkpointing._use_host_barriers): a
+  # device barrier from its threads can interleave with the train steps' collectives.
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  device_barriers, device_barrier = [], multihost_utils.sync_global_devices
+  multihost_utils.sync_global_devices = lambda name: (device_barriers.append(name),
+                                                      device_barrier(name))[1]
+  _phase("straight run")
   straight = local_params(train.train(config, os.path.join(out_dir, "straight")))
   resumed_dir = os.path.join(out_dir, "resumed")
+  _phase("run stopped at step 3, then resumed")
   train.train(config, resumed_dir, stop_at_step=3)
   resumed = local_params(train.train(config, resumed_dir))
 
@@ -51,20 +67,23 @@ def main(process_id: int, port: int, data_dir: str, out_dir: str) -> None:
       os.kill(os.getpid(), signal.SIGTERM)
     return global_batch(local, mesh)
   sharding.global_batch_from_local = signalling_batch
+  _phase("run stopped by SIGTERM to process 1, then resumed")
   stopped_at = int(train.train(config, sigterm_dir).step)
   sharding.global_batch_from_local = global_batch
   after_sigterm = local_params(train.train(config, sigterm_dir))
   with open(os.path.join(out_dir, f"sigterm_{process_id}.json"), "w") as f:
-    json.dump({"stopped_at": stopped_at}, f)
+    json.dump({"stopped_at": stopped_at, "device_barriers": device_barriers}, f)
   np.savez(os.path.join(out_dir, f"params_{process_id}.npz"),
            **{f"straight:{k}": v for k, v in straight.items()},
            **{f"resumed:{k}": v for k, v in resumed.items()},
            **{f"sigterm:{k}": v for k, v in after_sigterm.items()})
   config.checkpoint_every = 3
 
+  _phase("evaluator")
   results = evaluate.evaluate(config, resumed_dir, poll_interval_s=0.1, timeout_s=60)
   with open(os.path.join(out_dir, f"eval_{process_id}.json"), "w") as f:
     json.dump({str(step): metrics for step, metrics in results.items()}, f)
+  _phase("done")
 
 
 if __name__ == "__main__":
