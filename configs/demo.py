@@ -43,10 +43,13 @@ def model_and_objective(family: str, text_size: str):
   if family in ("captioner", "cappa"):
     model.update(name="captioner", decoder=text_size,
                  decoder_depth=ml_collections.FieldReference(None, field_type=int))
-    # lambda of the IG objective: loss = CE(t|I) + text_only_weight * CE(t|no image).
-    objective = ml_collections.ConfigDict(dict(name="captioning", text_only_weight=1.0))
+    # lambda of the IG objective: loss = CE(t|I) + text_only_weight * CE(t|no image), the
+    # text-only pass on a text_only_fraction of each batch (1 = the paper's).
+    objective = ml_collections.ConfigDict(dict(name="captioning", text_only_weight=1.0,
+                                               text_only_fraction=1.0))
     if family == "cappa":  # CapPa's parallel-prediction share, as in the paper.
-      objective.update(name="cappa", parallel_fraction=0.75, text_only_weight=0.0)
+      objective = ml_collections.ConfigDict(dict(name="cappa", parallel_fraction=0.75,
+                                                 text_only_weight=0.0))
   elif family == "coca":  # The captioners' decoder depth, split in two halves.
     depth = layers.SIZES[text_size].depth
     model.update(name="coca", decoder=text_size, unimodal_depth=max(depth // 2, 1),

@@ -52,9 +52,12 @@ def get_config(arg=None):
   if arg.family in ("captioner", "cappa"):
     config.model.update(name="captioner", decoder="B", decoder_depth=6)
     # lambda: 1 = IG captioner, 0 = standard captioner.
-    config.objective = ml_collections.ConfigDict(dict(name="captioning", text_only_weight=1.0))
+    config.objective = ml_collections.ConfigDict(dict(name="captioning", text_only_weight=1.0,
+                                                      text_only_fraction=1.0))
     if arg.family == "cappa":
-      config.objective.update(name="cappa", parallel_fraction=0.75)
+      config.objective = ml_collections.ConfigDict(dict(
+          name="cappa", parallel_fraction=0.75,
+          text_only_weight=config.objective.text_only_weight))
   elif arg.family == "coca":
     config.model.update(name="coca", decoder="B", unimodal_depth=3, multimodal_depth=3,
                         embed_dim=512, temperature_init=1 / 0.07)

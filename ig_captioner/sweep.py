@@ -5,7 +5,9 @@ print the config's summary tables.
 
 A config file's `sweep(add)` lists the runs: `add(label=..., arg=..., **overrides)`, where `arg`
 is appended to the config argument (e.g. `family=clip`) and `overrides` are config fields
-(`**{"objective.text_only_weight": 0.0}`). Its optional `sweep_tables()` returns
+(`**{"objective.text_only_weight": 0.0}`); `seeds=(0, 1, 2)` makes one run per training seed
+(`config.seed` and `config.data.shuffle_seed`), labelled `<label> seed=<s>`, and the tables show
+their mean and sample standard deviation as one row. Its optional `sweep_tables()` returns
 `([(title, {column header: metric}), ...], alphas)`: one row per run, and for a run whose
 metrics come as `<metric>_alpha<a>` (caption scoring, s = log P(t|I) - alpha * log P(t)) one
 row per alpha of `alphas`; a run without a metric shows "-". Without it, one table per eval.
@@ -18,6 +20,7 @@ and says how to resume. `--only=LABEL` (repeatable) runs a subset.
 """
 
 import dataclasses
+import json
 import os
 import re
 import signal
@@ -39,6 +42,7 @@ class Run:
   label: str
   arg: str  # Appended to the config argument, e.g. 'family=clip'.
   overrides: dict
+  group: str = ""  # The label the runs of one point's seeds share; '' for a single run.
 
   @property
   def directory(self) -> str:
@@ -50,9 +54,15 @@ def sweep_runs(module) -> list[Run]:
   """The runs of the config module's `sweep(add)`."""
   runs = []
 
-  def add(label=None, arg="", **overrides):
+  def add(label=None, arg="", seeds=None, **overrides):
     name = label or ",".join([arg] + [f"{k}={v}" for k, v in overrides.items()]).strip(",")
-    runs.append(Run(name or "default", arg, overrides))
+    name = name or "default"
+    if seeds is None:
+      runs.append(Run(name, arg, overrides))
+      return
+    for seed in seeds:
+      runs.append(Run(f"{name} seed={seed}", arg,
+                      {**overrides, "seed": seed, "data.shuffle_seed": seed}, group=name))
   module.sweep(add)
   return runs
 
@@ -97,6 +107,50 @@ def _run(cmd: list[str]) -> None:
 _ALPHA = re.compile(r"^(.*)_alpha(-?[0-9.]+)$")
 
 
+@dataclasses.dataclass(frozen=True)
+class Spread:
+  """A metric over the seeds of one sweep point."""
+  mean: float
+  std: float  # Sample standard deviation (ddof=1).
+  n: int
+
+
+def aggregate_seeds(results: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
+  """Merges the results that share a label (one point's seeds), in order of first appearance:
+  each metric that every seed reports becomes a `Spread`; a label seen once keeps its numbers."""
+  groups: dict[str, list[dict]] = {}
+  for label, metrics in results:
+    groups.setdefault(label, []).append(metrics)
+  merged = []
+  for label, runs in groups.items():
+    if len(runs) == 1:
+      merged.append((label, runs[0]))
+      continue
+    shared = [k for k, v in runs[0].items() if isinstance(v, (int, float))
+              and all(isinstance(r.get(k), (int, float)) for r in runs)]
+    spreads = {}
+    for name in shared:
+      values = [float(r[name]) for r in runs]
+      mean = sum(values) / len(values)
+      var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+      spreads[name] = Spread(mean, var ** 0.5, len(values))
+    merged.append((f"{label} (n={len(runs)})", spreads))
+  return merged
+
+
+SUMMARY = "summary.json"  # Under the sweep's workdir: the aggregated results, for plots.
+
+
+def write_summary(path: str, results: list[tuple[str, dict]]) -> None:
+  """Writes `[{"label": ..., "metrics": {name: value or {"mean", "std", "n"}}}]` atomically."""
+  rows = [{"label": label, "metrics": {k: dataclasses.asdict(v) if isinstance(v, Spread) else v
+                                       for k, v in metrics.items()}}
+          for label, metrics in results]
+  with open(path + ".tmp", "w") as f:
+    json.dump(rows, f, indent=1)
+  os.replace(path + ".tmp", path)
+
+
 def table_rows(label: str, metrics: dict, columns: dict, alphas) -> list[list[str]]:
   """Rows of one run: one per alpha if a column has `_alpha<a>` variants (caption scoring), and
   one without alpha if a column has no variants or (a family scoring both ways) has both."""
@@ -109,6 +163,8 @@ def table_rows(label: str, metrics: dict, columns: dict, alphas) -> list[list[st
     value = metrics.get(f"{metric}_alpha{alpha}")
     if value is None and (alpha is None or not both):  # A metric alpha cannot change.
       value = metrics.get(metric)
+    if isinstance(value, Spread):
+      return f"{100 * value.mean:.1f} ± {100 * value.std:.1f}"
     return "-" if value is None else f"{100 * value:.1f}"
 
   rows = [None] if both or not variants else []
@@ -182,19 +238,22 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
     if "status" in done[total_steps]:
       raise SweepError(f"the final checkpoint of {run_dir} could not be evaluated: "
                        f"{done[total_steps]['reason']}")
-    results.append((run.label, done[total_steps]))
+    results.append((run.group or run.label, done[total_steps]))
+  results = aggregate_seeds(results)
+  write_summary(os.path.join(workdir, SUMMARY), results)
 
   tables, alphas = (module.sweep_tables() if hasattr(module, "sweep_tables")
                     else default_tables(config))
-  print("\nResults (%) at the final step of each run; alpha: s(t, I) = log P(t|I) - alpha * "
-        "log P(t) for captioners.")
+  print("\nResults (%) at the final step of each run (a row with n=K: mean ± sample std over K "
+        "seeds); alpha: s(t, I) = log P(t|I) - alpha * log P(t) for captioners.")
   for title, columns in tables:
     if columns is None:  # Every metric of eval `title`.
       names = sorted({_ALPHA.sub(r"\1", m) for _, r in results for m in r
                       if m.split("/")[1:2] == [title]})
       columns = {name.split("/", 2)[-1]: name for name in names}
     print(f"\n{title}:\n{format_table(results, columns, alphas)}")
-  print(f"\nRuns are under {workdir} (checkpoints, *_metrics.jsonl, tb/). "
+  print(f"\nRuns are under {workdir} (checkpoints, *_metrics.jsonl, tb/; the numbers above in "
+        f"{SUMMARY}). "
         f"Total time {time.time() - start:.0f}s.")
 
 

@@ -85,6 +85,40 @@ def test_caption_loss_matches_numpy(captioner_model, weight):
     assert "ce_text_only" not in metrics and "info_gain_per_token" not in metrics
 
 
+@pytest.mark.parametrize("fraction, k", [(0.5, 2), (0.3, 2), (1.0, 4)])
+def test_text_only_pass_on_a_fraction_of_the_batch_matches_numpy(captioner_model, fraction, k):
+  predict = captioner_model.predict_fns
+  params = helpers.random_params(captioner_model)
+  rng = np.random.default_rng(3)
+  images = rng.normal(size=(4, 16, 16, 3)).astype(np.float32)
+  tokens = helpers.random_tokens(rng, 4, 8, 32)
+  objective_config = ml_collections.ConfigDict(
+      dict(name="captioning", text_only_weight=0.7, text_only_fraction=fraction))
+  captioning.validate(objective_config)
+  loss_fn = captioning.make_loss(objective_config, predict)
+  batch = dict(image=images, tokens=tokens, target_mask=tokenizer_lib.scored_targets(tokens))
+  loss, metrics = loss_fn(params, batch, None)
+
+  inputs, targets = tokens[:, :-1], tokens[:, 1:]
+  visual = predict["encode_images"](params, images)
+  logp_img = numpy_sequence_logprob(np.asarray(predict["decode"](params, inputs, visual)),
+                                    targets)
+  logp_txt = numpy_sequence_logprob(
+      np.asarray(predict["decode"](params, inputs[:k], None)), targets[:k])
+  ce_img = -logp_img.sum() / (targets != 0).sum()
+  ce_txt = -logp_txt.sum() / (targets[:k] != 0).sum()  # Its own examples' tokens only.
+  np.testing.assert_allclose(metrics["ce_text_only"], ce_txt, rtol=1e-5)
+  np.testing.assert_allclose(loss, ce_img + 0.7 * ce_txt, rtol=1e-5)
+  assert ("info_gain_per_token" in metrics) == (k == 4)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.5, "half"])
+def test_a_bad_text_only_fraction_is_refused(fraction):
+  with pytest.raises(errors.ConfigError, match="text_only_fraction"):
+    captioning.validate(ml_collections.ConfigDict(
+        dict(name="captioning", text_only_weight=1.0, text_only_fraction=fraction)))
+
+
 def test_lambda_zero_never_runs_the_text_only_pass(captioner_model):
   params = helpers.random_params(captioner_model)
   rng = np.random.default_rng(2)

@@ -1,6 +1,7 @@
 """The main job's path: the sweep runner trains and evaluates runs end to end (both evaluator
 types, plain-orbax checkpoints) in separate processes and prints the comparison table."""
 
+import json
 import os
 import signal
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from ig_captioner import metric_writing
@@ -54,6 +56,9 @@ def test_sweep_runs_every_model_and_prints_the_comparison(data_dir, tmp_path):
     assert held_out[label] == [cell(row["zeroshot/digits/top1"]),
                                cell(row["retrieval/digits_retrieval/i2t_r1"]),
                                cell(row["retrieval/digits_retrieval/t2i_r1"])]
+    summary = json.loads((tmp_path / sweep.SUMMARY).read_text())
+    assert [s["label"] for s in summary] == ["IG captioner", "CLIP"]
+    assert summary[1]["metrics"] == row
   for run, family in (("ig-captioner", "captioner"), ("clip", "clip")):
     config = load_config_module("demo").get_config(f"runlocal,family={family}")
     config.data.data_dir = data_dir
@@ -78,3 +83,25 @@ def test_a_signal_is_passed_to_the_running_step_and_stops_the_sweep(tmp_path):
     sweep._run([sys.executable, "-c", child])  # pylint: disable=protected-access
   assert marker.exists() and time.monotonic() - start < 30
   assert signal.getsignal(signal.SIGTERM) is handler
+
+
+def test_seeds_expand_to_runs_and_aggregate_to_mean_and_sample_std():
+  module = type("Module", (), {"sweep": staticmethod(lambda add: (
+      add(label="IG", arg="family=captioner", seeds=(0, 1, 2), **{"objective.x": 1}),
+      add(label="CLIP", arg="family=clip")))})
+  runs = sweep.sweep_runs(module)
+  assert [r.label for r in runs] == ["IG seed=0", "IG seed=1", "IG seed=2", "CLIP"]
+  assert [r.overrides for r in runs[:3]] == [
+      {"objective.x": 1, "seed": s, "data.shuffle_seed": s} for s in (0, 1, 2)]
+  assert len({r.directory for r in runs}) == 4 and runs[3].group == ""
+
+  top1 = [0.5, 0.625, 0.75]
+  results = [("IG", {"top1": t, "top1_alpha1.0": t + 0.125, "step": 9}) for t in top1]
+  results.insert(1, ("CLIP", {"top1": 0.8}))
+  merged = dict(sweep.aggregate_seeds(results))
+  assert list(merged) == ["IG (n=3)", "CLIP"] and merged["CLIP"] == {"top1": 0.8}
+  spread = merged["IG (n=3)"]["top1"]
+  assert (spread.mean, spread.n) == (pytest.approx(np.mean(top1)), 3)
+  assert spread.std == pytest.approx(np.std(top1, ddof=1))
+  rows = sweep.table_rows("IG (n=3)", merged["IG (n=3)"], {"top-1": "top1"}, (1.0,))
+  assert rows == [["IG (n=3)", "62.5 ± 12.5"], ["IG (n=3), alpha=1", "75.0 ± 12.5"]]
