@@ -44,9 +44,10 @@ def model_and_objective(family: str, text_size: str):
     model.update(name="captioner", decoder=text_size,
                  decoder_depth=ml_collections.FieldReference(None, field_type=int))
     # lambda of the IG objective: loss = CE(t|I) + text_only_weight * CE(t|no image), the
-    # text-only pass on a text_only_fraction of each batch (1 = the paper's).
+    # text-only pass on a text_only_fraction of each batch, lambda ramped up over
+    # text_only_warmup_steps (1 and 0 = the paper's).
     objective = ml_collections.ConfigDict(dict(name="captioning", text_only_weight=1.0,
-                                               text_only_fraction=1.0))
+                                               text_only_fraction=1.0, text_only_warmup_steps=0))
     if family == "cappa":  # CapPa's parallel-prediction share, as in the paper.
       objective = ml_collections.ConfigDict(dict(name="cappa", parallel_fraction=0.75,
                                                  text_only_weight=0.0))

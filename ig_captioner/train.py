@@ -48,12 +48,13 @@ CARRY_ON, STOP_REQUESTED, SAVE_FAILED = 0, 1, 2
 
 
 def make_train_step(loss_fn, tx, schedule, seed: int):
-  """The update: `loss_fn(params, batch, rng) -> (loss, metrics)`, gradients, optax step.
+  """The update: `loss_fn(params, batch, rng, step) -> (loss, metrics)`, gradients, optax step.
   Returns (new_state, metrics). `rng` depends only on `seed` and the step, so a resumed run
-  draws the same numbers as an uninterrupted one."""
+  draws the same numbers as an uninterrupted one; `step` (traced) is for loss schedules."""
   def train_step(state: train_state_lib.TrainState, batch: dict):
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng,
+                                                               state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics.update(grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step),

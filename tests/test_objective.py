@@ -3,14 +3,18 @@ CLIP's softmax and SigLIP's sigmoid contrastive losses, and the contrastive loss
 sharded global batch."""
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from ig_captioner import errors
 from ig_captioner import models
 from ig_captioner import objectives
 from ig_captioner import sharding
+from ig_captioner import train
+from ig_captioner import train_state
 from ig_captioner.data import tokenizer as tokenizer_lib
 from ig_captioner.data.tokenizer import PAD_ID
 from ig_captioner.models import likelihood
@@ -110,6 +114,41 @@ def test_text_only_pass_on_a_fraction_of_the_batch_matches_numpy(captioner_model
   np.testing.assert_allclose(metrics["ce_text_only"], ce_txt, rtol=1e-5)
   np.testing.assert_allclose(loss, ce_img + 0.7 * ce_txt, rtol=1e-5)
   assert ("info_gain_per_token" in metrics) == (k == 4)
+
+
+def test_lambda_warmup_ramps_the_text_only_weight_with_the_train_step(captioner_model):
+  predict = captioner_model.predict_fns
+  params = helpers.random_params(captioner_model)
+  rng = np.random.default_rng(4)
+  images = rng.normal(size=(4, 16, 16, 3)).astype(np.float32)
+  tokens = helpers.random_tokens(rng, 4, 8, 32)
+  batch = dict(image=images, tokens=tokens, target_mask=tokenizer_lib.scored_targets(tokens))
+  objective_config = ml_collections.ConfigDict(
+      dict(name="captioning", text_only_weight=0.8, text_only_warmup_steps=10))
+  captioning.validate(objective_config)
+  loss_fn = captioning.make_loss(objective_config, predict)
+  _, full = captioning.caption_loss(predict, params, images, tokens, batch["target_mask"], 1.0)
+  for step, ramp in ((0, 0.0), (5, 0.5), (10, 1.0), (30, 1.0)):
+    loss, metrics = loss_fn(params, batch, None, step)
+    np.testing.assert_allclose(
+        loss, full["ce_with_image"] + 0.8 * ramp * full["ce_text_only"], rtol=1e-5)
+    np.testing.assert_allclose(metrics["text_only_weight"], 0.8 * ramp, rtol=1e-6)
+  with pytest.raises(ValueError, match="needs the train step"):
+    loss_fn(params, batch, None)
+
+  # The train step hands the loss its step.
+  tx = optax.sgd(0.0)
+  state = train_state.TrainState(jnp.asarray(5, jnp.int32), params, tx.init(params))
+  step_fn = train.make_train_step(loss_fn, tx, optax.constant_schedule(0.0), seed=0)
+  _, metrics = jax.jit(step_fn)(state, batch)
+  np.testing.assert_allclose(metrics["text_only_weight"], 0.4, rtol=1e-6)
+
+
+@pytest.mark.parametrize("warmup", [-1, 2.5])
+def test_a_bad_text_only_warmup_is_refused(warmup):
+  with pytest.raises(errors.ConfigError, match="text_only_warmup_steps"):
+    captioning.validate(ml_collections.ConfigDict(
+        dict(name="captioning", text_only_weight=1.0, text_only_warmup_steps=warmup)))
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.5, "half"])

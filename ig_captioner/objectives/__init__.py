@@ -3,7 +3,7 @@ defining
 
     NEEDS                                    the predict-function group it uses (`models`)
     validate(objective_config)               ConfigError for a bad field
-    make_loss(objective_config, predict_fns) -> loss_fn(params, batch, rng) -> (loss, metrics)
+    make_loss(objective_config, predict_fns) -> loss_fn(params, batch, rng, step) -> (loss, metrics)
     check_tokenizer(tokenizer)               (optional) TokenizerError if it lacks an id it needs
 
 `batch` is {'image': float BxHxWxC, 'tokens': int BxT, 'target_mask': bool Bx(T-1)} (the

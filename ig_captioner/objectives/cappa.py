@@ -64,7 +64,8 @@ def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
   fraction = float(objective_config.parallel_fraction)
   weight = float(objective_config.text_only_weight)
 
-  def loss_fn(params, batch, rng):
+  def loss_fn(params, batch, rng, step=None):
+    del step  # No schedule.
     parallel_B = jax.random.bernoulli(rng, fraction, (batch["tokens"].shape[0],))
     return cappa_loss(predict_fns, params, batch, parallel_B, weight)
   return loss_fn

@@ -40,8 +40,8 @@ def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
   text_only_weight = float(objective_config.text_only_weight)
   limit = float(objective_config.max_temperature)
 
-  def loss_fn(params, batch, rng):
-    del rng  # Deterministic.
+  def loss_fn(params, batch, rng, step=None):
+    del rng, step  # Deterministic, no schedule.
     logits_BxLxV, z_img_BxE, z_txt_BxE = predict_fns["caption_and_embed"](
         params, batch["image"], batch["tokens"])
     sims_BxB = _contrastive.cosine_similarities(z_img_BxE, z_txt_BxE)

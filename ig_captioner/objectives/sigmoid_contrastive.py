@@ -33,8 +33,8 @@ def sigmoid_contrastive_loss(sims_BxB, scale, bias):
 def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
   del objective_config
 
-  def loss_fn(params, batch, rng):
-    del rng  # Deterministic.
+  def loss_fn(params, batch, rng, step=None):
+    del rng, step  # Deterministic, no schedule.
     sims_BxB, scale, bias = _contrastive.similarities(predict_fns, params, batch)
     if bias is None:
       raise errors.ConfigError("config.objective.name='sigmoid_contrastive' needs a learned "

@@ -37,8 +37,8 @@ def softmax_contrastive_loss(sims_BxB, scale):
 def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
   limit = float(objective_config.max_temperature)
 
-  def loss_fn(params, batch, rng):
-    del rng  # Deterministic.
+  def loss_fn(params, batch, rng, step=None):
+    del rng, step  # Deterministic, no schedule.
     sims_BxB, scale, _ = _contrastive.similarities(predict_fns, params, batch)
     scale = jnp.minimum(scale, limit)
     loss, logits_BxB = softmax_contrastive_loss(sims_BxB, scale)
