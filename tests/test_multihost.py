@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from ig_captioner import evaluate
 from ig_captioner import metric_writing
 from tests.conftest import REPO
 
-TIMEOUT_S = 400
+TIMEOUT_S = 240  # A run takes about 70 s on 2 cores.
 
 
 def _free_port() -> int:
@@ -25,9 +26,9 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def two_process_run(data_dir, tmp_path_factory):
-  out = tmp_path_factory.mktemp("multihost")
+def _start_and_wait(data_dir: str, out) -> list[int] | None:
+  """Runs the two workers into `out`; their exit codes, or None if they ran past TIMEOUT_S (then
+  every thread's Python stack is dumped into their logs first)."""
   port = _free_port()
   env = dict(os.environ, XLA_FLAGS="")
   logs = [open(out / f"log_{i}.txt", "w") for i in range(2)]
@@ -35,21 +36,39 @@ def two_process_run(data_dir, tmp_path_factory):
       [sys.executable, "-m", "tests.multihost_worker", str(i), str(port), data_dir, str(out)],
       cwd=REPO, env=env, stdout=logs[i], stderr=subprocess.STDOUT) for i in range(2)]
   try:
-    codes = [p.wait(timeout=TIMEOUT_S) for p in procs]
+    return [p.wait(timeout=TIMEOUT_S) for p in procs]
   except subprocess.TimeoutExpired:
-    codes = None
-    for p in procs:  # Every thread's Python stack into the logs, to show where it hangs.
+    for p in procs:
       p.send_signal(signal.SIGUSR1)
     time.sleep(3)
+    return None
   finally:
     for p in procs:
       p.kill()
     for log in logs:
       log.close()
+
+
+def _tails(out, codes) -> str:
+  return "\n".join(f"--- process {i} (exit {None if codes is None else codes[i]}):\n" +
+                   (out / f"log_{i}.txt").read_text()[-12000:] for i in range(2))
+
+
+@pytest.fixture(scope="module")
+def two_process_run(data_dir, tmp_path_factory):
+  # A hang is retried once, with its stacks reported: on 2-core machines the two processes'
+  # CPU (gloo) collectives have, rarely, stopped making progress with every Python thread idle
+  # or waiting in XLA (seen once in CI; cause not yet found, see the stack dump). A failure, or a
+  # second hang, fails.
+  for attempt in range(2):
+    out = tmp_path_factory.mktemp("multihost")
+    codes = _start_and_wait(data_dir, out)
+    if codes is not None:
+      break
+    warnings.warn(f"the two-process run hung (attempt {attempt + 1}, limit {TIMEOUT_S}s); "
+                  f"logs in {out}:\n{_tails(out, codes)[-4000:]}")
   if codes != [0, 0]:
-    tails = "\n".join(f"--- process {i} (exit {None if codes is None else codes[i]}):\n" +
-                      (out / f"log_{i}.txt").read_text()[-12000:] for i in range(2))
-    pytest.fail(f"the two-process run failed or hung (limit {TIMEOUT_S}s):\n{tails}")
+    pytest.fail(f"the two-process run failed or hung (limit {TIMEOUT_S}s):\n{_tails(out, codes)}")
   return out
 
 
