@@ -34,7 +34,9 @@ setuptools.setup(
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["ig_captioner", "ig_captioner.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest==9.0.3"]},
+    # plots: the study's figures (configs/ig_study.py); the tests draw them too.
+    extras_require={"plots": ["matplotlib==3.11.2"],
+                    "test": ["pytest==9.0.3", "matplotlib==3.11.2"]},
     entry_points={"console_scripts": [
         "ig-prepare=ig_captioner.data.prepare:main",
         "ig-train=ig_captioner.train:main",

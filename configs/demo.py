@@ -43,11 +43,14 @@ def model_and_objective(family: str, text_size: str):
   if family in ("captioner", "cappa"):
     model.update(name="captioner", decoder=text_size,
                  decoder_depth=ml_collections.FieldReference(None, field_type=int))
-    # lambda of the IG objective: loss = CE(t|I) + text_only_weight * CE(t|no image), the
-    # text-only pass on a text_only_fraction of each batch, lambda ramped up over
-    # text_only_warmup_steps (1 and 0 = the paper's).
-    objective = ml_collections.ConfigDict(dict(name="captioning", text_only_weight=1.0,
-                                               text_only_fraction=1.0, text_only_warmup_steps=0))
+    # lambda of the IG objective: loss = CE(t|I) + text_only_weight * CE(t|no image). The
+    # variants (objectives/captioning.py), here at the paper's values: the text-only pass on a
+    # text_only_fraction of each batch, or on a separate text-only batch; lambda ramped up over
+    # text_only_warmup_steps; the params the text-only loss may change (None: all).
+    objective = ml_collections.ConfigDict(dict(
+        name="captioning", text_only_weight=1.0, text_only_fraction=1.0,
+        text_only_batch="paired", text_only_warmup_steps=0,
+        text_only_trainable=ml_collections.FieldReference(None, field_type=str)))
     if family == "cappa":  # CapPa's parallel-prediction share, as in the paper.
       objective = ml_collections.ConfigDict(dict(name="cappa", parallel_fraction=0.75,
                                                  text_only_weight=0.0))

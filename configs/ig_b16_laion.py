@@ -52,9 +52,10 @@ def get_config(arg=None):
   if arg.family in ("captioner", "cappa"):
     config.model.update(name="captioner", decoder="B", decoder_depth=6)
     # lambda: 1 = IG captioner, 0 = standard captioner.
-    config.objective = ml_collections.ConfigDict(dict(name="captioning", text_only_weight=1.0,
-                                                      text_only_fraction=1.0,
-                                                      text_only_warmup_steps=0))
+    config.objective = ml_collections.ConfigDict(dict(
+        name="captioning", text_only_weight=1.0, text_only_fraction=1.0,
+        text_only_batch="paired", text_only_warmup_steps=0,
+        text_only_trainable=ml_collections.FieldReference(None, field_type=str)))
     if arg.family == "cappa":
       config.objective = ml_collections.ConfigDict(dict(
           name="cappa", parallel_fraction=0.75,

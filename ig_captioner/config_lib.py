@@ -69,6 +69,9 @@ def digits_data(**overrides) -> ml_collections.ConfigDict:
       retrieval_per_class=10,  # Images per class in the `retrieval` split (6 captions each).
       # Pipeline.
       shuffle_seed=0,
+      # A split read as texts alone, batched beside the image-text batches (`text_only_tokens`):
+      # for objective.text_only_batch='separate'. None: no such batch.
+      text_only_split=ml_collections.FieldReference(None, field_type=str),
       augment_shift=2,
       num_workers=0,  # grain worker processes; 0 = in the main process.
       read_threads=0,  # grain reader threads; >0 helps on remote storage.

@@ -7,10 +7,15 @@ A config file's `sweep(add)` lists the runs: `add(label=..., arg=..., **override
 is appended to the config argument (e.g. `family=clip`) and `overrides` are config fields
 (`**{"objective.text_only_weight": 0.0}`); `seeds=(0, 1, 2)` makes one run per training seed
 (`config.seed` and `config.data.shuffle_seed`), labelled `<label> seed=<s>`, and the tables show
-their mean and sample standard deviation as one row. Its optional `sweep_tables()` returns
+their mean and sample standard deviation as one row. The data set is prepared once per
+distinct `config.data` of the runs. Its optional `sweep_tables()` returns
 `([(title, {column header: metric}), ...], alphas)`: one row per run, and for a run whose
 metrics come as `<metric>_alpha<a>` (caption scoring, s = log P(t|I) - alpha * log P(t)) one
 row per alpha of `alphas`; a run without a metric shows "-". Without it, one table per eval.
+Its optional `sweep_report(results, per_seed, workdir, runs)` returns text printed after the
+tables (its own analysis: selections, figures it saves under `workdir`); `results` are the
+aggregated rows, `per_seed` the (group or label, metrics) of every run. With
+`EVALUATE_EVERY_CHECKPOINT = True` every kept checkpoint is evaluated, not only the last.
 
 Each run is a separate trainer process and then a separate evaluator process (exactly the
 commands a user would type; they are printed). A run whose final checkpoint is already evaluated
@@ -73,6 +78,31 @@ def run_config_arg(config_arg: str, run: Run) -> str:
   path, _, arg = config_arg.partition(":")
   args = ",".join(a for a in (arg, run.arg) if a)
   return f"{path}:{args}" if args else path
+
+
+def _data_overrides(run: Run) -> dict:
+  return {k: v for k, v in run.overrides.items() if k.startswith("data.")}
+
+
+def prepare_commands(config_arg: str, runs: list[Run], extra: list[str]) -> list[list[str]]:
+  """`ig_captioner.data.prepare` flags, one per distinct `config.data` of the runs (their
+  config arguments and `data.*` overrides may choose other data; the shuffle seed does not
+  change what is on disk)."""
+  commands, seen = [], set()
+  for run in runs or [Run("default", "", {})]:
+    run_arg = run_config_arg(config_arg, run)
+    _, run_config = config_lib.load_file(run_arg)
+    data = run_config.data.copy_and_resolve_references()
+    for dotted, value in _data_overrides(run).items():
+      if dotted != "data.shuffle_seed":
+        data[dotted.removeprefix("data.")] = value
+    key = json.dumps({k: v for k, v in data.to_dict().items() if k != "shuffle_seed"},
+                     sort_keys=True, default=str)
+    if key not in seen:
+      seen.add(key)
+      commands.append([f"--config={run_arg}"] + extra + [
+          f"--config.{k}={v}" for k, v in _data_overrides(run).items()])
+  return commands
 
 
 class SweepError(errors.UserError):
@@ -212,7 +242,9 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
   extra = [f"--{o}" for o in overrides]
   python = sys.executable
   start = time.time()
-  _run([python, "-m", "ig_captioner.data.prepare", f"--config={config_arg}"] + extra)
+  for command in prepare_commands(config_arg, runs, extra):
+    _run([python, "-m", "ig_captioner.data.prepare"] + command)
+  every_checkpoint = bool(getattr(module, "EVALUATE_EVERY_CHECKPOINT", False))
 
   results = []
   for run in runs:
@@ -233,12 +265,15 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
       trained = metric_writing.read_jsonl(metric_writing.jsonl_path(run_dir, "train"))
       if not trained or trained[-1]["step"] != total_steps:  # Its process alone was signalled.
         raise Stopped(f"the trainer of {run_dir}")
-      _run([python, "-m", "ig_captioner.evaluate"] + flags_ + [f"--step={total_steps}"])
+      # Every kept checkpoint, oldest first (a curve over training), or the last one only.
+      _run([python, "-m", "ig_captioner.evaluate"] + flags_ +
+           (["--timeout_s=0"] if every_checkpoint else [f"--step={total_steps}"]))
       done = {r["step"]: r for r in metric_writing.read_jsonl(eval_path)}
     if "status" in done[total_steps]:
       raise SweepError(f"the final checkpoint of {run_dir} could not be evaluated: "
                        f"{done[total_steps]['reason']}")
     results.append((run.group or run.label, done[total_steps]))
+  per_seed = results
   results = aggregate_seeds(results)
   write_summary(os.path.join(workdir, SUMMARY), results)
 
@@ -252,6 +287,8 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
                       if m.split("/")[1:2] == [title]})
       columns = {name.split("/", 2)[-1]: name for name in names}
     print(f"\n{title}:\n{format_table(results, columns, alphas)}")
+  if hasattr(module, "sweep_report"):  # The config's own analysis (figures, selections).
+    print("\n" + module.sweep_report(results, per_seed, workdir, runs))
   print(f"\nRuns are under {workdir} (checkpoints, *_metrics.jsonl, tb/; the numbers above in "
         f"{SUMMARY}). "
         f"Total time {time.time() - start:.0f}s.")

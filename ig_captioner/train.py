@@ -137,6 +137,8 @@ def _train(config, workdir, ckpt, stop_at_step):
         f"config.model.vocab_size={config.model.vocab_size}: raise the latter")
   for source in train_mixture.train_sources(config.data):  # Before the first step, not during.
     verify.verify_split(source.data_config, source.split)
+  if config.data.get("text_only_split"):
+    verify.verify_split(config.data, config.data.text_only_split)
   loader = train_mixture.train_loader(config, tokenizer)
   data_iter = iter(loader)
 

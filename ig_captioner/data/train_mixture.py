@@ -20,6 +20,10 @@ Each process reads a disjoint slice of each source (`[process_index::process_cou
 again every epoch; mixing, batching and the random crops/templates are all deterministic given
 the seeds, and the iterator's state (saved in every checkpoint) covers the whole mixture.
 Batches: {'image': float32 BxHxWx3, 'tokens': int32 BxT, 'target_mask': bool Bx(T-1)}.
+
+`config.data.text_only_split` (optional) adds a batch of texts read without their images (the
+split's `text_key`, shuffled with its own seed, no prefix): `text_only_tokens` (int32 BxT) and
+`text_only_target_mask`, for the captioning objective's `text_only_batch='separate'`.
 """
 
 import dataclasses
@@ -123,8 +127,36 @@ class _ToExample:
 
 
 def _finish_batch(batch: dict) -> dict:
-  return dict(batch, image=pipeline.normalize_images(batch["image"]),
-              target_mask=tokenizer_lib.scored_targets(batch["tokens"]))
+  batch = dict(batch, image=pipeline.normalize_images(batch["image"]),
+               target_mask=tokenizer_lib.scored_targets(batch["tokens"]))
+  if "text_only_tokens" in batch:
+    batch["text_only_target_mask"] = tokenizer_lib.scored_targets(batch["text_only_tokens"])
+  return batch
+
+
+class _ToText:
+  """Record -> int32 T tokens of its text (a text-only example)."""
+
+  def __init__(self, data_config, max_text_len: int, tokenizer: tokenizer_lib.Tokenizer):
+    self._key, self._max_text_len, self._tokenizer = data_config.text_key, max_text_len, tokenizer
+
+  def __call__(self, record):
+    text = record[self._key]
+    text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+    return self._tokenizer.encode(text, self._max_text_len)
+
+
+def with_text_only(examples: grain.MapDataset, config: ml_collections.ConfigDict,
+                   tokenizer: tokenizer_lib.Tokenizer) -> grain.MapDataset:
+  """Adds `text_only_tokens` from `config.data.text_only_split` to every example (by index,
+  so that the iterator state still resumes it)."""
+  split = config.data.get("text_only_split")
+  if not split:
+    return examples
+  texts = shuffled_shard(sources.open_split(config.data, split),
+                         int(config.data.shuffle_seed) + 7919).map(
+                             _ToText(config.data, config.model.max_text_len, tokenizer))
+  return examples.map_with_index(lambda i, example: dict(example, text_only_tokens=texts[i]))
 
 
 def train_loader(config: ml_collections.ConfigDict,
@@ -144,6 +176,7 @@ def train_loader(config: ml_collections.ConfigDict,
         to_example, seed=seed + 1000 * i + 1))
   mixed = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(
       datasets, [s.weight for s in mixture])
+  mixed = with_text_only(mixed, config, tokenizer)
   batches = mixed.batch(pipeline.local_batch_size(config.batch_size),
                         drop_remainder=True).map(_finish_batch)
   # Reader threads pay off for remote storage; on local disk their bookkeeping costs more than

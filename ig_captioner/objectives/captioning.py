@@ -1,22 +1,33 @@
 """Captioning with information gain: the shared decoder runs twice on each batch,
 
-    loss = CE(t | I) + text_only_weight * CE(t | no image)
+    loss = CE(t | I) + text_only_weight * CE(t' | no image)
 
 where CE is the mean negative log-likelihood per scored target token: the batch's
 `target_mask` (the pipeline leaves out PAD and prefix tokens; layout: `models.likelihood`).
 `text_only_weight` (lambda) 0 is the standard captioner, and then the text-only pass is not
-traced at all; 1 is the IG captioner of arXiv:2311.17072. `text_only_fraction` (default 1, the
-paper's objective) runs the text-only pass on the batch's first ceil(fraction * B) examples only
-(a random subset: batches are shuffled), averaging its CE over their tokens.
-`text_only_warmup_steps` > 0 ramps lambda linearly from 0 at step 0 to its value at that step
-(default 0: the full lambda from the start, the paper's).
+traced at all; 1 is the IG captioner of arXiv:2311.17072 (t' = t, every example). Variants of
+the text-only term, each off by default (the defaults are the paper's objective):
 
-config.objective: name='captioning', text_only_weight, optional text_only_fraction and
-text_only_warmup_steps.
+- `text_only_fraction` f < 1: the text-only pass sees the batch's first ceil(f * B) texts only
+  (a random subset: batches are shuffled), its CE averaged over their tokens.
+- `text_only_batch='separate'`: t' is a batch of its own, texts without images (as web text
+  is), read from `config.data.text_only_split` (batch keys `text_only_tokens`,
+  `text_only_target_mask`), instead of the captions of the image batch ('paired').
+- `text_only_warmup_steps` > 0: lambda ramps linearly from 0 at step 0 to its value then.
+- `text_only_trainable` (a regex): the text-only loss changes only the params whose path
+  ('decoder/block0/mlp/...', '/'-joined) it matches; a stop-gradient keeps it from every other
+  param. It only ever reaches the decoder's token/position embeddings, self-attention, MLP,
+  layer-norm and head params (the text-only pass skips the image tower and cross-attention), so
+  e.g. 'decoder/(ln_final|head)' leaves the shared representation to the captioning loss.
+  None: every param.
+
+config.objective: name='captioning', text_only_weight, and the optional fields above.
 """
 
 import math
+import re
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -25,6 +36,7 @@ from ig_captioner import models
 from ig_captioner.models import likelihood
 
 NEEDS = models.CAPTION_FNS
+TEXT_ONLY_BATCHES = ("paired", "separate")
 
 
 def validate(objective_config: ml_collections.ConfigDict) -> None:
@@ -43,6 +55,43 @@ def validate(objective_config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(
         f"config.objective.text_only_warmup_steps={warmup!r} is invalid: it must be an int >= 0 "
         "(0 = the full lambda from step 0)")
+  source = objective_config.get("text_only_batch", "paired")
+  if source not in TEXT_ONLY_BATCHES:
+    raise errors.ConfigError(
+        f"config.objective.text_only_batch={source!r} is invalid: one of "
+        f"{list(TEXT_ONLY_BATCHES)} ('separate' reads config.data.text_only_split)")
+  pattern = objective_config.get("text_only_trainable")
+  if pattern is not None:
+    try:
+      re.compile(pattern)
+    except (re.error, TypeError) as e:
+      raise errors.ConfigError(
+          f"config.objective.text_only_trainable={pattern!r} is not a regular expression ({e}); "
+          "it selects the param paths the text-only loss may change, e.g. "
+          "'decoder/(ln_final|head)', or None for all") from e
+
+
+def param_paths(params) -> list[str]:
+  """Every param's path, '/'-joined ('decoder/block0/mlp/...')."""
+  return [_path_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+
+
+def _path_name(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def restrict_gradient(params, pattern: str | None):
+  """`params`, with a stop-gradient on every param whose path `pattern` does not match;
+  ConfigError if it matches none (a typo would silently turn the text-only loss off)."""
+  if pattern is None:
+    return params
+  regex = re.compile(pattern)
+  if not any(regex.search(p) for p in param_paths(params)):
+    raise errors.ConfigError(
+        f"config.objective.text_only_trainable={pattern!r} matches no param; the params: "
+        f"{param_paths(params)}")
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: x if regex.search(_path_name(path)) else jax.lax.stop_gradient(x), params)
 
 
 def mean_ce(logits_BxLxV, targets_BxL, mask_BxL):
@@ -54,15 +103,19 @@ def mean_ce(logits_BxLxV, targets_BxL, mask_BxL):
 
 def caption_loss(predict_fns: dict, params, images_BxHxWxC, tokens_BxT, mask_BxL,
                  text_only_weight: float, logits_BxLxV=None, text_only_fraction: float = 1.0,
-                 text_only_ramp=1.0):
+                 text_only_ramp=1.0, text_only_tokens_BxT=None, text_only_mask_BxL=None,
+                 text_only_trainable: str | None = None):
   """(loss, metrics): `loss`, `ce_with_image` and, when the text-only pass runs,
-  `ce_text_only` and `info_gain_per_token` (mean log P(t_i|I,t_<i) - log P(t_i|t_<i), nats).
+  `ce_text_only` and, if it scores the same texts, `info_gain_per_token`
+  (mean log P(t_i|I,t_<i) - log P(t_i|t_<i), nats).
 
   `mask_BxL` marks the scored targets `tokens[:, 1:]`. `text_only_weight` is a Python float, so
   that 0 removes the text-only pass at trace time. `logits_BxLxV`: the with-image logits if the
   caller has them already (CoCa's joint forward). `text_only_fraction`: the text-only pass sees
-  the first ceil(fraction * B) examples (static, so it is a smaller pass, not a masked one).
+  the first ceil(fraction * B) texts (static, so it is a smaller pass, not a masked one).
   `text_only_ramp` (may be traced) multiplies lambda: a warm-up's position.
+  `text_only_tokens_BxT`/`text_only_mask_BxL`: a separate text-only batch (default: `tokens`).
+  `text_only_trainable`: see the module docstring.
   """
   inputs_BxL, targets_BxL = likelihood.inputs_and_targets(tokens_BxT)
   if logits_BxLxV is None:
@@ -73,12 +126,19 @@ def caption_loss(predict_fns: dict, params, images_BxHxWxC, tokens_BxT, mask_BxL
   loss = ce_with_image
 
   if text_only_weight:
-    k = min(len(tokens_BxT), math.ceil(text_only_fraction * len(tokens_BxT)))
-    ce_text_only = mean_ce(predict_fns["decode"](params, inputs_BxL[:k], None), targets_BxL[:k],
-                           mask_BxL[:k])
+    paired = text_only_tokens_BxT is None
+    if paired:
+      text_inputs, text_targets, text_mask = inputs_BxL, targets_BxL, mask_BxL
+    else:
+      text_inputs, text_targets = likelihood.inputs_and_targets(text_only_tokens_BxT)
+      text_mask = text_only_mask_BxL
+    k = min(len(text_inputs), math.ceil(text_only_fraction * len(text_inputs)))
+    text_params = restrict_gradient(params, text_only_trainable)
+    ce_text_only = mean_ce(predict_fns["decode"](text_params, text_inputs[:k], None),
+                           text_targets[:k], text_mask[:k])
     loss = loss + text_only_weight * text_only_ramp * ce_text_only
     metrics["ce_text_only"] = ce_text_only
-    if k == len(tokens_BxT):  # Otherwise the two CEs are of different examples.
+    if paired and k == len(tokens_BxT):  # Otherwise the two CEs are of different texts.
       metrics["info_gain_per_token"] = ce_text_only - ce_with_image
   metrics["loss"] = loss
   return loss, metrics
@@ -88,6 +148,8 @@ def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
   weight = float(objective_config.text_only_weight)
   fraction = float(objective_config.get("text_only_fraction", 1.0))
   warmup = int(objective_config.get("text_only_warmup_steps", 0))
+  separate = objective_config.get("text_only_batch", "paired") == "separate"
+  trainable = objective_config.get("text_only_trainable")
 
   def loss_fn(params, batch, rng, step=None):
     del rng  # Deterministic.
@@ -96,9 +158,17 @@ def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
       if step is None:
         raise ValueError("text_only_warmup_steps needs the train step: loss_fn(..., step)")
       ramp = jnp.minimum(1.0, jnp.asarray(step, jnp.float32) / warmup)
+    text_only = {}
+    if separate and weight:
+      if "text_only_tokens" not in batch:
+        raise errors.ConfigError(
+            "config.objective.text_only_batch='separate' needs a text-only batch: set "
+            "config.data.text_only_split (e.g. 'train': texts read apart from the images)")
+      text_only = dict(text_only_tokens_BxT=batch["text_only_tokens"],
+                       text_only_mask_BxL=batch["text_only_target_mask"])
     loss, metrics = caption_loss(predict_fns, params, batch["image"], batch["tokens"],
                                  batch["target_mask"], weight, text_only_fraction=fraction,
-                                 text_only_ramp=ramp)
+                                 text_only_ramp=ramp, text_only_trainable=trainable, **text_only)
     if warmup and weight:
       metrics["text_only_weight"] = weight * ramp
     return loss, metrics

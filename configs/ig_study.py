@@ -1,0 +1,139 @@
+"""The IG-objective study: when does training with lambda * CE(t | no image) help zero-shot
+classification, and which variant of it is robust? Captioners only, on the embedded digits data.
+
+  bash launch/ig_study.sh [WORKDIR]     # the whole study (README: "IG training: the study")
+
+Grid (`sweep(add)`), every point with 3 training seeds:
+- lambda (objective.text_only_weight) in LAMBDAS, for the caption regimes of REGIMES with the
+  `mu` decoder (`steep`: STEEP_LAMBDAS only), and for the `noisy` regime with the smaller `nano`
+  decoder as well;
+- the variants of VARIANTS (objectives/captioning.py), at lambda = 1, `noisy` regime, `mu`.
+Each run is scored for every alpha of ALPHAS from the same passes, on the validation split
+(for choices) and the held-out split; the study's report (`ig_captioner.study_report`) picks
+alpha on validation only, prints the tables and saves `accuracy_vs_alpha.png` and
+`diagnostics_over_steps.png` under the workdir. Every kept checkpoint is evaluated, with
+the held-out diagnostics of `evaluators/caption_diagnostics.py`.
+
+Arguments (`--config=configs/ig_study.py:ARGS`, comma-separated):
+  regime=NAME   balanced, mild, steep or noisy (REGIMES).
+  decoder=SIZE  the text decoder's size (models/layers.py SIZES), default mu.
+  steps=N       train steps (default 800; the main job trains 1200).
+  runlocal      seconds-long smoke-test variant (used by the tests).
+"""
+
+import ml_collections
+
+from ig_captioner import config_lib
+from ig_captioner import errors
+from ig_captioner import study_report
+from ig_captioner.data import digits_captions
+from ig_captioner.evaluators import caption_diagnostics
+from ig_captioner.evaluators import zeroshot
+
+# Caption regimes: (Zipf exponent of concept frequency, share of captions naming a popular
+# concept instead of the image's). `noisy` is the main job's (configs/demo.py); `steep` is it
+# without the noise, run at the ends of the lambda grid only (STEEP_LAMBDAS).
+REGIMES = {"balanced": (0.0, 0.0), "mild": (1.0, 0.0), "noisy": (2.0, 0.5),
+           "steep": (2.0, 0.0)}
+LAMBDAS = (0.0, 0.1, 0.3, 1.0)
+STEEP_LAMBDAS = (0.0, 1.0)
+SEEDS = (0, 1, 2)
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+SMALL_DECODER = "nano"
+# Variants of the text-only term (config overrides), compared at lambda = 1.
+VARIANTS = {
+    "fraction=0.25": {"objective.text_only_fraction": 0.25},
+    "separate batch": {"objective.text_only_batch": "separate",
+                       "data.text_only_split": "train"},
+    "warm-up": {"objective.text_only_warmup_steps": 400},  # Half of the 800 steps.
+    "head only": {"objective.text_only_trainable": "decoder/(ln_final|head)"},
+}
+VAL_METRIC = "zeroshot/digits_val/top1"
+TEST_METRIC = "zeroshot/digits/top1"
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, runlocal=False, steps=800, regime="noisy", decoder="mu")
+  if arg.regime not in REGIMES:
+    raise errors.ConfigError(f"config argument regime={arg.regime!r} is unknown; known: "
+                             f"{list(REGIMES)}")
+  exponent, noise = REGIMES[arg.regime]
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.data = config_lib.digits_data(prior_exponent=exponent, caption_noise=noise)
+  config.model = ml_collections.ConfigDict(dict(
+      name="captioner", encoder="mu/8", decoder=arg.decoder,
+      decoder_depth=ml_collections.FieldReference(None, field_type=int), vocab_size=128,
+      image_size=32, max_text_len=12, dtype="float32"))
+  config.objective = ml_collections.ConfigDict(dict(
+      name="captioning", text_only_weight=1.0, text_only_fraction=1.0,
+      text_only_batch="paired", text_only_warmup_steps=0,
+      text_only_trainable=ml_collections.FieldReference(None, field_type=str)))
+  config.total_steps = arg.steps
+  config.batch_size = 128
+  config.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=3e-3, warmup_steps=100, final_lr_fraction=0.01, weight_decay=1e-4,
+      b1=0.9, b2=0.98, clip_norm=1.0))
+  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  config.eval_mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  config.log_every = 50
+  config.checkpoint_every = max(arg.steps // 2, 1)  # Diagnostics at mid-training and the end.
+  config.keep_checkpoints = None  # Every checkpoint is evaluated: the diagnostics' curve.
+
+  config.evals = ml_collections.ConfigDict()
+  config.evals.digits = zeroshot.default_config(alphas=ALPHAS)  # Held out.
+  config.evals.digits_val = zeroshot.default_config(split="validation", alphas=ALPHAS)
+  config.evals.diagnostics = caption_diagnostics.default_config(
+      prior_templates=digits_captions.CAPTION_TEMPLATES)  # On the validation split.
+
+  if arg.runlocal:
+    config.data.num_train_examples = 512
+    config.model.encoder = "nano/8"
+    config.model.decoder = "nano"
+    config.total_steps = 4
+    config.batch_size = 16
+    config.optimizer.warmup_steps = 2
+    config.log_every = 2
+    config.checkpoint_every = 2
+    for name in ("digits", "digits_val"):
+      config.evals[name].templates = ("a handwritten {}", "{}")
+    config.evals.diagnostics.max_captions = 2
+  return config
+
+
+EVALUATE_EVERY_CHECKPOINT = True
+
+
+def label(regime: str, decoder: str, variant: str, lam: float) -> str:
+  """A run's label, as `study_report.parse_label` reads it back."""
+  return f"{regime}, {decoder}, {variant}, lambda={lam:g}"
+
+
+def sweep(add):
+  """The main regime (`noisy`) first, then its variants and the small decoder, then the other
+  regimes: an interrupted study has its most informative points first."""
+  def grid(regime, decoder="mu"):
+    arg = f"regime={regime}" + ("" if decoder == "mu" else f",decoder={decoder}")
+    for lam in STEEP_LAMBDAS if regime == "steep" else LAMBDAS:
+      add(label=label(regime, decoder, "paper", lam), arg=arg, seeds=SEEDS,
+          **{"objective.text_only_weight": lam})
+
+  grid("noisy")
+  for variant, overrides in VARIANTS.items():
+    add(label=label("noisy", "mu", variant, 1.0), arg="regime=noisy", seeds=SEEDS,
+        **{"objective.text_only_weight": 1.0, **overrides})
+  grid("noisy", SMALL_DECODER)
+  for regime in REGIMES:
+    if regime != "noisy":
+      grid(regime)
+
+
+def sweep_tables():
+  return [("held-out zero-shot top-1", {"top-1": TEST_METRIC}),
+          ("`validation` split (for choices)", {"top-1": VAL_METRIC})], (0.0, 1.0)
+
+
+def sweep_report(results, per_seed, workdir, runs):
+  return study_report.report(results, per_seed, workdir, runs, alphas=ALPHAS,
+                             val_metric=VAL_METRIC, test_metric=TEST_METRIC,
+                             diagnostics="diagnostics/diagnostics")
