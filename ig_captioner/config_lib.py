@@ -80,6 +80,11 @@ def digits_data(**overrides) -> ml_collections.ConfigDict:
   return data
 
 
+# Fields of `config.data` that change how the data is read, never what is prepared on disk.
+PIPELINE_FIELDS = ("shuffle_seed", "augment_shift", "num_workers", "read_threads",
+                   "text_only_split")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the field and the fix for values that cannot work: the trainer's
   own fields here; the model family, the objective and each evaluator check theirs."""

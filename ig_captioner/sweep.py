@@ -86,18 +86,17 @@ def _data_overrides(run: Run) -> dict:
 
 def prepare_commands(config_arg: str, runs: list[Run], extra: list[str]) -> list[list[str]]:
   """`ig_captioner.data.prepare` flags, one per distinct `config.data` of the runs (their
-  config arguments and `data.*` overrides may choose other data; the shuffle seed does not
-  change what is on disk)."""
+  config arguments and `data.*` overrides may choose other data; `config_lib.PIPELINE_FIELDS`
+  such as the shuffle seed do not change what is on disk)."""
   commands, seen = [], set()
   for run in runs or [Run("default", "", {})]:
     run_arg = run_config_arg(config_arg, run)
     _, run_config = config_lib.load_file(run_arg)
     data = run_config.data.copy_and_resolve_references()
     for dotted, value in _data_overrides(run).items():
-      if dotted != "data.shuffle_seed":
-        data[dotted.removeprefix("data.")] = value
-    key = json.dumps({k: v for k, v in data.to_dict().items() if k != "shuffle_seed"},
-                     sort_keys=True, default=str)
+      data[dotted.removeprefix("data.")] = value
+    key = json.dumps({k: v for k, v in data.to_dict().items()
+                      if k not in config_lib.PIPELINE_FIELDS}, sort_keys=True, default=str)
     if key not in seen:
       seen.add(key)
       commands.append([f"--config={run_arg}"] + extra + [

@@ -188,6 +188,82 @@ def test_lambda_zero_never_runs_the_text_only_pass(captioner_model):
   assert cost0 < 0.9 * cost1
 
 
+def _batch(rng, b=4):
+  images = rng.normal(size=(b, 16, 16, 3)).astype(np.float32)
+  tokens = helpers.random_tokens(rng, b, 8, 32)
+  return dict(image=images, tokens=tokens, target_mask=tokenizer_lib.scored_targets(tokens))
+
+
+def test_a_separate_text_only_batch_is_what_the_text_only_pass_scores(captioner_model):
+  predict = captioner_model.predict_fns
+  params = helpers.random_params(captioner_model)
+  rng = np.random.default_rng(5)
+  batch = _batch(rng)
+  texts = helpers.random_tokens(rng, 4, 8, 32)
+  batch.update(text_only_tokens=texts, text_only_target_mask=tokenizer_lib.scored_targets(texts))
+  objective_config = ml_collections.ConfigDict(
+      dict(name="captioning", text_only_weight=0.6, text_only_batch="separate"))
+  captioning.validate(objective_config)
+  loss, metrics = captioning.make_loss(objective_config, predict)(params, batch, None)
+
+  inputs, targets = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
+  visual = predict["encode_images"](params, batch["image"])
+  logp_img = numpy_sequence_logprob(np.asarray(predict["decode"](params, inputs, visual)),
+                                    targets)
+  logp_txt = numpy_sequence_logprob(np.asarray(predict["decode"](params, texts[:, :-1], None)),
+                                    texts[:, 1:])
+  ce_img = -logp_img.sum() / (targets != 0).sum()
+  ce_txt = -logp_txt.sum() / (texts[:, 1:] != 0).sum()  # The separate texts' tokens.
+  np.testing.assert_allclose(metrics["ce_text_only"], ce_txt, rtol=1e-5)
+  np.testing.assert_allclose(loss, ce_img + 0.6 * ce_txt, rtol=1e-5)
+  assert "info_gain_per_token" not in metrics  # Different texts: no per-token gain.
+
+  del batch["text_only_tokens"], batch["text_only_target_mask"]
+  with pytest.raises(errors.ConfigError, match="config.data.text_only_split"):
+    captioning.make_loss(objective_config, predict)(params, batch, None)
+
+
+def test_text_only_trainable_stops_the_text_only_gradient_elsewhere(captioner_model):
+  predict = captioner_model.predict_fns
+  params = helpers.random_params(captioner_model)
+  batch = _batch(np.random.default_rng(6))
+
+  def grads(**fields):
+    objective_config = ml_collections.ConfigDict(dict(name="captioning", **fields))
+    captioning.validate(objective_config)
+    loss_fn = captioning.make_loss(objective_config, predict)
+    return jax.grad(lambda p: loss_fn(p, batch, None)[0])(params)
+
+  standard = grads(text_only_weight=0.0)
+  full = grads(text_only_weight=1.0)
+  head_only = grads(text_only_weight=1.0, text_only_trainable="decoder/(ln_final|head)")
+  paths = captioning.param_paths(params)
+  flat = {name: (jax.tree.leaves(standard)[i], jax.tree.leaves(full)[i],
+                 jax.tree.leaves(head_only)[i]) for i, name in enumerate(paths)}
+  touched = [n for n in paths if n.startswith(("decoder/ln_final", "decoder/head"))]
+  assert touched and len(touched) < len(paths)
+  for name, (g_std, g_full, g_head) in flat.items():
+    if name in touched:  # The text-only loss's gradient arrives here as with no restriction.
+      np.testing.assert_allclose(g_head, g_full, rtol=1e-5, atol=1e-7)
+    else:  # Only the captioning loss's gradient arrives here.
+      np.testing.assert_allclose(g_head, g_std, rtol=1e-5, atol=1e-7)
+  # Shared params the text-only loss changes without the restriction (so the check can fail).
+  changed = [n for n, (g_std, g_full, _) in flat.items()
+             if n not in touched and not np.allclose(g_std, g_full, rtol=1e-4)]
+  assert any("block0/self_attn" in n for n in changed), changed
+
+  with pytest.raises(errors.ConfigError, match="matches no param"):
+    grads(text_only_weight=1.0, text_only_trainable="decoder/no_such_layer")
+
+
+@pytest.mark.parametrize("field, value", [("text_only_batch", "web"),
+                                          ("text_only_trainable", "decoder/(head")])
+def test_bad_text_only_variant_fields_are_refused(field, value):
+  with pytest.raises(errors.ConfigError, match=field):
+    captioning.validate(ml_collections.ConfigDict(
+        dict(name="captioning", text_only_weight=1.0, **{field: value})))
+
+
 # ------------------------------------------------------------------------------ Contrastive ---
 def _log_softmax(x, axis):
   x = x - x.max(axis=axis, keepdims=True)
