@@ -21,6 +21,8 @@ Arguments (`--config=configs/ig_study.py:ARGS`, comma-separated):
   runlocal      seconds-long smoke-test variant (used by the tests).
 """
 
+import os
+
 import ml_collections
 
 from ig_captioner import config_lib
@@ -52,31 +54,23 @@ VAL_METRIC = "zeroshot/digits_val/top1"
 TEST_METRIC = "zeroshot/digits/top1"
 
 
+def _demo_config(arg: str) -> ml_collections.ConfigDict:
+  """configs/demo.py's config (the main job's model, optimizer and mesh) for `arg`."""
+  return config_lib.load_file(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                           f"demo.py:{arg}"))[1]
+
+
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, runlocal=False, steps=800, regime="noisy", decoder="mu")
   if arg.regime not in REGIMES:
     raise errors.ConfigError(f"config argument regime={arg.regime!r} is unknown; known: "
                              f"{list(REGIMES)}")
-  exponent, noise = REGIMES[arg.regime]
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-  config.data = config_lib.digits_data(prior_exponent=exponent, caption_noise=noise)
-  config.model = ml_collections.ConfigDict(dict(
-      name="captioner", encoder="mu/8", decoder=arg.decoder,
-      decoder_depth=ml_collections.FieldReference(None, field_type=int), vocab_size=128,
-      image_size=32, max_text_len=12, dtype="float32"))
-  config.objective = ml_collections.ConfigDict(dict(
-      name="captioning", text_only_weight=1.0, text_only_fraction=1.0,
-      text_only_batch="paired", text_only_warmup_steps=0,
-      text_only_trainable=ml_collections.FieldReference(None, field_type=str)))
-  config.total_steps = arg.steps
-  config.batch_size = 128
-  config.optimizer = ml_collections.ConfigDict(dict(
-      learning_rate=3e-3, warmup_steps=100, final_lr_fraction=0.01, weight_decay=1e-4,
-      b1=0.9, b2=0.98, clip_norm=1.0))
-  config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  config.eval_mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  config.log_every = 50
+  # The main job's captioner: its runlocal variant has a nano decoder whatever `decoder` says.
+  config = _demo_config(f"family=captioner,steps={arg.steps}" +
+                        (",runlocal" if arg.runlocal else ""))
+  config.data.prior_exponent, config.data.caption_noise = REGIMES[arg.regime]
+  if not arg.runlocal:
+    config.model.decoder = arg.decoder
   config.checkpoint_every = max(arg.steps // 2, 1)  # Diagnostics at mid-training and the end.
   config.keep_checkpoints = None  # Every checkpoint is evaluated: the diagnostics' curve.
 
@@ -87,13 +81,7 @@ def get_config(arg=None):
       prior_templates=digits_captions.CAPTION_TEMPLATES)  # On the validation split.
 
   if arg.runlocal:
-    config.data.num_train_examples = 512
-    config.model.encoder = "nano/8"
-    config.model.decoder = "nano"
     config.total_steps = 4
-    config.batch_size = 16
-    config.optimizer.warmup_steps = 2
-    config.log_every = 2
     config.checkpoint_every = 2
     for name in ("digits", "digits_val"):
       config.evals[name].templates = ("a handwritten {}", "{}")
