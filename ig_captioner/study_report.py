@@ -163,16 +163,21 @@ def plot_trajectories(curves: dict, path: str, names: dict[str, str]) -> str | N
   except ImportError:
     return None
   fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.3), squeeze=False)
+  colors = plt.get_cmap("tab20").colors
+  styles = ("-", "--", ":")  # With 20 colours: 60 groups tell apart.
   for ax, (title, metric) in zip(axes[0], names.items()):
-    for group, steps in curves.items():
+    for i, (group, steps) in enumerate(curves.items()):
       points = [(s, sum(v[metric]) / len(v[metric])) for s, v in steps.items() if v.get(metric)]
-      ax.plot([s for s, _ in points], [y for _, y in points], marker="o", ms=3, label=group)
+      ax.plot([s for s, _ in points], [y for _, y in points], marker="o", ms=3, label=group,
+              color=colors[i % len(colors)], linestyle=styles[i // len(colors) % len(styles)])
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("train step")
     ax.grid(alpha=0.3)
-  axes[0][0].legend(fontsize=6)
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3,
+             fontsize=7, frameon=False)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(fig)
   return path
 
