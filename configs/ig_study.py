@@ -121,7 +121,7 @@ def sweep_tables():
           ("`validation` split (for choices)", {"top-1": VAL_METRIC})], (0.0, 1.0)
 
 
-def sweep_report(results, per_seed, workdir, runs):
-  return study_report.report(results, per_seed, workdir, runs, alphas=ALPHAS,
+def sweep_report(results, workdir, runs):
+  return study_report.report(results, workdir, runs, alphas=ALPHAS,
                              val_metric=VAL_METRIC, test_metric=TEST_METRIC,
                              diagnostics="diagnostics/diagnostics")

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ig_captioner import tree_paths
+
 _GOLDEN = np.uint32(0x9E3779B9)  # 2^32 / golden ratio: decorrelates neighbouring indices.
 _SEED = np.uint32(0x7F4A7C15)
 
@@ -68,21 +70,9 @@ def tree_fingerprints(tree: Any) -> dict[str, str]:
   fingerprints = _fingerprints(tree)
   # Replicated results: every process reads its own copy, no cross-host transfer.
   leaves = jax.tree_util.tree_flatten_with_path(fingerprints)[0]
-  return {_path_name(path): "".join(f"{int(w):08x}" for w in np.asarray(value.addressable_data(0)))
+  return {tree_paths.path_name(path):
+          "".join(f"{int(w):08x}" for w in np.asarray(value.addressable_data(0)))
           for path, value in leaves}
-
-
-def _path_name(path) -> str:
-  """'decoder/block0/mlp/fc1/kernel' for a tree path (dict keys, sequence indices, fields)."""
-  parts = []
-  for entry in path:
-    for attr in ("key", "idx", "name"):
-      if hasattr(entry, attr):
-        parts.append(str(getattr(entry, attr)))
-        break
-    else:
-      parts.append(str(entry))
-  return "/".join(parts)
 
 
 def json_digest(value: Any) -> str:

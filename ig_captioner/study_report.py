@@ -182,10 +182,9 @@ def plot_trajectories(curves: dict, path: str, names: dict[str, str]) -> str | N
   return path
 
 
-def report(results, per_seed, workdir: str, runs, *, alphas, val_metric: str,
+def report(results, workdir: str, runs, *, alphas, val_metric: str,
            test_metric: str, diagnostics: str) -> str:
   """The text the study prints; saves its figures under `workdir`."""
-  del per_seed  # The aggregated rows carry what the tables need.
   table = selection_table(results, alphas=alphas, val_metric=val_metric,
                           test_metric=test_metric, diagnostics=diagnostics)
   names = {"CE with image": f"{diagnostics}/ce_with_image",

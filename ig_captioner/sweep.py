@@ -12,9 +12,9 @@ distinct `config.data` of the runs. Its optional `sweep_tables()` returns
 `([(title, {column header: metric}), ...], alphas)`: one row per run, and for a run whose
 metrics come as `<metric>_alpha<a>` (caption scoring, s = log P(t|I) - alpha * log P(t)) one
 row per alpha of `alphas`; a run without a metric shows "-". Without it, one table per eval.
-Its optional `sweep_report(results, per_seed, workdir, runs)` returns text printed after the
-tables (its own analysis: selections, figures it saves under `workdir`); `results` are the
-aggregated rows, `per_seed` the (group or label, metrics) of every run. With
+Its optional `sweep_report(results, workdir, runs)` returns text printed after the tables (its
+own analysis: selections, figures it saves under `workdir`); `results` are the aggregated rows,
+`runs` the `Run`s, whose directories hold every run's metrics. With
 `EVALUATE_EVERY_CHECKPOINT = True` every kept checkpoint is evaluated, not only the last.
 
 Each run is a separate trainer process and then a separate evaluator process (exactly the
@@ -272,7 +272,6 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
       raise SweepError(f"the final checkpoint of {run_dir} could not be evaluated: "
                        f"{done[total_steps]['reason']}")
     results.append((run.group or run.label, done[total_steps]))
-  per_seed = results
   results = aggregate_seeds(results)
   write_summary(os.path.join(workdir, SUMMARY), results)
 
@@ -287,7 +286,7 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
       columns = {name.split("/", 2)[-1]: name for name in names}
     print(f"\n{title}:\n{format_table(results, columns, alphas)}")
   if hasattr(module, "sweep_report"):  # The config's own analysis (figures, selections).
-    print("\n" + module.sweep_report(results, per_seed, workdir, runs))
+    print("\n" + module.sweep_report(results, workdir, runs))
   print(f"\nRuns are under {workdir} (checkpoints, *_metrics.jsonl, tb/; the numbers above in "
         f"{SUMMARY}). "
         f"Total time {time.time() - start:.0f}s.")

@@ -15,6 +15,7 @@ from ig_captioner import objectives
 from ig_captioner import sharding
 from ig_captioner import train
 from ig_captioner import train_state
+from ig_captioner import tree_paths
 from ig_captioner.data import tokenizer as tokenizer_lib
 from ig_captioner.data.tokenizer import PAD_ID
 from ig_captioner.models import likelihood
@@ -237,7 +238,7 @@ def test_text_only_trainable_stops_the_text_only_gradient_elsewhere(captioner_mo
   standard = grads(text_only_weight=0.0)
   full = grads(text_only_weight=1.0)
   head_only = grads(text_only_weight=1.0, text_only_trainable="decoder/(ln_final|head)")
-  paths = captioning.param_paths(params)
+  paths = tree_paths.leaf_names(params)
   flat = {name: (jax.tree.leaves(standard)[i], jax.tree.leaves(full)[i],
                  jax.tree.leaves(head_only)[i]) for i, name in enumerate(paths)}
   touched = [n for n in paths if n.startswith(("decoder/ln_final", "decoder/head"))]

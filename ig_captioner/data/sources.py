@@ -116,6 +116,11 @@ class CheckedSource:
     return bad
 
 
+def as_text(value) -> str:
+  """A record's text field as str (TFDS Text features read back as UTF-8 bytes)."""
+  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
 def open_split(data_config: ml_collections.ConfigDict, split: str) -> CheckedSource:
   b = prepared_builder(data_config)
   if split not in b.info.splits:

@@ -115,8 +115,7 @@ class _ToExample:
   def __call__(self, record, rng: np.random.Generator) -> dict:
     data = self._source.data_config
     if self._class_names is None:
-      text = record[data.text_key]
-      text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+      text = sources.as_text(record[data.text_key])
     else:
       template = self._source.templates[rng.integers(len(self._source.templates))]
       text = template.format(self._class_names[int(record[self._source.label_key])])
@@ -141,9 +140,7 @@ class _ToText:
     self._key, self._max_text_len, self._tokenizer = data_config.text_key, max_text_len, tokenizer
 
   def __call__(self, record):
-    text = record[self._key]
-    text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
-    return self._tokenizer.encode(text, self._max_text_len)
+    return self._tokenizer.encode(sources.as_text(record[self._key]), self._max_text_len)
 
 
 def with_text_only(examples: grain.MapDataset, config: ml_collections.ConfigDict,

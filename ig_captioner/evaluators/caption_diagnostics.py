@@ -63,10 +63,6 @@ def metric_name(name: str, metric: str) -> str:
   return f"diagnostics/{name}/{metric}"
 
 
-def _text(value) -> str:
-  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
 def empirical_prior(texts, class_names, templates) -> tuple[np.ndarray, float]:
   """(pi over classes, the share of texts matched): how often a text reads
   `template.format(class)` for some template, per class, normalised over the matched texts."""
@@ -74,7 +70,7 @@ def empirical_prior(texts, class_names, templates) -> tuple[np.ndarray, float]:
   counts, total = np.zeros(len(class_names)), 0
   for text in texts:
     total += 1
-    i = owner.get(_text(text).strip().lower())
+    i = owner.get(sources.as_text(text).strip().lower())
     if i is not None:
       counts[i] += 1
   if not counts.sum():
@@ -153,7 +149,8 @@ class Evaluator:
     for row, i in enumerate(index_b):
       if i < 0:
         continue
-      texts = [_text(t) for t in np.atleast_1d(source[int(i)][self._cfg.captions_key])][:k]
+      captions = np.atleast_1d(source[int(i)][self._cfg.captions_key])[:k]
+      texts = [sources.as_text(t) for t in captions]
       tokens[row, :len(texts)] = self._tokenizer.encode_batch(texts, self._max_len)
       valid[row, :len(texts)] = True
     return tokens, valid

@@ -75,7 +75,7 @@ def read_captions(source, captions_key: str) -> tuple[list[str], np.ndarray]:
   per_image = []
   for i in range(len(source)):
     captions = source[i][captions_key]
-    per_image.append([c.decode("utf-8") if isinstance(c, bytes) else str(c) for c in captions])
+    per_image.append([sources.as_text(c) for c in captions])
   texts = list(dict.fromkeys(c for captions in per_image for c in captions))
   position = {t: u for u, t in enumerate(texts)}
   relevant_IxU = np.zeros((len(per_image), len(texts)), bool)

@@ -15,11 +15,11 @@ the text-only term, each off by default (the defaults are the paper's objective)
   `text_only_target_mask`), instead of the captions of the image batch ('paired').
 - `text_only_warmup_steps` > 0: lambda ramps linearly from 0 at step 0 to its value then.
 - `text_only_trainable` (a regex): the text-only loss changes only the params whose path
-  ('decoder/block0/mlp/...', '/'-joined) it matches; a stop-gradient keeps it from every other
-  param. It only ever reaches the decoder's token/position embeddings, self-attention, MLP,
-  layer-norm and head params (the text-only pass skips the image tower and cross-attention), so
-  e.g. 'decoder/(ln_final|head)' leaves the shared representation to the captioning loss.
-  None: every param.
+  (`tree_paths.path_name`: 'decoder/block0/mlp/...') it matches; a stop-gradient keeps it from
+  every other param. It only ever reaches the decoder's token/position embeddings,
+  self-attention, MLP, layer-norm and head params (the text-only pass skips the image tower and
+  cross-attention), so e.g. 'decoder/(ln_final|head)' leaves the shared representation to the
+  captioning loss. None: every param.
 
 config.objective: name='captioning', text_only_weight, and the optional fields above.
 """
@@ -33,6 +33,7 @@ import ml_collections
 
 from ig_captioner import errors
 from ig_captioner import models
+from ig_captioner import tree_paths
 from ig_captioner.models import likelihood
 
 NEEDS = models.CAPTION_FNS
@@ -71,27 +72,19 @@ def validate(objective_config: ml_collections.ConfigDict) -> None:
           "'decoder/(ln_final|head)', or None for all") from e
 
 
-def param_paths(params) -> list[str]:
-  """Every param's path, '/'-joined ('decoder/block0/mlp/...')."""
-  return [_path_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-
-
-def _path_name(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
-
-
 def restrict_gradient(params, pattern: str | None):
   """`params`, with a stop-gradient on every param whose path `pattern` does not match;
   ConfigError if it matches none (a typo would silently turn the text-only loss off)."""
   if pattern is None:
     return params
   regex = re.compile(pattern)
-  if not any(regex.search(p) for p in param_paths(params)):
+  names = tree_paths.leaf_names(params)
+  if not any(regex.search(name) for name in names):
     raise errors.ConfigError(
-        f"config.objective.text_only_trainable={pattern!r} matches no param; the params: "
-        f"{param_paths(params)}")
+        f"config.objective.text_only_trainable={pattern!r} matches no param; the params: {names}")
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: x if regex.search(_path_name(path)) else jax.lax.stop_gradient(x), params)
+      lambda path, x: x if regex.search(tree_paths.path_name(path)) else jax.lax.stop_gradient(x),
+      params)
 
 
 def mean_ce(logits_BxLxV, targets_BxL, mask_BxL):
