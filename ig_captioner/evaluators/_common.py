@@ -13,6 +13,7 @@ from ig_captioner import sharding
 from ig_captioner.data import verify
 from ig_captioner.data.tokenizer import PREFIX_IDS
 from ig_captioner.models import likelihood
+from ig_captioner.models import prompt_scoring
 
 
 def base_config(**fields) -> ml_collections.ConfigDict:
@@ -21,6 +22,9 @@ def base_config(**fields) -> ml_collections.ConfigDict:
       split="zeroshot",
       batch_size=128,  # Images per global batch (a multiple of the mesh's batch axes).
       prompt_chunk=64,  # Texts scored per decoder call (x batch_size pairs) or embedded per call.
+      # Caption likelihoods: "cached" (image K/V once per image, shared prompt prefixes decoded
+      # once; see models/prompt_scoring.py) or "reference" (every pair in full; same numbers).
+      scoring="cached",
       # Prefix-conditioning tokens put before every text, each reported apart: None (no
       # prefix), "caption", "classification".
       prefixes=(None,),
@@ -35,6 +39,9 @@ def validate_common(name: str, eval_config: ml_collections.ConfigDict) -> None:
     if not isinstance(value, int) or value <= 0:
       raise errors.ConfigError(f"config.evals.{name}.{field}={value!r} is invalid: it must be a "
                                "positive integer")
+  if eval_config.get("scoring", "cached") not in prompt_scoring.METHODS:
+    raise errors.ConfigError(f"config.evals.{name}.scoring={eval_config.scoring!r} is not one "
+                             f"of {prompt_scoring.METHODS}")
   prefixes = eval_config.get("prefixes", (None,))
   if not len(prefixes) or not all(p is None or p in PREFIX_IDS for p in prefixes):
     raise errors.ConfigError(f"config.evals.{name}.prefixes={prefixes!r} is invalid: each is "
@@ -69,6 +76,14 @@ def embed_texts_chunked(embed_texts, params, texts_PxT: jax.Array, chunk: int) -
   chunks_GxCxT, num_texts = likelihood.chunked(texts_PxT, chunk)
   z_GxCxE = jax.lax.map(lambda tokens_CxT: embed_texts(params, tokens_CxT), chunks_GxCxT)
   return z_GxCxE.reshape(-1, z_GxCxE.shape[-1])[:num_texts]
+
+
+def prompt_scorer(predict_fns: dict, texts_PxT, groups_P,
+                  eval_config: ml_collections.ConfigDict) -> prompt_scoring.PromptScorer:
+  """The caption-likelihood scorer of `eval_config.scoring` for a fixed set of texts."""
+  return prompt_scoring.PromptScorer(predict_fns, texts_PxT, groups_P,
+                                     int(eval_config.prompt_chunk),
+                                     eval_config.get("scoring", "cached"))
 
 
 class EvaluatorBase:

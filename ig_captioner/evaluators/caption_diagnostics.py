@@ -121,7 +121,6 @@ class Evaluator:
         self.class_names, templates)
     self._prompts_PxT = tokenizer.encode_batch(
         [t.format(c) for c in self.class_names for t in templates], self._max_len, strict=True)
-    chunk = int(eval_config.prompt_chunk)
 
     def nll_sums(params, images, tokens_BxKxT, pair_valid_BxK):
       """Summed NLL with and without the image, and the number of scored tokens."""
@@ -138,8 +137,10 @@ class Evaluator:
       return jnp.stack(sums + [mask.sum().astype(jnp.float32)])
 
     self._nll_sums = jax.jit(nll_sums, out_shardings=self._replicated)
-    self._text_only = jax.jit(lambda params, prompts: predict_fns["text_logprobs"](
-        params, prompts, chunk), out_shardings=self._replicated)
+    self._scorer = _common.prompt_scorer(
+        predict_fns, self._prompts_PxT, np.arange(len(self._prompts_PxT)) % len(templates),
+        eval_config)
+    self._text_only = jax.jit(self._scorer.text_logprobs, out_shardings=self._replicated)
 
   def _captions(self, source, index_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Tokens (b, K, T) of each row's first K captions, and which (row, caption) are real."""
@@ -159,7 +160,7 @@ class Evaluator:
     source = sources.open_split(self._data, self._cfg.split)
     sums = np.zeros(3)
     with sharding.activate(self._mesh):
-      prompts = jax.device_put(self._prompts_PxT, self._replicated)
+      prompts = jax.device_put(self._scorer.inputs, self._replicated)
       logp_txt_P = np.asarray(jax.device_get(self._text_only(params, prompts)))
       for local in pipeline.labeled_batches(self._data, self._cfg.split, self._image_size,
                                             self._cfg.batch_size, label_key=None):

@@ -101,14 +101,15 @@ class Evaluator(_common.EvaluatorBase):
     chunk = int(eval_config.prompt_chunk)
 
     if self._caption:
-      def text_only(params, texts_UxT):
-        return predict_fns["text_logprobs"](params, texts_UxT, chunk)
+      self._scorers = {p: _common.prompt_scorer(predict_fns, self._texts_UxT[p], None,
+                                                eval_config) for p in self.prefixes}
+      scorer = self._scorers[self.prefixes[0]]  # Same shapes for every prefix.
 
-      def caption_scores(params, texts_UxT, images):
+      def caption_scores(params, inputs, images):
         visual = predict_fns["encode_images"](params, images)
-        return predict_fns["image_text_logprobs"](params, visual, texts_UxT, chunk)
+        return scorer.image_text_logprobs(params, visual, inputs)
 
-      self._text_only = jax.jit(text_only, out_shardings=self._replicated)
+      self._text_only = jax.jit(scorer.text_logprobs, out_shardings=self._replicated)
       self._caption_scores = jax.jit(caption_scores, out_shardings=self._replicated)
 
     if self._embed:
@@ -152,8 +153,9 @@ class Evaluator(_common.EvaluatorBase):
           z_txt_UxE = self._embed_texts(params, texts_UxT)
           score_fns[("embed", p)] = functools.partial(self._similarities, params, z_txt_UxE)
         if self._caption:
-          logp_txt_U[p] = np.asarray(jax.device_get(self._text_only(params, texts_UxT)))
-          score_fns[("caption", p)] = functools.partial(self._caption_scores, params, texts_UxT)
+          inputs = jax.device_put(self._scorers[p].inputs, self._replicated)
+          logp_txt_U[p] = np.asarray(jax.device_get(self._text_only(params, inputs)))
+          score_fns[("caption", p)] = functools.partial(self._caption_scores, params, inputs)
       scores = self._score_rows(score_fns)
     for p in self.prefixes:
       if self._embed:

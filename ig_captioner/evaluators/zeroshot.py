@@ -84,24 +84,28 @@ class Evaluator(_common.EvaluatorBase):
     self.class_names = sources.class_names(self._data_config, eval_config.label_key)
     prompts = [t.format(c) for c in self.class_names for t in eval_config.templates]
     self.prefixes = tuple(eval_config.get("prefixes", (None,)))
-    self._prompts_PxT = {p: tokenizer.encode_batch(prompts, config.model.max_text_len,
-                                                   strict=True, prefix=p) for p in self.prefixes}
+    prompts_PxT = {p: tokenizer.encode_batch(prompts, config.model.max_text_len, strict=True,
+                                             prefix=p) for p in self.prefixes}
+    self._prompts_PxT = prompts_PxT
     self._replicated = NamedSharding(mesh, P())
     chunk, num_classes = int(eval_config.prompt_chunk), len(self.class_names)
 
     # Prompts are arguments, not constants baked into the compiled programs (ImageNet with 80
     # templates has 80k of them).
     if self._caption:
-      def text_only(params, prompts_PxT):
-        return predict_fns["text_logprobs"](params, prompts_PxT, chunk)
+      # Template k's prompts share its words before the class name: one group each.
+      groups_P = np.arange(len(prompts)) % len(eval_config.templates)
+      self._scorers = {p: _common.prompt_scorer(predict_fns, prompts_PxT[p], groups_P,
+                                                eval_config) for p in self.prefixes}
+      scorer = self._scorers[self.prefixes[0]]  # Same shapes for every prefix.
 
-      def caption_hits(params, prompts_PxT, logp_txt_P, images, labels, valid):
+      def caption_hits(params, inputs, logp_txt_P, images, labels, valid):
         visual = predict_fns["encode_images"](params, images)
-        logp_img_BxP = predict_fns["image_text_logprobs"](params, visual, prompts_PxT, chunk)
+        logp_img_BxP = scorer.image_text_logprobs(params, visual, inputs)
         scores_AxBxC = class_scores(logp_img_BxP, logp_txt_P, num_classes, self.alphas)
         return ((jnp.argmax(scores_AxBxC, axis=-1) == labels[None]) & valid[None]).sum(-1)
 
-      self._text_only = jax.jit(text_only, out_shardings=self._replicated)
+      self._text_only = jax.jit(scorer.text_logprobs, out_shardings=self._replicated)
       self._caption_hits = jax.jit(caption_hits, out_shardings=self._replicated)
 
     if self._embed:
@@ -123,11 +127,12 @@ class Evaluator(_common.EvaluatorBase):
     with sharding.activate(self._mesh):
       prompts, logp_txt, classes = {}, {}, {}
       for p in self.prefixes:
-        prompts[p] = jax.device_put(self._prompts_PxT[p], self._replicated)
         if self._caption:  # log P(t): once per checkpoint, reused for every image batch.
+          prompts[p] = jax.device_put(self._scorers[p].inputs, self._replicated)
           logp_txt[p] = self._text_only(params, prompts[p])
         if self._embed:
-          classes[p] = self._classes(params, prompts[p])
+          classes[p] = self._classes(params, jax.device_put(self._prompts_PxT[p],
+                                                            self._replicated))
       for local in pipeline.labeled_batches(self._data_config, self._cfg.split, self._image_size,
                                             self._cfg.batch_size, self._cfg.label_key):
         batch = sharding.global_batch_from_local(local, self._mesh)

@@ -24,6 +24,11 @@ from ig_captioner import registry
 #   text_logprobs(params, texts_PxT, chunk) -> logp_P                   log P(t)
 #   image_text_logprobs(params, visual_BxNxD, texts_PxT, chunk) -> logp_BxP   log P(t|I)
 CAPTION_FNS = ("encode_images", "decode", "text_logprobs", "image_text_logprobs")
+# The same decoder, cached (see `decoder.TextDecoder.extend`; used by `prompt_scoring` and
+# `generation`): cross_kv(params, visual_BxNxD) -> per-block (k, v) of the visual tokens;
+#   extend(params, tokens_BxCxQ, positions_Q, contexts or None, cross_kvs or None)
+#     -> (logits_BxCxQxV, per-block (k, v) of the new tokens)
+CACHE_FNS = ("cross_kv", "extend")
 # L2-normalised embeddings in a joint space (two towers), and the contrastive logit parameters:
 #   embed_images(params, images_BxHxWxC) -> z_BxE;  embed_texts(params, tokens_BxT) -> z_BxE
 #   logit_scale_and_bias(params) -> (scale, bias or None)

@@ -44,6 +44,12 @@ class Captioner(nn.Module):
   def decode(self, tokens_BxL, visual_BxNxD=None, bidirectional_B=None):
     return self.decoder(tokens_BxL, visual_BxNxD, bidirectional_B)
 
+  def cross_kv(self, visual_BxNxD):
+    return self.decoder.cross_kv(visual_BxNxD)
+
+  def extend(self, tokens_BxCxQ, positions_Q, contexts=None, cross_kvs=None):
+    return self.decoder.extend(tokens_BxCxQ, positions_Q, contexts, cross_kvs)
+
   def __call__(self, images_BxHxWxC, tokens_BxL):
     """Runs both paths; used to create every parameter at init."""
     return self.decode(tokens_BxL, self.encode(images_BxHxWxC))
@@ -81,4 +87,5 @@ def predict_fns(model: Captioner) -> dict:
                        method="decode")
 
   return {**likelihood.caption_fns(family_parts.method_fn(model, "encode"), decode),
+          **{name: family_parts.method_fn(model, name) for name in ("cross_kv", "extend")},
           "decode_parallel": decode_parallel}

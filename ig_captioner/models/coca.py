@@ -30,6 +30,7 @@ import ml_collections
 
 from ig_captioner import errors
 from ig_captioner.data.tokenizer import PAD_ID
+from ig_captioner.models import decoder
 from ig_captioner.models import family_parts
 from ig_captioner.models import layers
 from ig_captioner.models import likelihood
@@ -49,7 +50,7 @@ class AttentionPool(nn.Module):
         nn.initializers.normal(stddev=0.02), ("positions", "embed")), (1, width), jnp.float32)
     query_Bx1xD = jnp.broadcast_to(query_1xD.astype(self.dtype)[None],
                                    (tokens_BxNxD.shape[0], 1, width))
-    pooled_Bx1xD = layers.MultiHeadAttention(self.num_heads, self.dtype, name="attn")(
+    pooled_Bx1xD = layers.MultiHeadAttention(self.num_heads, width, self.dtype, name="attn")(
         query_Bx1xD, tokens_BxNxD)
     return layers.layer_norm(self.dtype, "ln")(pooled_Bx1xD)[:, 0]
 
@@ -112,6 +113,18 @@ class CoCa(nn.Module):
     logits_BxLxV = self.head(self.ln_final(x_BxLxD))
     return nn.with_logical_constraint(logits_BxLxV.astype(jnp.float32),
                                       ("activation_batch", "activation_length", "activation_vocab"))
+
+  def cross_kv(self, visual_BxNxD):
+    """Cross-attention keys/values per decoder block (None for the unimodal half)."""
+    return ((None,) * self.unimodal_depth +
+            tuple(block.cross_kv(visual_BxNxD) for block in self.multimodal))
+
+  def extend(self, tokens_BxCxQ, positions_Q, contexts=None, cross_kvs=None):
+    """The cached path through both halves (see `decoder.TextDecoder.extend`)."""
+    x_BxCxQxD, new_kvs = decoder.extend_blocks(
+        (*self.unimodal, *self.multimodal), self.text_embedding(tokens_BxCxQ, positions_Q),
+        contexts, cross_kvs)
+    return self.head(self.ln_final(x_BxCxQxD)).astype(jnp.float32), new_kvs
 
   def encode(self, images_BxHxWxC):
     return self.encoder(images_BxHxWxC)
@@ -177,6 +190,7 @@ def predict_fns(model: CoCa) -> dict:
     return model.apply({"params": params}, images_BxHxWxC, tokens_BxT)
 
   return {**likelihood.caption_fns(family_parts.method_fn(model, "encode"), decode),
+          **{name: family_parts.method_fn(model, name) for name in ("cross_kv", "extend")},
           **{name: family_parts.method_fn(model, name)
              for name in ("embed_images", "embed_texts", "logit_scale_and_bias")},
           "caption_and_embed": caption_and_embed}

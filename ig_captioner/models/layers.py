@@ -10,10 +10,13 @@ with logical partitioning break under `jax.set_mesh` in flax 0.12, so heads are 
 """
 
 import dataclasses
-from typing import Any
+import functools
+from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ig_captioner import errors
 
@@ -64,9 +67,17 @@ BATCH_LENGTH_HEADS_KV = ("activation_batch", "activation_length", "activation_he
                          "activation_kv")
 
 
-def dense(features: int, axes: tuple[str, str], dtype: Dtype, name: str, use_bias: bool = True,
-          kernel_init=nn.initializers.xavier_uniform()) -> nn.Dense:
-  """A Dense layer whose 2-D kernel and bias carry logical axis names."""
+def dense(features: int, axes: tuple[str, str], dtype: Dtype, name: str | None,
+          use_bias: bool = True, kernel_init=nn.initializers.xavier_uniform()) -> nn.Dense:
+  """A Dense layer whose 2-D kernel and bias carry logical axis names.
+
+  With a bfloat16 `dtype` the inputs and kernel are bfloat16 and the products accumulate (and
+  come out) in float32 (`preferred_element_type`): asking XLA for bfloat16 outputs makes CPUs
+  run float32 matmuls, while bfloat16 inputs with float32 accumulation are fast everywhere.
+  """
+  dot_general = None
+  if dtype != jnp.float32:
+    dot_general = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
   return nn.Dense(
       features,
       dtype=dtype,
@@ -74,10 +85,11 @@ def dense(features: int, axes: tuple[str, str], dtype: Dtype, name: str, use_bia
       use_bias=use_bias,
       kernel_init=nn.with_logical_partitioning(kernel_init, axes),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes[1],)),
+      dot_general=dot_general,
       name=name)
 
 
-def layer_norm(dtype: Dtype, name: str) -> nn.LayerNorm:
+def layer_norm(dtype: Dtype, name: str | None) -> nn.LayerNorm:
   return nn.LayerNorm(
       dtype=dtype,
       param_dtype=jnp.float32,
@@ -86,45 +98,88 @@ def layer_norm(dtype: Dtype, name: str) -> nn.LayerNorm:
       name=name)
 
 
+def _mixed_einsum(spec: str, a: jax.Array, b: jax.Array, dtype: Dtype) -> jax.Array:
+  """einsum of `a` and `b` cast to `dtype`, accumulated in float32."""
+  return jnp.einsum(spec, a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
+
+
+# Key/value segments for cached attention (`MultiHeadAttention.attend_segments`): a tuple
+# (keys, values, allowed) with keys/values either per image, k_BxSxHxK (shared by all C rows of
+# that image: cross-attention's visual tokens, a prompt prefix decoded once), or per row,
+# k_BxCxSxHxK (a row's own tokens); `allowed` is None or a bool mask broadcastable to Q x S.
+Segment = tuple[jax.Array, jax.Array, jax.Array | None]
+
+
+def causal_mask(q_len: int, s_len: int) -> jax.Array:
+  """allowed_QxS: query i sees keys 0..i (queries and keys start at the same position)."""
+  return jnp.tril(jnp.ones((q_len, s_len), dtype=bool))
+
+
 class MultiHeadAttention(nn.Module):
-  """Dot-product attention from queries x_BxQxD to keys/values kv_BxSxE (self- or cross-)."""
+  """Dot-product attention from queries x_BxQxD to keys/values kv_BxSxE (self- or cross-).
+
+  `__call__` is the training and full-recomputation path. `project_kv` and `attend_segments`
+  are the cached path: keys and values computed once (per image, per prompt prefix, per
+  generated token) and attended to by later queries.
+  """
   num_heads: int
+  width: int
   dtype: Dtype = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    if self.width % self.num_heads:
+      raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
+    self.query, self.key, self.value = (dense(self.width, ("embed", "heads"), self.dtype, None)
+                                        for _ in range(3))
+    self.out = dense(self.width, ("heads", "embed"), self.dtype, None)
+
+  def _split_heads(self, x_XxD):
+    return x_XxD.reshape(*x_XxD.shape[:-1], self.num_heads, self.width // self.num_heads)
+
+  def project_kv(self, kv_XxSxE) -> tuple[jax.Array, jax.Array]:
+    """Keys and values k_XxSxHxK, v_XxSxHxK of tokens kv_XxSxE (any leading axes)."""
+    return self._split_heads(self.key(kv_XxSxE)), self._split_heads(self.value(kv_XxSxE))
+
   def __call__(self, x_BxQxD, kv_BxSxE, causal: bool = False, bidirectional_B=None):
     """`causal` masks later positions; `bidirectional_B` (bool per example) lifts that mask for
     the examples where it is True (CapPa's parallel prediction)."""
-    b, q_len, width = x_BxQxD.shape
-    s_len = kv_BxSxE.shape[1]
-    if width % self.num_heads:
-      raise ValueError(f"width {width} is not divisible by num_heads {self.num_heads}")
-    h, k = self.num_heads, width // self.num_heads
-
-    def project(x, name):
-      return dense(width, ("embed", "heads"), self.dtype, name)(x)
-
-    q_BxQxHxK = project(x_BxQxD, "query").reshape(b, q_len, h, k)
-    k_BxSxHxK = project(kv_BxSxE, "key").reshape(b, s_len, h, k)
-    v_BxSxHxK = project(kv_BxSxE, "value").reshape(b, s_len, h, k)
-    q_BxQxHxK = nn.with_logical_constraint(q_BxQxHxK, BATCH_LENGTH_HEADS_KV)
-    k_BxSxHxK = nn.with_logical_constraint(k_BxSxHxK, BATCH_LENGTH_HEADS_KV)
-    v_BxSxHxK = nn.with_logical_constraint(v_BxSxHxK, BATCH_LENGTH_HEADS_KV)
-
-    logits_BxHxQxS = jnp.einsum("bqhk,bshk->bhqs", q_BxQxHxK, k_BxSxHxK,
-                                preferred_element_type=jnp.float32)
-    logits_BxHxQxS = logits_BxHxQxS / jnp.sqrt(k).astype(jnp.float32)
+    b, q_len, _ = x_BxQxD.shape
+    q_BxQxHxK = nn.with_logical_constraint(self._split_heads(self.query(x_BxQxD)),
+                                           BATCH_LENGTH_HEADS_KV)
+    k_BxSxHxK, v_BxSxHxK = (nn.with_logical_constraint(a, BATCH_LENGTH_HEADS_KV)
+                            for a in self.project_kv(kv_BxSxE))
+    logits_BxHxQxS = _mixed_einsum("bqhk,bshk->bhqs", q_BxQxHxK, k_BxSxHxK, self.dtype)
+    logits_BxHxQxS = logits_BxHxQxS / jnp.sqrt(q_BxQxHxK.shape[-1]).astype(jnp.float32)
     if causal:
-      allowed_Bx1xQxS = jnp.tril(jnp.ones((q_len, s_len), dtype=bool))[None, None]
+      allowed_Bx1xQxS = causal_mask(q_len, k_BxSxHxK.shape[1])[None, None]
       if bidirectional_B is not None:
         allowed_Bx1xQxS = allowed_Bx1xQxS | bidirectional_B[:, None, None, None]
       logits_BxHxQxS = jnp.where(allowed_Bx1xQxS, logits_BxHxQxS, jnp.finfo(jnp.float32).min)
-    weights_BxHxQxS = nn.softmax(logits_BxHxQxS, axis=-1).astype(self.dtype)
-    out_BxQxHxK = jnp.einsum("bhqs,bshk->bqhk", weights_BxHxQxS, v_BxSxHxK)
+    weights_BxHxQxS = nn.softmax(logits_BxHxQxS, axis=-1)
+    out_BxQxHxK = _mixed_einsum("bhqs,bshk->bqhk", weights_BxHxQxS, v_BxSxHxK, self.dtype)
     out_BxQxHxK = nn.with_logical_constraint(out_BxQxHxK, BATCH_LENGTH_HEADS_KV)
-    out_BxQxD = dense(width, ("heads", "embed"), self.dtype, "out")(
-        out_BxQxHxK.reshape(b, q_len, width))
+    out_BxQxD = self.out(out_BxQxHxK.reshape(b, q_len, self.width))
     return nn.with_logical_constraint(out_BxQxD, BATCH_LENGTH_EMBED)
+
+  def attend_segments(self, x_BxCxQxD, segments: Sequence[Segment]) -> jax.Array:
+    """Queries of C rows per image attend to the keys of every segment at once (one softmax).
+    Per-image segments are never copied per row. Returns out_BxCxQxD."""
+    q_BxCxQxHxK = self._split_heads(self.query(x_BxCxQxD))
+    scale = jnp.sqrt(q_BxCxQxHxK.shape[-1]).astype(jnp.float32)
+    logits = []
+    for k, _, allowed in segments:
+      spec = "bcqhk,bshk->bchqs" if k.ndim == 4 else "bcqhk,bcshk->bchqs"
+      logits_BxCxHxQxS = _mixed_einsum(spec, q_BxCxQxHxK, k, self.dtype) / scale
+      if allowed is not None:
+        logits_BxCxHxQxS = jnp.where(allowed, logits_BxCxHxQxS, jnp.finfo(jnp.float32).min)
+      logits.append(logits_BxCxHxQxS)
+    weights = nn.softmax(jnp.concatenate(logits, axis=-1), axis=-1)
+    bounds = np.cumsum([k.shape[-3] for k, _, _ in segments])[:-1]
+    out_BxCxQxHxK = sum(
+        _mixed_einsum("bchqs,bshk->bcqhk" if v.ndim == 4 else "bchqs,bcshk->bcqhk", w, v,
+                      self.dtype)
+        for w, (_, v, _) in zip(jnp.split(weights, bounds, axis=-1), segments))
+    return self.out(out_BxCxQxHxK.reshape(*x_BxCxQxD.shape[:-1], self.width))
 
 
 class MlpBlock(nn.Module):
@@ -136,9 +191,12 @@ class MlpBlock(nn.Module):
   def __call__(self, x_BxLxD):
     width = x_BxLxD.shape[-1]
     h_BxLxF = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "fc1")(x_BxLxD)
-    h_BxLxF = nn.with_logical_constraint(nn.gelu(h_BxLxF), BATCH_LENGTH_MLP)
-    out_BxLxD = dense(width, ("mlp", "embed"), self.dtype, "fc2")(h_BxLxF)
-    return nn.with_logical_constraint(out_BxLxD, BATCH_LENGTH_EMBED)
+    if h_BxLxF.ndim == 3:
+      h_BxLxF = nn.with_logical_constraint(h_BxLxF, BATCH_LENGTH_MLP)
+    out_BxLxD = dense(width, ("mlp", "embed"), self.dtype, "fc2")(nn.gelu(h_BxLxF))
+    if out_BxLxD.ndim == 3:
+      out_BxLxD = nn.with_logical_constraint(out_BxLxD, BATCH_LENGTH_EMBED)
+    return out_BxLxD
 
 
 class TransformerBlock(nn.Module):
@@ -151,50 +209,89 @@ class TransformerBlock(nn.Module):
   causal: bool = False
   dtype: Dtype = jnp.float32
 
-  @nn.compact
+  def setup(self):
+    heads, width = self.size.num_heads, self.size.width
+    self.ln_self = layer_norm(self.dtype, None)
+    self.self_attn = MultiHeadAttention(heads, width, self.dtype)
+    self.ln_cross = layer_norm(self.dtype, None)
+    self.cross_attn = MultiHeadAttention(heads, width, self.dtype)
+    self.ln_mlp = layer_norm(self.dtype, None)
+    self.mlp = MlpBlock(self.size.mlp_dim, self.dtype)
+
   def __call__(self, x_BxLxD, cross_BxNxE=None, bidirectional_B=None):
-    heads = self.size.num_heads
-    y = layer_norm(self.dtype, "ln_self")(x_BxLxD)
-    x_BxLxD = x_BxLxD + MultiHeadAttention(heads, self.dtype, name="self_attn")(
-        y, y, causal=self.causal, bidirectional_B=bidirectional_B)
+    y = self.ln_self(x_BxLxD)
+    x_BxLxD = x_BxLxD + self.self_attn(y, y, causal=self.causal,
+                                       bidirectional_B=bidirectional_B)
     if cross_BxNxE is not None:
-      y = layer_norm(self.dtype, "ln_cross")(x_BxLxD)
-      x_BxLxD = x_BxLxD + MultiHeadAttention(heads, self.dtype, name="cross_attn")(
-          y, cross_BxNxE)
-    y = layer_norm(self.dtype, "ln_mlp")(x_BxLxD)
-    x_BxLxD = x_BxLxD + MlpBlock(self.size.mlp_dim, self.dtype, name="mlp")(y)
+      y = self.ln_cross(x_BxLxD)
+      x_BxLxD = x_BxLxD + self.cross_attn(y, cross_BxNxE)
+    x_BxLxD = x_BxLxD + self.mlp(self.ln_mlp(x_BxLxD))
     return nn.with_logical_constraint(x_BxLxD, BATCH_LENGTH_EMBED)
+
+  def cross_kv(self, cross_BxNxE) -> tuple[jax.Array, jax.Array]:
+    """The cross-attention keys and values of the visual tokens, k_BxNxHxK and v_BxNxHxK."""
+    return self.cross_attn.project_kv(cross_BxNxE.astype(self.dtype))
+
+  def extend(self, x_BxCxQxD, context: Sequence[Segment], cross_kv=None):
+    """The cached path of a causal block: C rows per image of Q new tokens, which see the
+    `context` segments (earlier tokens' keys/values) and each other causally; `cross_kv` from
+    `cross_kv` (None: no cross-attention). Returns (x_BxCxQxD, (k, v) of the new tokens,
+    k_BxCxQxHxK: what later tokens will attend to)."""
+    q_len = x_BxCxQxD.shape[-2]
+    y = self.ln_self(x_BxCxQxD)
+    new_kv = self.self_attn.project_kv(y)
+    own = (*new_kv, causal_mask(q_len, q_len))
+    x_BxCxQxD = x_BxCxQxD + self.self_attn.attend_segments(y, (*context, own))
+    if cross_kv is not None:
+      y = self.ln_cross(x_BxCxQxD)
+      x_BxCxQxD = x_BxCxQxD + self.cross_attn.attend_segments(y, ((*cross_kv, None),))
+    return x_BxCxQxD + self.mlp(self.ln_mlp(x_BxCxQxD)), new_kv
+
+
+def embedding_tables(module: nn.Module, vocab_size: int, max_len: int, width: int):
+  """The token table_VxD and position table pos_MxD (M = max_len) params of `module`."""
+  table_VxD = module.param(
+      "token_embedding",
+      nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), ("vocab", "embed")),
+      (vocab_size, width), jnp.float32)
+  pos_MxD = module.param(
+      "pos_embedding",
+      nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), ("positions", "embed")),
+      (max_len, width), jnp.float32)
+  return table_VxD, pos_MxD
+
+
+def embed_tokens(table_VxD, pos_MxD, tokens_XxL, dtype: Dtype, positions_L=None):
+  """Embedded tokens plus learned positions (0..L-1, or `positions_L`), as x_XxLxD."""
+  length = tokens_XxL.shape[-1]
+  if length > pos_MxD.shape[0]:
+    raise ValueError(f"text length {length} exceeds the model's max_len {pos_MxD.shape[0]}")
+  # Gather from a replicated copy (as FSDP does for every weight just in time): a gather from a
+  # vocab-sharded table would make XLA replicate the batch-sharded activations instead.
+  table_VxD = nn.with_logical_constraint(table_VxD.astype(dtype), (None, None))
+  pos_LxD = pos_MxD[:length] if positions_L is None else jnp.take(pos_MxD, positions_L, axis=0, mode="clip")
+  x_XxLxD = jnp.take(table_VxD, tokens_XxL, axis=0) + pos_LxD.astype(dtype)
+  if x_XxLxD.ndim == 3:
+    x_XxLxD = nn.with_logical_constraint(x_XxLxD, BATCH_LENGTH_EMBED)
+  return x_XxLxD
 
 
 def token_and_position_embedding(module: nn.Module, tokens_BxL, vocab_size: int, max_len: int,
                                  width: int, dtype: Dtype):
   """Embedded tokens_BxL plus learned positions, as x_BxLxD; creates the params in `module`."""
-  length = tokens_BxL.shape[1]
-  if length > max_len:
-    raise ValueError(f"text length {length} exceeds the model's max_len {max_len}")
-  table_VxD = module.param(
-      "token_embedding",
-      nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), ("vocab", "embed")),
-      (vocab_size, width), jnp.float32)
-  # Gather from a replicated copy (as FSDP does for every weight just in time): a gather from a
-  # vocab-sharded table would make XLA replicate the batch-sharded activations instead.
-  table_VxD = nn.with_logical_constraint(table_VxD.astype(dtype), (None, None))
-  pos_LxD = module.param(
-      "pos_embedding",
-      nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), ("positions", "embed")),
-      (max_len, width), jnp.float32)[:length]
-  x_BxLxD = jnp.take(table_VxD, tokens_BxL, axis=0) + pos_LxD.astype(dtype)
-  return nn.with_logical_constraint(x_BxLxD, BATCH_LENGTH_EMBED)
+  tables = embedding_tables(module, vocab_size, max_len, width)
+  return embed_tokens(*tables, tokens_BxL, dtype)
 
 
 class TextEmbedding(nn.Module):
-  """`token_and_position_embedding` as a module, for modules that define their parts in setup."""
+  """Token and position embeddings as a module, for modules that define their parts in setup;
+  `positions_L` (default 0..L-1) places tokens after a cached prefix."""
   vocab_size: int
   max_len: int
   width: int
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens_BxL):
-    return token_and_position_embedding(self, tokens_BxL, self.vocab_size, self.max_len,
-                                        self.width, self.dtype)
+  def __call__(self, tokens_XxL, positions_L=None):
+    tables = embedding_tables(self, self.vocab_size, self.max_len, self.width)
+    return embed_tokens(*tables, tokens_XxL, self.dtype, positions_L)

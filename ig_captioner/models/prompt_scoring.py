@@ -1,0 +1,216 @@
+"""Exact fast scoring of many texts per image: log P(t|I) for B images x P prompts, and log P(t).
+
+The reference (`likelihood.caption_fns`) decodes every (image, prompt) pair in full. This path
+gives the same numbers with far less work, through a family's cached decoder (`cross_kv`,
+`extend`; `models.CACHE_FNS`):
+- the visual tokens' cross-attention keys/values are computed once per image, and every prompt
+  block attends to them without a copy per prompt;
+- prompts are grouped (zero-shot: by template). The longest prefix a group's prompts share is
+  decoded once per (image, group); only the rest of each prompt (its suffix) is decoded per
+  prompt, attending to the cached prefix;
+- within a group, suffixes are sorted by length and cut into blocks of equal size (no more than
+  `max_block` prompts; sizes balanced so that a block holds no padding rows beyond the
+  remainder); a block's length is its longest suffix rounded up to `length_multiple`, so a few
+  shapes are compiled once per prompt set and never per image batch;
+- blocks run one at a time (`lax.map`): memory is bounded by one block of B x block x L logits.
+
+`plan_prompts` (host side, numpy) fixes the blocks; `image_text_logprobs` and `text_logprobs`
+(jittable) take the plan's arrays as arguments, so that 80,000 prompts are not constants baked
+into the program.
+
+Shape letters: B images, P prompts, T text length, R groups, S prefix length, G blocks,
+C prompts per block, L suffix length, V vocabulary.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ig_captioner import errors
+from ig_captioner.data.tokenizer import PAD_ID
+from ig_captioner.models import likelihood
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptPlan:
+  """How `plan_prompts` cut P prompts into prefixes and suffix blocks. `arrays` is the pytree
+  the scoring functions take; the rest describes the work (for benchmarks and logs)."""
+  arrays: dict
+  num_prompts: int
+  decoded_tokens: int  # Decoder positions run per image: prefixes plus padded suffix blocks.
+  scored_tokens: int  # Positions the reference decodes per image: (T - 1) per prompt.
+
+
+def _text_lengths(prompts_PxT: np.ndarray) -> np.ndarray:
+  """Tokens up to the last non-PAD one, per prompt."""
+  nonpad_PxT = prompts_PxT != PAD_ID
+  return np.where(nonpad_PxT.any(1), prompts_PxT.shape[1] - np.argmax(nonpad_PxT[:, ::-1], 1),
+                  0)
+
+
+def _shared_prefix(tokens_CxT: np.ndarray, lengths_C: np.ndarray) -> int:
+  """Prefix length S to decode once: the longest common prefix, at least 1 (BOS) and at most
+  min(length) - 1, so that every prompt still has its first own target at position S."""
+  same_T = np.all(tokens_CxT == tokens_CxT[:1], axis=0)
+  common = int(np.argmin(same_T)) if not same_T.all() else tokens_CxT.shape[1]
+  return max(1, min(common, int(lengths_C.min()) - 1))
+
+
+def plan_prompts(prompts_PxT: np.ndarray, groups_P: np.ndarray | None = None,
+                 max_block: int = 64, length_multiple: int = 4) -> PromptPlan:
+  """Cuts prompts (tokens `[BOS, ..., EOS, PAD...]`) into a shared prefix per group (default:
+  one group) and suffix blocks. Zero-shot passes the template index as the group."""
+  prompts_PxT = np.asarray(prompts_PxT, np.int32)
+  num_prompts, text_len = prompts_PxT.shape
+  if max_block <= 0 or length_multiple <= 0:
+    raise errors.ConfigError(f"prompt blocks need max_block={max_block} and "
+                             f"length_multiple={length_multiple} to be positive")
+  lengths_P = _text_lengths(prompts_PxT)
+  if (lengths_P < 2).any():
+    raise ValueError(f"prompts {np.flatnonzero(lengths_P < 2)[:5].tolist()} have fewer than 2 "
+                     "tokens (BOS and EOS at least)")
+  groups_P = np.zeros(num_prompts, np.int64) if groups_P is None else np.asarray(groups_P)
+  group_ids = np.unique(groups_P)
+  members = [np.flatnonzero(groups_P == g) for g in group_ids]
+  prefix_len_R = np.array([_shared_prefix(prompts_PxT[m], lengths_P[m]) for m in members],
+                          np.int32)
+  max_prefix = int(prefix_len_R.max())
+  prefix_inputs_RxS = np.full((len(members), max_prefix), PAD_ID, np.int32)
+  prefix_targets_RxS = np.full((len(members), max_prefix), PAD_ID, np.int32)
+  for r, m in enumerate(members):
+    s = prefix_len_R[r]
+    prefix_inputs_RxS[r, :s] = prompts_PxT[m[0], :s]
+    # Positions 0..S-2 predict shared tokens; position S-1 predicts each prompt's own token.
+    prefix_targets_RxS[r, :s - 1] = prompts_PxT[m[0], 1:s]
+
+  block = max(len(m) for m in members)
+  block = -(-block // -(-block // max_block))  # Balanced: ceil(n / ceil(n / max_block)).
+  blocks = {}  # Suffix length -> list of (group, prompt indices).
+  for r, m in enumerate(members):
+    suffix_len_M = lengths_P[m] - 1 - prefix_len_R[r]
+    order = m[np.argsort(suffix_len_M, kind="stable")]
+    for start in range(0, len(order), block):
+      rows = order[start:start + block]
+      longest = int((lengths_P[rows] - 1 - prefix_len_R[r]).max())
+      length = min(max(1, -(-longest // length_multiple) * length_multiple),
+                   text_len - 1 - int(prefix_len_R[r]))
+      blocks.setdefault(max(length, 1), []).append((r, rows))
+
+  buckets = []
+  decoded = int(prefix_len_R.sum())
+  for length, items in sorted(blocks.items()):
+    g = len(items)
+    prompt_GxC = np.full((g, block), num_prompts, np.int32)  # Padding rows score into slot P.
+    inputs_GxCxL = np.full((g, block, length), PAD_ID, np.int32)
+    targets_GxCxL = np.full((g, block, length), PAD_ID, np.int32)
+    first_GxC = np.full((g, block), PAD_ID, np.int32)
+    group_G = np.array([r for r, _ in items], np.int32)
+    for i, (r, rows) in enumerate(items):
+      s = int(prefix_len_R[r])
+      prompt_GxC[i, :len(rows)] = rows
+      first_GxC[i, :len(rows)] = prompts_PxT[rows, s]
+      suffix = prompts_PxT[rows, s:s + length + 1]
+      inputs_GxCxL[i, :len(rows), :suffix.shape[1] - 1] = suffix[:, :-1]
+      targets_GxCxL[i, :len(rows), :suffix.shape[1] - 1] = suffix[:, 1:]
+    # Inputs after a prompt's own EOS are decoded but never scored (targets there are PAD).
+    buckets.append({"group_G": group_G, "prompt_GxC": prompt_GxC, "inputs_GxCxL": inputs_GxCxL,
+                    "targets_GxCxL": targets_GxCxL, "first_GxC": first_GxC})
+    decoded += g * block * length
+  arrays = {"prefix_inputs_RxS": prefix_inputs_RxS, "prefix_targets_RxS": prefix_targets_RxS,
+            "prefix_len_R": prefix_len_R, "buckets": buckets}
+  return PromptPlan(arrays, num_prompts, decoded, num_prompts * (text_len - 1))
+
+
+def _masked_logprob_sum(logp_XxLxV, targets_XxL):
+  return jnp.sum(jnp.where(likelihood.scored_targets(targets_XxL),
+                           jnp.take_along_axis(logp_XxLxV, targets_XxL[..., None], -1)[..., 0],
+                           0.0), axis=-1)
+
+
+def _score(extend, params, cross_kvs, num_images: int, plan: dict, num_prompts: int):
+  """logp_BxP of every prompt, from the cached decoder (cross_kvs None: text only, B = 1)."""
+  b = num_images
+  plan = jax.tree.map(jnp.asarray, plan)
+  prefix_RxS = plan["prefix_inputs_RxS"]
+  r, s = prefix_RxS.shape
+  prefix_len_R = plan["prefix_len_R"]
+  logits_BxRxSxV, prefix_kvs = extend(params, jnp.broadcast_to(prefix_RxS, (b, r, s)),
+                                      jnp.arange(s), None, cross_kvs)
+  logp_BxRxSxV = jax.nn.log_softmax(logits_BxRxSxV, axis=-1)
+  prefix_BxR = _masked_logprob_sum(logp_BxRxSxV, jnp.broadcast_to(plan["prefix_targets_RxS"],
+                                                                   (b, r, s)))
+  last_BxRxV = jnp.take_along_axis(logp_BxRxSxV, (prefix_len_R - 1)[None, :, None, None],
+                                   axis=2)[:, :, 0]
+  logp_BxP = jnp.zeros((b, num_prompts + 1), jnp.float32)  # Slot P takes the padding rows.
+
+  for bucket in plan["buckets"]:
+    def block(item, b=b):
+      g = item["group_G"]
+      c, length = item["inputs_GxCxL"].shape
+      visible_S = jnp.arange(s) < prefix_len_R[g]
+      contexts = tuple(((k_BxRxSxHxK[:, g], v_BxRxSxHxK[:, g], visible_S),)
+                       for k_BxRxSxHxK, v_BxRxSxHxK in prefix_kvs)
+      logits_BxCxLxV, _ = extend(params, jnp.broadcast_to(item["inputs_GxCxL"], (b, c, length)),
+                                 prefix_len_R[g] + jnp.arange(length), contexts, cross_kvs)
+      suffix_BxC = _masked_logprob_sum(jax.nn.log_softmax(logits_BxCxLxV, axis=-1),
+                                       jnp.broadcast_to(item["targets_GxCxL"], (b, c, length)))
+      first_C = item["first_GxC"]
+      first_BxC = jnp.where(likelihood.scored_targets(first_C)[None],
+                            jnp.take(last_BxRxV[:, g], first_C, axis=-1), 0.0)
+      return prefix_BxR[:, g, None] + first_BxC + suffix_BxC
+
+    scores_GxBxC = jax.lax.map(block, {k: v for k, v in bucket.items() if k != "prompt_GxC"})
+    scores_BxGC = jnp.moveaxis(scores_GxBxC, 0, 1).reshape(b, -1)
+    logp_BxP = logp_BxP.at[:, bucket["prompt_GxC"].reshape(-1)].set(scores_BxGC)
+  return logp_BxP[:, :num_prompts]
+
+
+def image_text_logprobs(fns: dict, params, visual_BxNxD, plan: dict, num_prompts: int):
+  """log P(t|I), logp_BxP, for every image and every prompt of `plan` (its `arrays`)."""
+  cross_kvs = fns["cross_kv"](params, visual_BxNxD)
+  return _score(fns["extend"], params, cross_kvs, visual_BxNxD.shape[0], plan, num_prompts)
+
+
+def text_logprobs(fns: dict, params, plan: dict, num_prompts: int):
+  """log P(t), logp_P, of every prompt of `plan`, from the decoder without the image."""
+  return _score(fns["extend"], params, None, 1, plan, num_prompts)[0]
+
+
+METHODS = ("cached", "reference")
+
+
+class PromptScorer:
+  """log P(t|I) and log P(t) of one fixed prompt set, by the cached path (default) or the
+  reference (`likelihood.caption_fns`: every pair decoded in full, its test oracle).
+
+  `inputs` (host arrays) is the scorer's argument: put it on the devices once, pass it to the
+  jitted `text_logprobs(params, inputs)` and `image_text_logprobs(params, visual, inputs)`.
+  """
+
+  def __init__(self, predict_fns: dict, prompts_PxT: np.ndarray, groups_P=None,
+               max_block: int = 64, method: str = "cached"):
+    if method not in METHODS:
+      raise errors.ConfigError(f"scoring={method!r} is not one of {METHODS}")
+    if method == "cached" and not all(name in predict_fns for name in ("cross_kv", "extend")):
+      raise errors.ConfigError("scoring='cached' needs a family supplying cross_kv and extend "
+                               "(models.CACHE_FNS); set the evaluator's scoring='reference'")
+    self.method = method
+    self.num_prompts = len(prompts_PxT)
+    self._fns, self._block = predict_fns, max_block
+    if method == "cached":
+      self.plan = plan_prompts(prompts_PxT, groups_P, max_block)
+      self.inputs = self.plan.arrays
+    else:
+      self.plan, self.inputs = None, np.asarray(prompts_PxT, np.int32)
+
+  def text_logprobs(self, params, inputs):
+    if self.plan is None:
+      return self._fns["text_logprobs"](params, inputs, self._block)
+    return text_logprobs(self._fns, params, inputs, self.num_prompts)
+
+  def image_text_logprobs(self, params, visual_BxNxD, inputs):
+    if self.plan is None:
+      return self._fns["image_text_logprobs"](params, visual_BxNxD, inputs, self._block)
+    return image_text_logprobs(self._fns, params, visual_BxNxD, inputs, self.num_prompts)
