@@ -33,6 +33,7 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["ig_captioner", "ig_captioner.*"]),
+    package_data={"ig_captioner.data": ["metadata/*.txt", "metadata/*.md"]},
     install_requires=INSTALL_REQUIRES,
     # plots: the study's figures (configs/ig_study.py); the tests draw them too.
     extras_require={"plots": ["matplotlib==3.11.2"],

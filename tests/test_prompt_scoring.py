@@ -49,8 +49,9 @@ def test_cached_scores_equal_the_reference(family, template_lens, prefix, block)
   images = rng.normal(size=(3, 16, 16, 3)).astype(np.float32)
   visual = fns["encode_images"](params, images)
   groups = np.arange(len(prompts)) % num_templates
-  cached = prompt_scoring.PromptScorer(fns, prompts, groups, block, "cached")
-  reference = prompt_scoring.PromptScorer(fns, prompts, groups, block, "reference")
+  cached = prompt_scoring.PromptScorer(fns, prompts, groups, "cached", images_per_device=3,
+                                       block_tokens=block * 3 * (TEXT_LEN - 1))
+  reference = prompt_scoring.PromptScorer(fns, prompts, groups, "reference", chunk=block)
 
   logp_img = {}
   logp_txt = {}
@@ -90,7 +91,8 @@ def test_cached_scores_with_images_sharded_over_eight_devices_equal_one_device()
   fns = built.predict_fns
   rng = np.random.default_rng(3)
   prompts = templated_prompts(rng, 4, (2, 1))
-  scorer = prompt_scoring.PromptScorer(fns, prompts, np.arange(len(prompts)) % 2, 3)
+  scorer = prompt_scoring.PromptScorer(fns, prompts, np.arange(len(prompts)) % 2,
+                                       block_tokens=3 * TEXT_LEN)
   images = rng.normal(size=(8, 16, 16, 3)).astype(np.float32)
 
   def score(params, images, inputs):

@@ -25,6 +25,7 @@ def base_config(**fields) -> ml_collections.ConfigDict:
       # Caption likelihoods: "cached" (image K/V once per image, shared prompt prefixes decoded
       # once; see models/prompt_scoring.py) or "reference" (every pair in full; same numbers).
       scoring="cached",
+      block_tokens=2048,  # Cached scoring: decoder positions per block per device.
       # Prefix-conditioning tokens put before every text, each reported apart: None (no
       # prefix), "caption", "classification".
       prefixes=(None,),
@@ -34,7 +35,7 @@ def base_config(**fields) -> ml_collections.ConfigDict:
 
 
 def validate_common(name: str, eval_config: ml_collections.ConfigDict) -> None:
-  for field in ("batch_size", "prompt_chunk"):
+  for field in ("batch_size", "prompt_chunk", "block_tokens"):
     value = eval_config.get(field)
     if not isinstance(value, int) or value <= 0:
       raise errors.ConfigError(f"config.evals.{name}.{field}={value!r} is invalid: it must be a "
@@ -78,12 +79,14 @@ def embed_texts_chunked(embed_texts, params, texts_PxT: jax.Array, chunk: int) -
   return z_GxCxE.reshape(-1, z_GxCxE.shape[-1])[:num_texts]
 
 
-def prompt_scorer(predict_fns: dict, texts_PxT, groups_P,
-                  eval_config: ml_collections.ConfigDict) -> prompt_scoring.PromptScorer:
+def prompt_scorer(predict_fns: dict, texts_PxT, groups_P, eval_config: ml_collections.ConfigDict,
+                  mesh) -> prompt_scoring.PromptScorer:
   """The caption-likelihood scorer of `eval_config.scoring` for a fixed set of texts."""
-  return prompt_scoring.PromptScorer(predict_fns, texts_PxT, groups_P,
-                                     int(eval_config.prompt_chunk),
-                                     eval_config.get("scoring", "cached"))
+  return prompt_scoring.PromptScorer(
+      predict_fns, texts_PxT, groups_P, eval_config.get("scoring", "cached"),
+      images_per_device=max(1, eval_config.batch_size // sharding.batch_axis_size(mesh)),
+      block_tokens=int(eval_config.get("block_tokens", 2048)),
+      chunk=int(eval_config.prompt_chunk))
 
 
 class EvaluatorBase:

@@ -139,7 +139,7 @@ class Evaluator:
     self._nll_sums = jax.jit(nll_sums, out_shardings=self._replicated)
     self._scorer = _common.prompt_scorer(
         predict_fns, self._prompts_PxT, np.arange(len(self._prompts_PxT)) % len(templates),
-        eval_config)
+        eval_config, mesh)
     self._text_only = jax.jit(self._scorer.text_logprobs, out_shardings=self._replicated)
 
   def _captions(self, source, index_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -102,7 +102,7 @@ class Evaluator(_common.EvaluatorBase):
 
     if self._caption:
       self._scorers = {p: _common.prompt_scorer(predict_fns, self._texts_UxT[p], None,
-                                                eval_config) for p in self.prefixes}
+                                                eval_config, mesh) for p in self.prefixes}
       scorer = self._scorers[self.prefixes[0]]  # Same shapes for every prefix.
 
       def caption_scores(params, inputs, images):

@@ -96,7 +96,7 @@ class Evaluator(_common.EvaluatorBase):
       # Template k's prompts share its words before the class name: one group each.
       groups_P = np.arange(len(prompts)) % len(eval_config.templates)
       self._scorers = {p: _common.prompt_scorer(predict_fns, prompts_PxT[p], groups_P,
-                                                eval_config) for p in self.prefixes}
+                                                eval_config, mesh) for p in self.prefixes}
       scorer = self._scorers[self.prefixes[0]]  # Same shapes for every prefix.
 
       def caption_hits(params, inputs, logp_txt_P, images, labels, valid):

@@ -163,23 +163,40 @@ class MultiHeadAttention(nn.Module):
 
   def attend_segments(self, x_BxCxQxD, segments: Sequence[Segment]) -> jax.Array:
     """Queries of C rows per image attend to the keys of every segment at once (one softmax).
-    Per-image segments are never copied per row. Returns out_BxCxQxD."""
+    Per-image segments are never copied per row. Returns out_BxCxQxD.
+
+    Heads lead every product (B, H, rows, K): XLA's CPU matmuls are several times slower on
+    the interleaved (.., H, K) layout the projections give."""
+    b, c, q_len, _ = x_BxCxQxD.shape
     q_BxCxQxHxK = self._split_heads(self.query(x_BxCxQxD))
-    scale = jnp.sqrt(q_BxCxQxHxK.shape[-1]).astype(jnp.float32)
+    h, head_dim = q_BxCxQxHxK.shape[-2:]
+    q_BxCxQxHxK = q_BxCxQxHxK / jnp.sqrt(head_dim).astype(q_BxCxQxHxK.dtype)
+    q_BxHxCQxK = q_BxCxQxHxK.transpose(0, 3, 1, 2, 4).reshape(b, h, c * q_len, head_dim)
+    q_BxCxHxQxK = q_BxCxQxHxK.transpose(0, 1, 3, 2, 4)
     logits = []
     for k, _, allowed in segments:
-      spec = "bcqhk,bshk->bchqs" if k.ndim == 4 else "bcqhk,bcshk->bchqs"
-      logits_BxCxHxQxS = _mixed_einsum(spec, q_BxCxQxHxK, k, self.dtype) / scale
+      if k.ndim == 4:  # Per image: k_BxSxHxK.
+        logits_BxHxCxQxS = _mixed_einsum("bhqk,bhsk->bhqs", q_BxHxCQxK, k.transpose(0, 2, 1, 3),
+                                         self.dtype).reshape(b, h, c, q_len, -1)
+      else:  # Per row: k_BxCxSxHxK.
+        logits_BxHxCxQxS = _mixed_einsum("bchqk,bcshk->bchqs", q_BxCxHxQxK, k,
+                                         self.dtype).transpose(0, 2, 1, 3, 4)
       if allowed is not None:
-        logits_BxCxHxQxS = jnp.where(allowed, logits_BxCxHxQxS, jnp.finfo(jnp.float32).min)
-      logits.append(logits_BxCxHxQxS)
+        logits_BxHxCxQxS = jnp.where(allowed, logits_BxHxCxQxS, jnp.finfo(jnp.float32).min)
+      logits.append(logits_BxHxCxQxS)
     weights = nn.softmax(jnp.concatenate(logits, axis=-1), axis=-1)
     bounds = np.cumsum([k.shape[-3] for k, _, _ in segments])[:-1]
-    out_BxCxQxHxK = sum(
-        _mixed_einsum("bchqs,bshk->bcqhk" if v.ndim == 4 else "bchqs,bcshk->bcqhk", w, v,
-                      self.dtype)
-        for w, (_, v, _) in zip(jnp.split(weights, bounds, axis=-1), segments))
-    return self.out(out_BxCxQxHxK.reshape(*x_BxCxQxD.shape[:-1], self.width))
+    out_BxHxCxQxK = 0.0
+    for w_BxHxCxQxS, (_, v, _) in zip(jnp.split(weights, bounds, axis=-1), segments):
+      if v.ndim == 4:
+        out = _mixed_einsum("bhqs,bhsk->bhqk", w_BxHxCxQxS.reshape(b, h, c * q_len, -1),
+                            v.transpose(0, 2, 1, 3), self.dtype).reshape(b, h, c, q_len, head_dim)
+      else:
+        out = _mixed_einsum("bchqs,bcshk->bchqk", w_BxHxCxQxS.transpose(0, 2, 1, 3, 4), v,
+                            self.dtype).transpose(0, 2, 1, 3, 4)
+      out_BxHxCxQxK = out_BxHxCxQxK + out
+    out_BxCxQxD = out_BxHxCxQxK.transpose(0, 2, 3, 1, 4).reshape(b, c, q_len, self.width)
+    return self.out(out_BxCxQxD)
 
 
 class MlpBlock(nn.Module):

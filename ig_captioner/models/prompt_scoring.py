@@ -187,10 +187,14 @@ class PromptScorer:
 
   `inputs` (host arrays) is the scorer's argument: put it on the devices once, pass it to the
   jitted `text_logprobs(params, inputs)` and `image_text_logprobs(params, visual, inputs)`.
+  Cached blocks hold about `block_tokens` decoder positions per device (images x prompts x
+  suffix length; ~2k keeps a CPU's matmuls in cache, larger blocks suit accelerators); the
+  reference scores `chunk` prompts per call.
   """
 
   def __init__(self, predict_fns: dict, prompts_PxT: np.ndarray, groups_P=None,
-               max_block: int = 64, method: str = "cached"):
+               method: str = "cached", images_per_device: int = 1, block_tokens: int = 2048,
+               chunk: int = 64):
     if method not in METHODS:
       raise errors.ConfigError(f"scoring={method!r} is not one of {METHODS}")
     if method == "cached" and not all(name in predict_fns for name in ("cross_kv", "extend")):
@@ -198,19 +202,23 @@ class PromptScorer:
                                "(models.CACHE_FNS); set the evaluator's scoring='reference'")
     self.method = method
     self.num_prompts = len(prompts_PxT)
-    self._fns, self._block = predict_fns, max_block
+    self._fns, self._chunk = predict_fns, chunk
     if method == "cached":
-      self.plan = plan_prompts(prompts_PxT, groups_P, max_block)
-      self.inputs = self.plan.arrays
+      positions = np.shape(prompts_PxT)[1] - 1
+      self.plan = plan_prompts(prompts_PxT, groups_P,
+                               max(1, block_tokens // (images_per_device * positions)))
+      text_plan = plan_prompts(prompts_PxT, groups_P, max(1, block_tokens // positions))
+      self.inputs = {"image": self.plan.arrays, "text": text_plan.arrays}
     else:
       self.plan, self.inputs = None, np.asarray(prompts_PxT, np.int32)
 
   def text_logprobs(self, params, inputs):
     if self.plan is None:
-      return self._fns["text_logprobs"](params, inputs, self._block)
-    return text_logprobs(self._fns, params, inputs, self.num_prompts)
+      return self._fns["text_logprobs"](params, inputs, self._chunk)
+    return text_logprobs(self._fns, params, inputs["text"], self.num_prompts)
 
   def image_text_logprobs(self, params, visual_BxNxD, inputs):
     if self.plan is None:
-      return self._fns["image_text_logprobs"](params, visual_BxNxD, inputs, self._block)
-    return image_text_logprobs(self._fns, params, visual_BxNxD, inputs, self.num_prompts)
+      return self._fns["image_text_logprobs"](params, visual_BxNxD, inputs, self._chunk)
+    return image_text_logprobs(self._fns, params, visual_BxNxD, inputs["image"],
+                               self.num_prompts)
