@@ -36,8 +36,11 @@ setuptools.setup(
     package_data={"ig_captioner.data": ["metadata/*.txt", "metadata/*.md"]},
     install_requires=INSTALL_REQUIRES,
     # plots: the study's figures (configs/ig_study.py); the tests draw them too.
+    # captioning: CIDEr-D and BLEU-4 of the captioning evaluator (pycocoevalcap's pure-Python
+    # scorers).
     extras_require={"plots": ["matplotlib==3.11.2"],
-                    "test": ["pytest==9.0.3", "matplotlib==3.11.2"]},
+                    "captioning": ["pycocoevalcap==1.2"],
+                    "test": ["pytest==9.0.3", "matplotlib==3.11.2", "pycocoevalcap==1.2"]},
     entry_points={"console_scripts": [
         "ig-prepare=ig_captioner.data.prepare:main",
         "ig-train=ig_captioner.train:main",
