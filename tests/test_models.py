@@ -8,6 +8,7 @@ import pytest
 from ig_captioner import errors
 from ig_captioner import models
 from ig_captioner.models import captioner
+from ig_captioner.models import layers
 from ig_captioner.models import vit
 from tests import helpers
 
@@ -77,6 +78,31 @@ def test_bfloat16_compute_keeps_float32_params():
   out = model.apply({"params": helpers.random_params(model)}, np.zeros((1, 16, 16, 3)),
                     np.ones((1, 7), np.int32))
   assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("spec,shape_a,shape_b", [
+    ("ai,io->ao", (6, 5), (5, 3)),
+    ("bqhk,bshk->bhqs", (2, 5, 3, 4), (2, 6, 3, 4)),
+    ("bhqs,bshk->bqhk", (2, 3, 5, 6), (2, 6, 3, 4)),
+    ("bchqk,bcshk->bchqs", (2, 3, 2, 5, 4), (2, 3, 6, 2, 4))])
+def test_bfloat16_products_and_their_gradients_match_float32(spec, shape_a, shape_b):
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(size=shape_a), rng.normal(size=shape_b)
+  cotangent = rng.normal(size=np.einsum(spec, a, b).shape)
+
+  def loss(a, b, dtype):
+    return (layers._mixed_einsum(spec, a, b, dtype) * cotangent).sum()  # pylint: disable=protected-access
+
+  for dtype, tol in ((np.float32, 1e-5), (jax.numpy.bfloat16, 3e-2)):
+    out = layers._mixed_einsum(spec, a.astype(np.float32), b.astype(np.float32), dtype)  # pylint: disable=protected-access
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, np.einsum(spec, a, b), rtol=tol, atol=tol * 3)
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)(
+        a.astype(np.float32), b.astype(np.float32), dtype)
+    expected = jax.grad(lambda a, b: (jax.numpy.einsum(spec, a, b) * cotangent).sum(),
+                        argnums=(0, 1))(a, b)
+    for got, want in zip(grads, expected):
+      np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 3)
 
 
 def test_named_sizes():

@@ -11,6 +11,7 @@ with logical partitioning break under `jax.set_mesh` in flax 0.12, so heads are 
 
 import dataclasses
 import functools
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -67,17 +68,80 @@ BATCH_LENGTH_HEADS_KV = ("activation_batch", "activation_length", "activation_he
                          "activation_kv")
 
 
+def _batched_matmul(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+  """A two-operand einsum as one canonical batched matmul (batch, rows, contracted) x (batch,
+  contracted, columns), accumulated in float32. XLA's CPU backend runs bfloat16 x bfloat16 ->
+  float32 products only in that canonical form (others fail with 'Unsupported element type for
+  DotThunk'), so operands and result are transposed around it."""
+  (spec_a, spec_b), spec_out = spec.split("->")[0].split(","), spec.split("->")[1]
+  batch = [c for c in spec_out if c in spec_a and c in spec_b]
+  contract = [c for c in spec_a if c in spec_b and c not in spec_out]
+  rows = [c for c in spec_a if c not in spec_b]
+  cols = [c for c in spec_b if c not in spec_a]
+  size = {**dict(zip(spec_a, a.shape)), **dict(zip(spec_b, b.shape))}
+
+  def grouped(x, spec_x, groups):
+    x = x.transpose([spec_x.index(c) for g in groups for c in g])
+    return x.reshape([math.prod(size[c] for c in g) for g in groups])
+
+  out = jax.lax.dot_general(grouped(a, spec_a, (batch, rows, contract)),
+                            grouped(b, spec_b, (batch, contract, cols)),
+                            (((2,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32)
+  order = batch + rows + cols
+  return out.reshape([size[c] for c in order]).transpose([order.index(c) for c in spec_out])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _einsum_f32_accumulate(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+  """einsum of two low-precision operands, accumulated and returned in float32; its gradients
+  are low-precision products accumulated in float32 too (JAX's own transpose would multiply the
+  float32 cotangent by a bfloat16 operand: a float32 matmul, the slow path on CPUs)."""
+  return _batched_matmul(spec, a, b)
+
+
+def _einsum_fwd(spec, a, b):
+  return _einsum_f32_accumulate(spec, a, b), (a, b)
+
+
+def _einsum_bwd(spec, residuals, g):
+  a, b = residuals
+  (spec_a, spec_b), spec_out = spec.split("->")[0].split(","), spec.split("->")[1]
+  g = g.astype(a.dtype)
+  da = _batched_matmul(f"{spec_out},{spec_b}->{spec_a}", g, b)
+  db = _batched_matmul(f"{spec_a},{spec_out}->{spec_b}", a, g)
+  return da.astype(a.dtype), db.astype(b.dtype)
+
+
+_einsum_f32_accumulate.defvjp(_einsum_fwd, _einsum_bwd)
+
+
+def _mixed_einsum(spec: str, a: jax.Array, b: jax.Array, dtype: Dtype) -> jax.Array:
+  """einsum of `a` and `b` cast to `dtype`, accumulated in float32. Every index of an operand
+  must appear in the other operand or the output (true of matmuls and attention)."""
+  if dtype == jnp.float32:
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+  return _einsum_f32_accumulate(spec, a.astype(dtype), b.astype(dtype))
+
+
+def _dense_dot_f32_accumulate(lhs, rhs, dimension_numbers, precision=None,
+                              preferred_element_type=None):
+  """nn.Dense's dot_general (inputs x 2-D kernel) with float32 accumulation and gradients."""
+  del precision, preferred_element_type
+  ((lhs_contract, rhs_contract), batch) = dimension_numbers
+  if lhs_contract != (lhs.ndim - 1,) or rhs_contract != (0,) or batch != ((), ()):
+    raise ValueError(f"unexpected dense dimension numbers {dimension_numbers}")
+  lead = "abcdefgh"[:lhs.ndim - 1]
+  return _einsum_f32_accumulate(f"{lead}i,io->{lead}o", lhs, rhs)
+
+
 def dense(features: int, axes: tuple[str, str], dtype: Dtype, name: str | None,
           use_bias: bool = True, kernel_init=nn.initializers.xavier_uniform()) -> nn.Dense:
   """A Dense layer whose 2-D kernel and bias carry logical axis names.
 
   With a bfloat16 `dtype` the inputs and kernel are bfloat16 and the products accumulate (and
-  come out) in float32 (`preferred_element_type`): asking XLA for bfloat16 outputs makes CPUs
-  run float32 matmuls, while bfloat16 inputs with float32 accumulation are fast everywhere.
+  come out) in float32, gradients too: asking XLA for bfloat16 outputs makes CPUs run float32
+  matmuls, while bfloat16 inputs with float32 accumulation are fast everywhere.
   """
-  dot_general = None
-  if dtype != jnp.float32:
-    dot_general = functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
   return nn.Dense(
       features,
       dtype=dtype,
@@ -85,7 +149,7 @@ def dense(features: int, axes: tuple[str, str], dtype: Dtype, name: str | None,
       use_bias=use_bias,
       kernel_init=nn.with_logical_partitioning(kernel_init, axes),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes[1],)),
-      dot_general=dot_general,
+      dot_general=None if dtype == jnp.float32 else _dense_dot_f32_accumulate,
       name=name)
 
 
@@ -96,11 +160,6 @@ def layer_norm(dtype: Dtype, name: str | None) -> nn.LayerNorm:
       scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
       name=name)
-
-
-def _mixed_einsum(spec: str, a: jax.Array, b: jax.Array, dtype: Dtype) -> jax.Array:
-  """einsum of `a` and `b` cast to `dtype`, accumulated in float32."""
-  return jnp.einsum(spec, a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
 
 
 # Key/value segments for cached attention (`MultiHeadAttention.attend_segments`): a tuple

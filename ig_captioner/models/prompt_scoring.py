@@ -123,10 +123,11 @@ def plan_prompts(prompts_PxT: np.ndarray, groups_P: np.ndarray | None = None,
   return PromptPlan(arrays, num_prompts, decoded, num_prompts * (text_len - 1))
 
 
-def _masked_logprob_sum(logp_XxLxV, targets_XxL):
-  return jnp.sum(jnp.where(likelihood.scored_targets(targets_XxL),
-                           jnp.take_along_axis(logp_XxLxV, targets_XxL[..., None], -1)[..., 0],
-                           0.0), axis=-1)
+def _masked_logprob_sum(logits_XxLxV, targets_XxL):
+  """Summed log-softmax of the scored targets (never materialising the log-softmax)."""
+  target_XxL = jnp.take_along_axis(logits_XxLxV, targets_XxL[..., None], -1)[..., 0]
+  logp_XxL = target_XxL - jax.nn.logsumexp(logits_XxLxV, axis=-1)
+  return jnp.sum(jnp.where(likelihood.scored_targets(targets_XxL), logp_XxL, 0.0), axis=-1)
 
 
 def _score(extend, params, cross_kvs, num_images: int, plan: dict, num_prompts: int):
@@ -138,11 +139,10 @@ def _score(extend, params, cross_kvs, num_images: int, plan: dict, num_prompts: 
   prefix_len_R = plan["prefix_len_R"]
   logits_BxRxSxV, prefix_kvs = extend(params, jnp.broadcast_to(prefix_RxS, (b, r, s)),
                                       jnp.arange(s), None, cross_kvs)
-  logp_BxRxSxV = jax.nn.log_softmax(logits_BxRxSxV, axis=-1)
-  prefix_BxR = _masked_logprob_sum(logp_BxRxSxV, jnp.broadcast_to(plan["prefix_targets_RxS"],
-                                                                   (b, r, s)))
-  last_BxRxV = jnp.take_along_axis(logp_BxRxSxV, (prefix_len_R - 1)[None, :, None, None],
-                                   axis=2)[:, :, 0]
+  prefix_BxR = _masked_logprob_sum(logits_BxRxSxV, jnp.broadcast_to(plan["prefix_targets_RxS"],
+                                                                     (b, r, s)))
+  last_BxRxV = jax.nn.log_softmax(jnp.take_along_axis(
+      logits_BxRxSxV, (prefix_len_R - 1)[None, :, None, None], axis=2)[:, :, 0], axis=-1)
   logp_BxP = jnp.zeros((b, num_prompts + 1), jnp.float32)  # Slot P takes the padding rows.
 
   for bucket in plan["buckets"]:
@@ -154,7 +154,7 @@ def _score(extend, params, cross_kvs, num_images: int, plan: dict, num_prompts: 
                        for k_BxRxSxHxK, v_BxRxSxHxK in prefix_kvs)
       logits_BxCxLxV, _ = extend(params, jnp.broadcast_to(item["inputs_GxCxL"], (b, c, length)),
                                  prefix_len_R[g] + jnp.arange(length), contexts, cross_kvs)
-      suffix_BxC = _masked_logprob_sum(jax.nn.log_softmax(logits_BxCxLxV, axis=-1),
+      suffix_BxC = _masked_logprob_sum(logits_BxCxLxV,
                                        jnp.broadcast_to(item["targets_GxCxL"], (b, c, length)))
       first_C = item["first_GxC"]
       first_BxC = jnp.where(likelihood.scored_targets(first_C)[None],
