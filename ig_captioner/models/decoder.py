@@ -66,7 +66,7 @@ class TextDecoder(nn.Module):
     return nn.with_logical_constraint(logits_BxLxV.astype(jnp.float32), LOGITS)
 
   def cross_kv(self, visual_BxNxE):
-    """Every block's cross-attention (k_BxNxHxK, v_BxNxHxK): computed once per image."""
+    """Every block's cross-attention (k_BxHxNxK, v_BxHxNxK): computed once per image."""
     return tuple(block.cross_kv(visual_BxNxE) for block in self.blocks)
 
   def extend(self, tokens_BxCxQ, positions_Q, contexts=None, cross_kvs=None):

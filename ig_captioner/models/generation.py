@@ -2,7 +2,7 @@
 
 The decoder runs once per generated token (`models.CACHE_FNS`): the visual tokens' cross-attention
 keys/values are computed once per image; every block keeps the keys/values of the tokens so far
-in a buffer of the text's length (a per-row `layers.Segment`, positions not yet written masked);
+in a head-major buffer of the text's length (a per-row `layers.Segment`, positions not yet written masked);
 each step decodes one token per beam at its position and writes its keys/values. Beams of one
 image attend to that image's visual keys/values without copies. `full_recompute=True` decodes
 the whole buffer at every step instead (no cache): the same tokens, for tests and benchmarks.
@@ -64,8 +64,8 @@ class _Model:
     s = tokens_BxWxS.shape[-1]
     logits, kvs = self._fns["extend"](self._params, tokens_BxWxS, jnp.arange(s), None,
                                       self._cross)
-    cache = tuple(tuple(jnp.zeros((self._b, self._w, self._len) + k.shape[3:], k.dtype)
-                        .at[:, :, :s].set(k) for k in kv) for kv in kvs)
+    cache = tuple(tuple(jnp.zeros(k.shape[:3] + (self._len,) + k.shape[4:], k.dtype)
+                        .at[:, :, :, :s].set(k) for k in kv) for kv in kvs)
     return cache, jax.nn.log_softmax(logits[:, :, -1], axis=-1)
 
   def step(self, cache, tokens_BxWxT, position):
@@ -77,7 +77,7 @@ class _Model:
     contexts = tuple(((k, v, visible_T),) for k, v in cache)
     logits, kvs = self._fns["extend"](self._params, token_BxWx1, position[None], contexts,
                                       self._cross)
-    cache = tuple(tuple(jax.lax.dynamic_update_slice_in_dim(c, n, position, axis=2)
+    cache = tuple(tuple(jax.lax.dynamic_update_slice_in_dim(c, n, position, axis=3)
                         for c, n in zip(old, new)) for old, new in zip(cache, kvs))
     return cache, jax.nn.log_softmax(logits[:, :, 0], axis=-1)
 
@@ -146,7 +146,8 @@ def generate(fns: dict, params, visual_BxNxD, config: DecodeConfig, text_len: in
                        ranking(cand_sums, cand_len), NEG_INF)
     _, best_BxW = jax.lax.top_k(scores.reshape(b, -1), w)
     parent, token = best_BxW // vocab, best_BxW % vocab
-    tokens, ended, caches = _reorder((tokens, ended, caches), parent)
+    if w > 1:  # Greedy has nothing to reorder (and copying the cache costs as much as a step).
+      tokens, ended, caches = _reorder((tokens, ended, caches), parent)
     sums = jnp.take_along_axis(cand_sums.reshape(b, -1, 2), best_BxW[..., None], axis=1)
     length = jnp.take_along_axis(cand_len.reshape(b, -1), best_BxW, axis=1)
     token = jnp.where(ended, PAD_ID, token)

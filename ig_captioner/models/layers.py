@@ -163,9 +163,10 @@ def layer_norm(dtype: Dtype, name: str | None) -> nn.LayerNorm:
 
 
 # Key/value segments for cached attention (`MultiHeadAttention.attend_segments`): a tuple
-# (keys, values, allowed) with keys/values either per image, k_BxSxHxK (shared by all C rows of
-# that image: cross-attention's visual tokens, a prompt prefix decoded once), or per row,
-# k_BxCxSxHxK (a row's own tokens); `allowed` is None or a bool mask broadcastable to Q x S.
+# (keys, values, allowed), head-major, either per image, k_BxHxSxK (shared by all C rows of that
+# image: cross-attention's visual tokens, a prompt prefix decoded once), or per row,
+# k_BxCxHxSxK (a row's own tokens, a generation cache); `allowed` is None or a bool mask
+# broadcastable to Q x S.
 Segment = tuple[jax.Array, jax.Array, jax.Array | None]
 
 
@@ -198,6 +199,10 @@ class MultiHeadAttention(nn.Module):
   def project_kv(self, kv_XxSxE) -> tuple[jax.Array, jax.Array]:
     """Keys and values k_XxSxHxK, v_XxSxHxK of tokens kv_XxSxE (any leading axes)."""
     return self._split_heads(self.key(kv_XxSxE)), self._split_heads(self.value(kv_XxSxE))
+
+  def project_kv_heads(self, kv_XxSxE) -> tuple[jax.Array, jax.Array]:
+    """`project_kv`, head-major (k_XxHxSxK): the layout cached segments keep."""
+    return tuple(jnp.swapaxes(a, -2, -3) for a in self.project_kv(kv_XxSxE))
 
   def __call__(self, x_BxQxD, kv_BxSxE, causal: bool = False, bidirectional_B=None):
     """`causal` masks later positions; `bidirectional_B` (bool per example) lifts that mask for
@@ -234,24 +239,24 @@ class MultiHeadAttention(nn.Module):
     q_BxCxHxQxK = q_BxCxQxHxK.transpose(0, 1, 3, 2, 4)
     logits = []
     for k, _, allowed in segments:
-      if k.ndim == 4:  # Per image: k_BxSxHxK.
-        logits_BxHxCxQxS = _mixed_einsum("bhqk,bhsk->bhqs", q_BxHxCQxK, k.transpose(0, 2, 1, 3),
-                                         self.dtype).reshape(b, h, c, q_len, -1)
-      else:  # Per row: k_BxCxSxHxK.
-        logits_BxHxCxQxS = _mixed_einsum("bchqk,bcshk->bchqs", q_BxCxHxQxK, k,
+      if k.ndim == 4:  # Per image: k_BxHxSxK.
+        logits_BxHxCxQxS = _mixed_einsum("bhqk,bhsk->bhqs", q_BxHxCQxK, k, self.dtype).reshape(
+            b, h, c, q_len, -1)
+      else:  # Per row: k_BxCxHxSxK.
+        logits_BxHxCxQxS = _mixed_einsum("bchqk,bchsk->bchqs", q_BxCxHxQxK, k,
                                          self.dtype).transpose(0, 2, 1, 3, 4)
       if allowed is not None:
         logits_BxHxCxQxS = jnp.where(allowed, logits_BxHxCxQxS, jnp.finfo(jnp.float32).min)
       logits.append(logits_BxHxCxQxS)
     weights = nn.softmax(jnp.concatenate(logits, axis=-1), axis=-1)
-    bounds = np.cumsum([k.shape[-3] for k, _, _ in segments])[:-1]
+    bounds = np.cumsum([k.shape[-2] for k, _, _ in segments])[:-1]
     out_BxHxCxQxK = 0.0
     for w_BxHxCxQxS, (_, v, _) in zip(jnp.split(weights, bounds, axis=-1), segments):
       if v.ndim == 4:
-        out = _mixed_einsum("bhqs,bhsk->bhqk", w_BxHxCxQxS.reshape(b, h, c * q_len, -1),
-                            v.transpose(0, 2, 1, 3), self.dtype).reshape(b, h, c, q_len, head_dim)
+        out = _mixed_einsum("bhqs,bhsk->bhqk", w_BxHxCxQxS.reshape(b, h, c * q_len, -1), v,
+                            self.dtype).reshape(b, h, c, q_len, head_dim)
       else:
-        out = _mixed_einsum("bchqs,bcshk->bchqk", w_BxHxCxQxS.transpose(0, 2, 1, 3, 4), v,
+        out = _mixed_einsum("bchqs,bchsk->bchqk", w_BxHxCxQxS.transpose(0, 2, 1, 3, 4), v,
                             self.dtype).transpose(0, 2, 1, 3, 4)
       out_BxHxCxQxK = out_BxHxCxQxK + out
     out_BxCxQxD = out_BxHxCxQxK.transpose(0, 2, 3, 1, 4).reshape(b, c, q_len, self.width)
@@ -305,17 +310,17 @@ class TransformerBlock(nn.Module):
     return nn.with_logical_constraint(x_BxLxD, BATCH_LENGTH_EMBED)
 
   def cross_kv(self, cross_BxNxE) -> tuple[jax.Array, jax.Array]:
-    """The cross-attention keys and values of the visual tokens, k_BxNxHxK and v_BxNxHxK."""
-    return self.cross_attn.project_kv(cross_BxNxE.astype(self.dtype))
+    """The cross-attention keys and values of the visual tokens, k_BxHxNxK and v_BxHxNxK."""
+    return self.cross_attn.project_kv_heads(cross_BxNxE.astype(self.dtype))
 
   def extend(self, x_BxCxQxD, context: Sequence[Segment], cross_kv=None):
     """The cached path of a causal block: C rows per image of Q new tokens, which see the
     `context` segments (earlier tokens' keys/values) and each other causally; `cross_kv` from
     `cross_kv` (None: no cross-attention). Returns (x_BxCxQxD, (k, v) of the new tokens,
-    k_BxCxQxHxK: what later tokens will attend to)."""
+    k_BxCxHxQxK: what later tokens will attend to)."""
     q_len = x_BxCxQxD.shape[-2]
     y = self.ln_self(x_BxCxQxD)
-    new_kv = self.self_attn.project_kv(y)
+    new_kv = self.self_attn.project_kv_heads(y)
     own = (*new_kv, causal_mask(q_len, q_len))
     x_BxCxQxD = x_BxCxQxD + self.self_attn.attend_segments(y, (*context, own))
     if cross_kv is not None:

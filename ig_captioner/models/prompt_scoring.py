@@ -150,8 +150,8 @@ def _score(extend, params, cross_kvs, num_images: int, plan: dict, num_prompts: 
       g = item["group_G"]
       c, length = item["inputs_GxCxL"].shape
       visible_S = jnp.arange(s) < prefix_len_R[g]
-      contexts = tuple(((k_BxRxSxHxK[:, g], v_BxRxSxHxK[:, g], visible_S),)
-                       for k_BxRxSxHxK, v_BxRxSxHxK in prefix_kvs)
+      contexts = tuple(((k_BxRxHxSxK[:, g], v_BxRxHxSxK[:, g], visible_S),)
+                       for k_BxRxHxSxK, v_BxRxHxSxK in prefix_kvs)
       logits_BxCxLxV, _ = extend(params, jnp.broadcast_to(item["inputs_GxCxL"], (b, c, length)),
                                  prefix_len_R[g] + jnp.arange(length), contexts, cross_kvs)
       suffix_BxC = _masked_logprob_sum(logits_BxCxLxV,
