@@ -10,7 +10,12 @@
   `alphas` from the same passes. log P(t) comes from the same decoder without visual tokens, once
   per prompt per checkpoint; the visual tokens once per image batch. Metrics
   `zeroshot/<name>/top1_alpha<alpha>`.
-A family that supplies both gets both. With `prefixes`, every prompt is scored after each
+A family that supplies both gets both. Caption likelihoods come from the cached scorer
+(`scoring='cached'`, models/prompt_scoring.py; `'reference'` decodes every pair in full, with the
+same numbers); `stream_blocks` streams large prompt sets with progress and an ETA
+(evaluators/prompt_streaming.py); `shortlist=k` is two-stage scoring (evaluators/shortlist.py), an
+approximation reported apart: `zeroshot/<name>/shortlist<k>/top1_alpha<alpha>` and
+`.../shortlist<k>/recall`. With `prefixes`, every prompt is scored after each
 prefix-conditioning token (for captioners the prior is then log P(t | prefix)), reported apart:
 `zeroshot/<name>/<prefix>_prefix/top1...`.
 
@@ -31,6 +36,8 @@ from ig_captioner import sharding
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
 from ig_captioner.evaluators import _common
+from ig_captioner.evaluators import prompt_streaming
+from ig_captioner.evaluators import shortlist
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -40,6 +47,15 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       # Prompt templates ({} = class name); the class score averages the per-template scores.
       templates=("a photo of the number {}", "a handwritten {}", "the digit {} written by hand"),
       alphas=(0.0, 0.5, 1.0),  # For caption scoring.
+      # Large prompt sets (caption scoring, cached): > 0 streams this many suffix blocks per
+      # jitted call with progress and an ETA (evaluators/prompt_streaming.py); 0: one program.
+      stream_blocks=0,
+      # Two-stage scoring (evaluators/shortlist.py), reported under its own names: > 0 keeps the
+      # top `shortlist` classes by the IG score (alpha `shortlist_alpha`) of the first
+      # `shortlist_templates` templates, then scores those with every template. 0: exact.
+      shortlist=0,
+      shortlist_templates=1,
+      shortlist_alpha=1.0,
   )
   cfg.update(overrides)
   return cfg
@@ -47,14 +63,28 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
 
 def validate(name: str, eval_config: ml_collections.ConfigDict) -> None:
   _common.validate_common(name, eval_config)
+  for field in ("stream_blocks", "shortlist", "shortlist_templates"):
+    value = eval_config.get(field, 0)
+    if not isinstance(value, int) or value < 0:
+      raise errors.ConfigError(f"config.evals.{name}.{field}={value!r} is invalid: it must be an "
+                               "integer >= 0")
+  if eval_config.get("shortlist", 0) and eval_config.get("scoring", "cached") != "cached":
+    raise errors.ConfigError(f"config.evals.{name}.shortlist needs scoring='cached'")
+  if eval_config.get("shortlist_templates", 1) > len(eval_config.get("templates", ())):
+    raise errors.ConfigError(f"config.evals.{name}.shortlist_templates="
+                             f"{eval_config.shortlist_templates} exceeds the "
+                             f"{len(eval_config.templates)} templates")
   templates = eval_config.get("templates", ())
   if not len(templates) or not all("{}" in t for t in templates):
     raise errors.ConfigError(f"config.evals.{name}.templates={templates!r} is invalid: it needs "
                              "at least one template, each with a '{}' for the class name")
 
 
-def metric_name(name: str, alpha: float | None = None, prefix: str | None = None) -> str:
-  return (_common.metric_stem("zeroshot", name, prefix) + "/top1" +
+def metric_name(name: str, alpha: float | None = None, prefix: str | None = None,
+                shortlist: int = 0, metric: str = "top1") -> str:
+  """'zeroshot/<name>[/<prefix>_prefix][/shortlist<k>]/top1[_alpha<a>]'."""
+  return (_common.metric_stem("zeroshot", name, prefix) +
+          (f"/shortlist{shortlist}" if shortlist else "") + f"/{metric}" +
           ("" if alpha is None else f"_alpha{float(alpha)}"))
 
 
@@ -92,21 +122,39 @@ class Evaluator(_common.EvaluatorBase):
 
     # Prompts are arguments, not constants baked into the compiled programs (ImageNet with 80
     # templates has 80k of them).
+    self._shortlist = int(eval_config.get("shortlist", 0))
+    self._streamers = {}
     if self._caption:
       # Template k's prompts share its words before the class name: one group each.
-      groups_P = np.arange(len(prompts)) % len(eval_config.templates)
+      num_templates = len(eval_config.templates)
+      groups_P = np.arange(len(prompts)) % num_templates
       self._scorers = {p: _common.prompt_scorer(predict_fns, prompts_PxT[p], groups_P,
                                                 eval_config, mesh) for p in self.prefixes}
       scorer = self._scorers[self.prefixes[0]]  # Same shapes for every prefix.
+      self._text_only = jax.jit(scorer.text_logprobs, out_shardings=self._replicated)
+
+      def hits(scores_AxBxC, labels, valid):
+        return ((jnp.argmax(scores_AxBxC, axis=-1) == labels[None]) & valid[None]).sum(-1)
 
       def caption_hits(params, inputs, logp_txt_P, images, labels, valid):
         visual = predict_fns["encode_images"](params, images)
         logp_img_BxP = scorer.image_text_logprobs(params, visual, inputs)
-        scores_AxBxC = class_scores(logp_img_BxP, logp_txt_P, num_classes, self.alphas)
-        return ((jnp.argmax(scores_AxBxC, axis=-1) == labels[None]) & valid[None]).sum(-1)
+        return hits(class_scores(logp_img_BxP, logp_txt_P, num_classes, self.alphas), labels,
+                    valid)
 
-      self._text_only = jax.jit(scorer.text_logprobs, out_shardings=self._replicated)
       self._caption_hits = jax.jit(caption_hits, out_shardings=self._replicated)
+      if int(eval_config.get("stream_blocks", 0)) and not self._shortlist:
+        self._streamers = {p: prompt_streaming.StreamingScorer(
+            predict_fns, prompts_PxT[p], groups_P, self._scorers[p].images_per_device,
+            int(eval_config.block_tokens), int(eval_config.stream_blocks), self._replicated)
+            for p in self.prefixes}
+        self._encode = jax.jit(predict_fns["encode_images"])
+        self._hits_from_logp = jax.jit(
+            lambda logp_img, logp_txt, labels, valid: hits(
+                class_scores(logp_img, logp_txt, num_classes, self.alphas), labels, valid),
+            out_shardings=self._replicated)
+      if self._shortlist:
+        self._setup_shortlist(predict_fns, eval_config, prompts_PxT, num_classes, num_templates)
 
     if self._embed:
       def classes(params, prompts_PxT):
@@ -123,13 +171,21 @@ class Evaluator(_common.EvaluatorBase):
 
   def run(self, params) -> dict[str, float]:
     correct_PxA = {p: np.zeros(len(self.alphas), np.int64) for p in self.prefixes}
+    self._recall = {p: 0 for p in self.prefixes}
     correct_P = {p: 0 for p in self.prefixes}
+    total = len(sources.open_split(self._data_config, self._cfg.split))  # Each image once.
+    self._progress = None
+    if self._streamers or self._shortlist:
+      self._progress = prompt_streaming.Progress(
+          f"zeroshot/{self.name}", total, len(self._prompts_PxT[self.prefixes[0]]))
     with sharding.activate(self._mesh):
       prompts, logp_txt, classes = {}, {}, {}
       for p in self.prefixes:
         if self._caption:  # log P(t): once per checkpoint, reused for every image batch.
           prompts[p] = jax.device_put(self._scorers[p].inputs, self._replicated)
           logp_txt[p] = self._text_only(params, prompts[p])
+          if self._shortlist:
+            self._stage1_txt[p] = self._stage1_text(params, self._stage1_inputs[p])
         if self._embed:
           classes[p] = self._classes(params, jax.device_put(self._prompts_PxT[p],
                                                             self._replicated))
@@ -137,18 +193,69 @@ class Evaluator(_common.EvaluatorBase):
                                             self._cfg.batch_size, self._cfg.label_key):
         batch = sharding.global_batch_from_local(local, self._mesh)
         inputs = (batch["image"], batch["label"], batch["valid"])
+        if self._progress:
+          self._progress.update(int(local["valid"].sum()) * jax.process_count())
         for p in self.prefixes:
           if self._caption:
-            correct_PxA[p] += np.asarray(jax.device_get(
-                self._caption_hits(params, prompts[p], logp_txt[p], *inputs)))
+            correct_PxA[p] += self._caption_batch(params, p, prompts[p], logp_txt[p], inputs)
           if self._embed:
             correct_P[p] += int(jax.device_get(self._embed_hits(params, classes[p], *inputs)))
-    total = len(sources.open_split(self._data_config, self._cfg.split))  # Each image once.
     metrics = {}
     for p in self.prefixes:
       if self._embed:
         metrics[metric_name(self.name, prefix=p)] = correct_P[p] / total
       if self._caption:
-        metrics.update({metric_name(self.name, a, p): float(c) / total
+        metrics.update({metric_name(self.name, a, p, self._shortlist): float(c) / total
                         for a, c in zip(self.alphas, correct_PxA[p])})
+      if self._shortlist:
+        metrics[metric_name(self.name, None, p, self._shortlist, "recall")] = (
+            self._recall[p] / total)
     return metrics
+
+  def _caption_batch(self, params, prefix, inputs, logp_txt_P, batch) -> np.ndarray:
+    """Correct predictions per alpha on one global image batch (images, labels, valid)."""
+    if self._shortlist:
+      hits_A, kept = jax.device_get(self._shortlist_hits(
+          params, self._stage1_inputs[prefix], self._stage1_txt[prefix], self._tables[prefix],
+          logp_txt_P, *batch))
+      self._recall[prefix] += int(kept)
+      return np.asarray(hits_A)
+    if self._streamers:
+      visual = self._encode(params, batch[0])
+      logp_img = jax.device_put(self._streamers[prefix].image_text_logprobs(params, visual),
+                                self._replicated)
+      return np.asarray(jax.device_get(self._hits_from_logp(logp_img, logp_txt_P, *batch[1:])))
+    return np.asarray(jax.device_get(self._caption_hits(params, inputs, logp_txt_P, *batch)))
+
+  def _setup_shortlist(self, predict_fns, eval_config, prompts_PxT, num_classes, num_templates):
+    """Stage 1: a cached scorer of the first `shortlist_templates` templates; stage 2: every
+    template's suffix table (see evaluators/shortlist.py)."""
+    k1 = int(eval_config.shortlist_templates)
+    size = min(self._shortlist, num_classes)
+    keep_P = (np.arange(num_classes * num_templates) % num_templates) < k1
+    stage1 = {p: _common.prompt_scorer(predict_fns, prompts_PxT[p][keep_P],
+                                       np.arange(num_classes * k1) % k1, eval_config, self._mesh)
+              for p in self.prefixes}
+    self._tables = {p: jax.device_put(shortlist.suffix_tables(prompts_PxT[p], num_templates),
+                                      self._replicated) for p in self.prefixes}
+    scorer = stage1[self.prefixes[0]]
+    self._stage1_inputs = {p: jax.device_put(stage1[p].inputs, self._replicated)
+                           for p in self.prefixes}
+    stage1_text = jax.jit(scorer.text_logprobs, out_shardings=self._replicated)
+    self._stage1_text = stage1_text
+    self._stage1_txt = {}
+    alpha1 = float(eval_config.shortlist_alpha)
+
+    def shortlist_hits(params, inputs1, logp_txt1, tables, logp_txt_P, images, labels, valid):
+      visual = predict_fns["encode_images"](params, images)
+      stage1_BxC = class_scores(scorer.image_text_logprobs(params, visual, inputs1), logp_txt1,
+                                num_classes, (alpha1,))[0]
+      _, shortlist_BxS = jax.lax.top_k(stage1_BxC, size)
+      logp_img = shortlist.shortlisted_logprobs(predict_fns, params, visual, tables,
+                                                shortlist_BxS)
+      pred_AxB = shortlist.predictions(logp_img, logp_txt_P, shortlist_BxS, self.alphas,
+                                       num_templates)
+      kept = ((shortlist_BxS == labels[:, None]).any(-1) & valid).sum()
+      return ((pred_AxB == labels[None]) & valid[None]).sum(-1), kept
+
+    self._shortlist_hits = jax.jit(shortlist_hits, out_shardings=self._replicated)

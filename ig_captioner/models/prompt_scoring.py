@@ -130,38 +130,59 @@ def _masked_logprob_sum(logits_XxLxV, targets_XxL):
   return jnp.sum(jnp.where(likelihood.scored_targets(targets_XxL), logp_XxL, 0.0), axis=-1)
 
 
+PREFIX_KEYS = ("prefix_inputs_RxS", "prefix_targets_RxS", "prefix_len_R")
+
+
+def prefix_state(extend, params, cross_kvs, num_images: int, prefix: dict) -> dict:
+  """Every group's shared prefix decoded once per image: its keys/values per block (head-major
+  k_BxRxHxSxK), its own targets' summed log-probs prefix_BxR, and the next-token log-probs at
+  its end last_BxRxV (each prompt's first own target). `prefix`: the plan's PREFIX_KEYS."""
+  b = num_images
+  prefix_RxS = prefix["prefix_inputs_RxS"]
+  r, s = prefix_RxS.shape
+  logits_BxRxSxV, prefix_kvs = extend(params, jnp.broadcast_to(prefix_RxS, (b, r, s)),
+                                      jnp.arange(s), None, cross_kvs)
+  prefix_BxR = _masked_logprob_sum(logits_BxRxSxV, jnp.broadcast_to(prefix["prefix_targets_RxS"],
+                                                                     (b, r, s)))
+  last_BxRxV = jax.nn.log_softmax(jnp.take_along_axis(
+      logits_BxRxSxV, (prefix["prefix_len_R"] - 1)[None, :, None, None], axis=2)[:, :, 0],
+                                  axis=-1)
+  return {"kvs": prefix_kvs, "prefix_BxR": prefix_BxR, "last_BxRxV": last_BxRxV,
+          "len_R": prefix["prefix_len_R"]}
+
+
+def score_blocks(extend, params, cross_kvs, state: dict, blocks: dict):
+  """scores_GxBxC of G suffix blocks (`group_G`, `inputs_GxCxL`, `targets_GxCxL`, `first_GxC`),
+  one block at a time (`lax.map`), after their groups' prefixes (`prefix_state`)."""
+  b = state["prefix_BxR"].shape[0]
+  s = state["kvs"][0][0].shape[-2]
+
+  def block(item):
+    g = item["group_G"]
+    c, length = item["inputs_GxCxL"].shape
+    visible_S = jnp.arange(s) < state["len_R"][g]
+    contexts = tuple(((k_BxRxHxSxK[:, g], v_BxRxHxSxK[:, g], visible_S),)
+                     for k_BxRxHxSxK, v_BxRxHxSxK in state["kvs"])
+    logits_BxCxLxV, _ = extend(params, jnp.broadcast_to(item["inputs_GxCxL"], (b, c, length)),
+                               state["len_R"][g] + jnp.arange(length), contexts, cross_kvs)
+    suffix_BxC = _masked_logprob_sum(logits_BxCxLxV,
+                                     jnp.broadcast_to(item["targets_GxCxL"], (b, c, length)))
+    first_C = item["first_GxC"]
+    first_BxC = jnp.where(likelihood.scored_targets(first_C)[None],
+                          jnp.take(state["last_BxRxV"][:, g], first_C, axis=-1), 0.0)
+    return state["prefix_BxR"][:, g, None] + first_BxC + suffix_BxC
+
+  return jax.lax.map(block, {k: v for k, v in blocks.items() if k != "prompt_GxC"})
+
+
 def _score(extend, params, cross_kvs, num_images: int, plan: dict, num_prompts: int):
   """logp_BxP of every prompt, from the cached decoder (cross_kvs None: text only, B = 1)."""
   b = num_images
   plan = jax.tree.map(jnp.asarray, plan)
-  prefix_RxS = plan["prefix_inputs_RxS"]
-  r, s = prefix_RxS.shape
-  prefix_len_R = plan["prefix_len_R"]
-  logits_BxRxSxV, prefix_kvs = extend(params, jnp.broadcast_to(prefix_RxS, (b, r, s)),
-                                      jnp.arange(s), None, cross_kvs)
-  prefix_BxR = _masked_logprob_sum(logits_BxRxSxV, jnp.broadcast_to(plan["prefix_targets_RxS"],
-                                                                     (b, r, s)))
-  last_BxRxV = jax.nn.log_softmax(jnp.take_along_axis(
-      logits_BxRxSxV, (prefix_len_R - 1)[None, :, None, None], axis=2)[:, :, 0], axis=-1)
+  state = prefix_state(extend, params, cross_kvs, b, {k: plan[k] for k in PREFIX_KEYS})
   logp_BxP = jnp.zeros((b, num_prompts + 1), jnp.float32)  # Slot P takes the padding rows.
-
   for bucket in plan["buckets"]:
-    def block(item, b=b):
-      g = item["group_G"]
-      c, length = item["inputs_GxCxL"].shape
-      visible_S = jnp.arange(s) < prefix_len_R[g]
-      contexts = tuple(((k_BxRxHxSxK[:, g], v_BxRxHxSxK[:, g], visible_S),)
-                       for k_BxRxHxSxK, v_BxRxHxSxK in prefix_kvs)
-      logits_BxCxLxV, _ = extend(params, jnp.broadcast_to(item["inputs_GxCxL"], (b, c, length)),
-                                 prefix_len_R[g] + jnp.arange(length), contexts, cross_kvs)
-      suffix_BxC = _masked_logprob_sum(logits_BxCxLxV,
-                                       jnp.broadcast_to(item["targets_GxCxL"], (b, c, length)))
-      first_C = item["first_GxC"]
-      first_BxC = jnp.where(likelihood.scored_targets(first_C)[None],
-                            jnp.take(last_BxRxV[:, g], first_C, axis=-1), 0.0)
-      return prefix_BxR[:, g, None] + first_BxC + suffix_BxC
-
-    scores_GxBxC = jax.lax.map(block, {k: v for k, v in bucket.items() if k != "prompt_GxC"})
+    scores_GxBxC = score_blocks(extend, params, cross_kvs, state, bucket)
     scores_BxGC = jnp.moveaxis(scores_GxBxC, 0, 1).reshape(b, -1)
     logp_BxP = logp_BxP.at[:, bucket["prompt_GxC"].reshape(-1)].set(scores_BxGC)
   return logp_BxP[:, :num_prompts]
@@ -202,6 +223,7 @@ class PromptScorer:
                                "(models.CACHE_FNS); set the evaluator's scoring='reference'")
     self.method = method
     self.num_prompts = len(prompts_PxT)
+    self.images_per_device = images_per_device
     self._fns, self._chunk = predict_fns, chunk
     if method == "cached":
       positions = np.shape(prompts_PxT)[1] - 1

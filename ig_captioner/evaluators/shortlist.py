@@ -1,0 +1,84 @@
+"""Two-stage zero-shot scoring: shortlist the top-k classes per image with a cheap score, then
+score only those with every template.
+
+Stage 1 is the IG score s(c, I) = mean_k [log P(t_ck|I) - alpha1 * log P(t_ck)] over the first
+`shortlist_templates` templates only (cached scoring of C x k1 prompts). Stage 2 is the exact IG
+score over all templates, for the shortlisted classes of each image: their suffixes are gathered
+per image and decoded after each template's cached prefix. A class outside the shortlist is never
+predicted, so this is an approximation of exact scoring and is reported under its own names
+(`zeroshot/<name>/shortlist<k>/...`), with the shortlist's recall (true class kept).
+
+Shape letters: B images, C classes, K templates, P prompts (C x K, class-major), R groups
+(templates), L suffix length, V vocabulary, A alphas, S shortlist size.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ig_captioner.data.tokenizer import PAD_ID
+from ig_captioner.models import likelihood
+from ig_captioner.models import prompt_scoring
+
+
+def suffix_tables(prompts_PxT: np.ndarray, num_templates: int) -> dict:
+  """Per template r: the prefix shared by its prompts (a `prompt_scoring` plan's prefix arrays)
+  and every class's suffix inputs/targets (R, C, L) and first own target (R, C)."""
+  prompts_PxT = np.asarray(prompts_PxT, np.int32)
+  num_prompts, text_len = prompts_PxT.shape
+  groups_P = np.arange(num_prompts) % num_templates
+  plan = prompt_scoring.plan_prompts(prompts_PxT, groups_P)
+  prefix_len_R = plan.arrays["prefix_len_R"]
+  length = text_len - 1 - int(prefix_len_R.min())
+  num_classes = num_prompts // num_templates
+  inputs = np.full((num_templates, num_classes, length), PAD_ID, np.int32)
+  targets = np.full((num_templates, num_classes, length), PAD_ID, np.int32)
+  first = np.zeros((num_templates, num_classes), np.int32)
+  for r in range(num_templates):
+    s = int(prefix_len_R[r])
+    rows = prompts_PxT[r::num_templates]  # Class-major: template r of every class.
+    first[r] = rows[:, s]
+    suffix = rows[:, s:s + length + 1]
+    inputs[r, :, :suffix.shape[1] - 1] = suffix[:, :-1]
+    targets[r, :, :suffix.shape[1] - 1] = suffix[:, 1:]
+  tables = {k: plan.arrays[k] for k in prompt_scoring.PREFIX_KEYS}
+  tables.update(inputs_RxCxL=inputs, targets_RxCxL=targets, first_RxC=first)
+  return tables
+
+
+def shortlisted_logprobs(fns: dict, params, visual_BxNxD, tables: dict, shortlist_BxS):
+  """log P(t|I) of every template of each image's shortlisted classes, logp_BxSxR."""
+  extend = fns["extend"]
+  b, size = shortlist_BxS.shape
+  cross_kvs = fns["cross_kv"](params, visual_BxNxD)
+  state = prompt_scoring.prefix_state(extend, params, cross_kvs, b,
+                                      {k: tables[k] for k in prompt_scoring.PREFIX_KEYS})
+  s_len = state["kvs"][0][0].shape[-2]
+
+  def template(r):
+    inputs_BxSxL = tables["inputs_RxCxL"][r][shortlist_BxS]
+    targets_BxSxL = tables["targets_RxCxL"][r][shortlist_BxS]
+    first_BxS = tables["first_RxC"][r][shortlist_BxS]
+    visible = jnp.arange(s_len) < state["len_R"][r]
+    contexts = tuple(((k[:, r], v[:, r], visible),) for k, v in state["kvs"])
+    logits, _ = extend(params, inputs_BxSxL, state["len_R"][r] + jnp.arange(
+        inputs_BxSxL.shape[-1]), contexts, cross_kvs)
+    target = jnp.take_along_axis(logits, targets_BxSxL[..., None], -1)[..., 0]
+    logp = jnp.where(likelihood.scored_targets(targets_BxSxL),
+                     target - jax.nn.logsumexp(logits, axis=-1), 0.0).sum(-1)
+    first = jnp.take_along_axis(state["last_BxRxV"][:, r], first_BxS, axis=-1)
+    return state["prefix_BxR"][:, r, None] + first + logp
+
+  num_templates = tables["first_RxC"].shape[0]
+  return jnp.moveaxis(jax.lax.map(template, jnp.arange(num_templates)), 0, -1)
+
+
+def predictions(logp_img_BxSxR, logp_txt_P, shortlist_BxS, alphas, num_templates: int):
+  """The predicted class per alpha, pred_AxB: the best IG score among each image's shortlist."""
+  txt_CxR = logp_txt_P.reshape(-1, num_templates)
+  txt_BxS = txt_CxR.mean(-1)[shortlist_BxS]
+  scores_AxBxS = (logp_img_BxSxR.mean(-1)[None] -
+                  jnp.asarray(alphas, jnp.float32)[:, None, None] * txt_BxS[None])
+  best_AxB = jnp.argmax(scores_AxBxS, axis=-1)
+  return jnp.take_along_axis(jnp.broadcast_to(shortlist_BxS, scores_AxBxS.shape),
+                             best_AxB[..., None], axis=-1)[..., 0]
