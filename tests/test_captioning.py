@@ -91,19 +91,19 @@ def test_normalize_lowercases_and_drops_punctuation():
 def test_captioning_evaluator_reports_cider_and_bleu(runlocal_config):
   config = runlocal_config
   config.evals = {"captions": captioning.default_config(batch_size=32, alphas=(0.0, 1.0),
-                                                        beam_size=2, prefixes=(None, "caption"))}
+                                                        beam_size=2, prefixes=("caption",))}
   built = models.build(config.model)
   params = helpers.random_params(built, scale=1.0)
   mesh = sharding.make_mesh(config.eval_mesh)
   evaluator = captioning.Evaluator("captions", config.evals.captions, config,
                                    built.predict_fns, mesh, sources.tokenizer(config.data))
   metrics = evaluator.run(jax.device_put(params))
-  stems = ("captioning/captions", "captioning/captions/caption_prefix")
+  stems = ("captioning/captions/caption_prefix",)
   assert set(metrics) == {f"{stem}/{m}_alpha{a}" for stem in stems
                           for m in ("cider_d", "bleu4", "words") for a in (0.0, 1.0)}
   assert all(np.isfinite(v) and v >= 0 for v in metrics.values())
   assert all(0 <= metrics[f"{s}/bleu4_alpha{a}"] <= 1 for s in stems for a in (0.0, 1.0))
-  assert metrics["captioning/captions/words_alpha0.0"] > 0
+  assert metrics["captioning/captions/caption_prefix/words_alpha0.0"] > 0
 
 
 def test_captioning_needs_a_caption_family(runlocal_config):

@@ -36,8 +36,8 @@ def _generate(fns, params, visual, **config):
                                    text_len=TEXT_LEN))(params, visual)
 
 
-@pytest.mark.parametrize("family,beam,alpha", [("captioner", 1, 0.0), ("captioner", 4, 0.0),
-                                               ("captioner", 3, 1.0), ("coca", 2, 0.5)])
+@pytest.mark.parametrize("family,beam,alpha", [("captioner", 1, 0.0), ("captioner", 3, 1.0),
+                                               ("coca", 2, 0.5)])
 def test_cached_decoding_equals_full_recomputation(family, beam, alpha):
   built, params, visual = _setup(family)
   fns = built.predict_fns
@@ -57,7 +57,7 @@ def test_cached_decoding_equals_full_recomputation(family, beam, alpha):
                                                                   tokens[:, 1:]), atol=1e-4)
 
 
-@pytest.mark.parametrize("alpha,penalty", [(0.0, 0.0), (0.0, 1.0), (1.0, 0.6)])
+@pytest.mark.parametrize("alpha,penalty", [(0.0, 0.0), (1.0, 0.6)])
 def test_wide_beam_finds_the_exhaustive_optimum(alpha, penalty):
   built, params, visual = _setup(num_images=2)
   fns = built.predict_fns

@@ -31,17 +31,23 @@ def model_and_params(data_dir):
   return config, built, jax.device_put(helpers.random_params(built, scale=1.0))
 
 
-def test_streamed_and_reference_scoring_give_the_cached_metrics(model_and_params):
+@pytest.fixture(scope="module")
+def exact(model_and_params):
   config, built, params = model_and_params
-  cached = _run(config, params, built)
+  return _run(config, params, built)
+
+
+def test_streamed_and_reference_scoring_give_the_cached_metrics(model_and_params, exact):
+  config, built, params = model_and_params
+  cached = exact
   assert set(cached) == {f"zeroshot/digits/top1_alpha{a}" for a in (0.0, 1.0)}
   assert _run(config, params, built, stream_blocks=2) == cached
   assert _run(config, params, built, scoring="reference") == cached
 
 
-def test_shortlist_of_every_class_is_exact_and_of_one_class_is_stage_one(model_and_params):
+def test_shortlist_of_every_class_is_exact_and_of_one_class_is_stage_one(model_and_params,
+                                                                         exact):
   config, built, params = model_and_params
-  exact = _run(config, params, built)
   num_classes = 10
   every = _run(config, params, built, shortlist=num_classes, shortlist_templates=1)
   assert every["zeroshot/digits/shortlist10/recall"] == 1.0
