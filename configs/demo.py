@@ -24,11 +24,15 @@ import ml_collections
 
 from ig_captioner import config_lib
 from ig_captioner import errors
+from ig_captioner.evaluators import captioning
 from ig_captioner.evaluators import retrieval
 from ig_captioner.evaluators import zeroshot
 from ig_captioner.models import layers
 
 FAMILIES = ("captioner", "clip", "siglip", "coca", "cappa")
+
+
+CAPTION_FAMILIES = ("captioner", "coca", "cappa")
 
 
 def model_and_objective(family: str, text_size: str):
@@ -109,6 +113,9 @@ def get_config(arg=None):
   config.evals.digits = zeroshot.default_config()  # The held-out split.
   config.evals.digits_val = zeroshot.default_config(split="validation")  # For development.
   config.evals.digits_retrieval = retrieval.default_config()  # Held out, 6 captions each.
+  if arg.family in CAPTION_FAMILIES and not arg.runlocal:  # Tested apart (test_captioning.py).
+    # Greedy captions of the retrieval images, plain (alpha 0) and IG-guided (alpha 1).
+    config.evals.digits_captions = captioning.default_config(alphas=(0.0, 1.0))
 
   if arg.runlocal:
     config.data.num_train_examples = 512
@@ -140,5 +147,9 @@ def sweep_tables():
               "image->text R@1": "retrieval/digits_retrieval/i2t_r1",
               "text->image R@1": "retrieval/digits_retrieval/t2i_r1"}
   validation = {"zero-shot top-1": "zeroshot/digits_val/top1"}
+  captions = {"CIDEr-D": "captioning/digits_captions/cider_d",
+              "BLEU-4": "captioning/digits_captions/bleu4"}
   return [("held-out splits `zeroshot` and `retrieval`", held_out),
-          ("`validation` split (for choices)", validation)], (0.0, 1.0)
+          ("`validation` split (for choices)", validation),
+          ("greedy captions of the `retrieval` images (x100; alpha: IG-guided decoding)",
+           captions)], (0.0, 1.0)

@@ -12,5 +12,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKDIR="${1:-/tmp/ig_captioner_demo}"
-source launch/venv.sh ""
+source launch/venv.sh captioning
 exec python -m ig_captioner.sweep --config=configs/demo.py --workdir="$WORKDIR"
