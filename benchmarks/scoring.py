@@ -144,8 +144,8 @@ def _report_templates(shape, rng, num_classes=100, num_images=32) -> dict:
     for method, (secs, _) in results.items():
       out[f"{name}/{method}"] = len(prompts) * num_images / secs
       print(f"| {name} | {method} | {out[f'{name}/{method}']:,.0f} |")
-  print(f"shared template prefixes: cached {out['clip_templates/cached'] / out['random/cached']:.2f}x"
-        " the pairs/s on random prompts")
+  gain = out["clip_templates/cached"] / out["random/cached"]
+  print(f"shared template prefixes: cached {gain:.2f}x the pairs/s on random prompts")
   return out
 
 

@@ -18,6 +18,16 @@ def tiny_model_config(**overrides) -> ml_collections.ConfigDict:
   return cfg
 
 
+def tiny_family_config(family: str) -> ml_collections.ConfigDict:
+  """The nano `config.model` of a caption family: 'captioner' (also CapPa's) or 'coca'."""
+  if family != "coca":
+    return tiny_model_config()
+  config = tiny_model_config(name="coca", unimodal_depth=1, multimodal_depth=1, embed_dim=16,
+                             temperature_init=1 / 0.07)
+  del config["decoder_depth"]
+  return config
+
+
 def tiny_two_towers_config(**overrides) -> ml_collections.ConfigDict:
   """A nano two-tower (SigLIP-initialised) `config.model`."""
   cfg = ml_collections.ConfigDict(dict(

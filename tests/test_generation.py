@@ -17,13 +17,7 @@ TEXT_LEN = 8
 
 
 def _setup(family="captioner", num_images=3):
-  if family == "coca":
-    config = helpers.tiny_model_config(name="coca", unimodal_depth=1, multimodal_depth=1,
-                                       embed_dim=16, temperature_init=1 / 0.07)
-    del config["decoder_depth"]
-  else:
-    config = helpers.tiny_model_config()
-  built = models.build(config)
+  built = models.build(helpers.tiny_family_config(family))
   params = helpers.random_params(built, scale=1.0)
   rng = np.random.default_rng(0)
   images = rng.normal(size=(num_images, 16, 16, 3)).astype(np.float32)

@@ -90,11 +90,13 @@ def test_bfloat16_products_and_their_gradients_match_float32(spec, shape_a, shap
   a, b = rng.normal(size=shape_a), rng.normal(size=shape_b)
   cotangent = rng.normal(size=np.einsum(spec, a, b).shape)
 
+  mixed_einsum = layers._mixed_einsum  # pylint: disable=protected-access
+
   def loss(a, b, dtype):
-    return (layers._mixed_einsum(spec, a, b, dtype) * cotangent).sum()  # pylint: disable=protected-access
+    return (mixed_einsum(spec, a, b, dtype) * cotangent).sum()
 
   for dtype, tol in ((np.float32, 1e-5), (jax.numpy.bfloat16, 3e-2)):
-    out = layers._mixed_einsum(spec, a.astype(np.float32), b.astype(np.float32), dtype)  # pylint: disable=protected-access
+    out = mixed_einsum(spec, a.astype(np.float32), b.astype(np.float32), dtype)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, np.einsum(spec, a, b), rtol=tol, atol=tol * 3)
     grads = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)(

@@ -16,12 +16,7 @@ from tests.test_objective import numpy_sequence_logprob
 
 def _model_and_params(family: str):
   """A tiny model of the family and its params (for CapPa: after one CapPa update)."""
-  if family == "coca":
-    config = helpers.tiny_model_config(name="coca", unimodal_depth=1, multimodal_depth=1,
-                                       embed_dim=16, temperature_init=1 / 0.07)
-    del config["decoder_depth"]
-  else:
-    config = helpers.tiny_model_config()
+  config = helpers.tiny_family_config(family)
   built = models.build(config)
   params = helpers.random_params(built)
   if family == "cappa":

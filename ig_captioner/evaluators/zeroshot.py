@@ -241,8 +241,7 @@ class Evaluator(_common.EvaluatorBase):
     scorer = stage1[self.prefixes[0]]
     self._stage1_inputs = {p: jax.device_put(stage1[p].inputs, self._replicated)
                            for p in self.prefixes}
-    stage1_text = jax.jit(scorer.text_logprobs, out_shardings=self._replicated)
-    self._stage1_text = stage1_text
+    self._stage1_text = jax.jit(scorer.text_logprobs, out_shardings=self._replicated)
     self._stage1_txt = {}
     alpha1 = float(eval_config.shortlist_alpha)
 

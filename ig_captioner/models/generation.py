@@ -2,7 +2,8 @@
 
 The decoder runs once per generated token (`models.CACHE_FNS`): the visual tokens' cross-attention
 keys/values are computed once per image; every block keeps the keys/values of the tokens so far
-in a head-major buffer of the text's length (a per-row `layers.Segment`, positions not yet written masked);
+in a head-major buffer of the text's length (a per-row `layers.Segment`, positions not yet
+written masked);
 each step decodes one token per beam at its position and writes its keys/values. Beams of one
 image attend to that image's visual keys/values without copies. `full_recompute=True` decodes
 the whole buffer at every step instead (no cache): the same tokens, for tests and benchmarks.

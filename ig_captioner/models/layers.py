@@ -350,7 +350,8 @@ def embed_tokens(table_VxD, pos_MxD, tokens_XxL, dtype: Dtype, positions_L=None)
   # Gather from a replicated copy (as FSDP does for every weight just in time): a gather from a
   # vocab-sharded table would make XLA replicate the batch-sharded activations instead.
   table_VxD = nn.with_logical_constraint(table_VxD.astype(dtype), (None, None))
-  pos_LxD = pos_MxD[:length] if positions_L is None else jnp.take(pos_MxD, positions_L, axis=0, mode="clip")
+  pos_LxD = (pos_MxD[:length] if positions_L is None
+             else jnp.take(pos_MxD, positions_L, axis=0, mode="clip"))
   x_XxLxD = jnp.take(table_VxD, tokens_XxL, axis=0) + pos_LxD.astype(dtype)
   if x_XxLxD.ndim == 3:
     x_XxLxD = nn.with_logical_constraint(x_XxLxD, BATCH_LENGTH_EMBED)
