@@ -43,9 +43,8 @@ class StreamingScorer:
 
   def __init__(self, predict_fns: dict, prompts_PxT: np.ndarray, groups_P, images_per_device: int,
                block_tokens: int, blocks_per_call: int, replicated):
-    positions = np.shape(prompts_PxT)[1] - 1
-    plan = prompt_scoring.plan_prompts(
-        prompts_PxT, groups_P, max(1, block_tokens // (images_per_device * positions)))
+    plan = prompt_scoring.plan_prompts(prompts_PxT, groups_P, prompt_scoring.prompts_per_block(
+        block_tokens, images_per_device, np.shape(prompts_PxT)[1]))
     self.num_prompts = len(prompts_PxT)
     self.plan = plan
     self.prefix = {k: plan.arrays[k] for k in prompt_scoring.PREFIX_KEYS}

@@ -16,8 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ig_captioner.data.tokenizer import PAD_ID
-from ig_captioner.models import likelihood
 from ig_captioner.models import prompt_scoring
 
 
@@ -30,44 +28,26 @@ def suffix_tables(prompts_PxT: np.ndarray, num_templates: int) -> dict:
   plan = prompt_scoring.plan_prompts(prompts_PxT, groups_P)
   prefix_len_R = plan.arrays["prefix_len_R"]
   length = text_len - 1 - int(prefix_len_R.min())
-  num_classes = num_prompts // num_templates
-  inputs = np.full((num_templates, num_classes, length), PAD_ID, np.int32)
-  targets = np.full((num_templates, num_classes, length), PAD_ID, np.int32)
-  first = np.zeros((num_templates, num_classes), np.int32)
-  for r in range(num_templates):
-    s = int(prefix_len_R[r])
-    rows = prompts_PxT[r::num_templates]  # Class-major: template r of every class.
-    first[r] = rows[:, s]
-    suffix = rows[:, s:s + length + 1]
-    inputs[r, :, :suffix.shape[1] - 1] = suffix[:, :-1]
-    targets[r, :, :suffix.shape[1] - 1] = suffix[:, 1:]
+  # Class-major prompts: template r of every class is every num_templates-th row from r.
+  inputs, targets, first = zip(*(prompt_scoring.suffix_arrays(
+      prompts_PxT[r::num_templates], int(prefix_len_R[r]), length) for r in range(num_templates)))
   tables = {k: plan.arrays[k] for k in prompt_scoring.PREFIX_KEYS}
-  tables.update(inputs_RxCxL=inputs, targets_RxCxL=targets, first_RxC=first)
+  tables.update(inputs_RxCxL=np.stack(inputs), targets_RxCxL=np.stack(targets),
+                first_RxC=np.stack(first))
   return tables
 
 
 def shortlisted_logprobs(fns: dict, params, visual_BxNxD, tables: dict, shortlist_BxS):
   """log P(t|I) of every template of each image's shortlisted classes, logp_BxSxR."""
   extend = fns["extend"]
-  b, size = shortlist_BxS.shape
   cross_kvs = fns["cross_kv"](params, visual_BxNxD)
-  state = prompt_scoring.prefix_state(extend, params, cross_kvs, b,
+  state = prompt_scoring.prefix_state(extend, params, cross_kvs, shortlist_BxS.shape[0],
                                       {k: tables[k] for k in prompt_scoring.PREFIX_KEYS})
-  s_len = state["kvs"][0][0].shape[-2]
 
   def template(r):
-    inputs_BxSxL = tables["inputs_RxCxL"][r][shortlist_BxS]
-    targets_BxSxL = tables["targets_RxCxL"][r][shortlist_BxS]
-    first_BxS = tables["first_RxC"][r][shortlist_BxS]
-    visible = jnp.arange(s_len) < state["len_R"][r]
-    contexts = tuple(((k[:, r], v[:, r], visible),) for k, v in state["kvs"])
-    logits, _ = extend(params, inputs_BxSxL, state["len_R"][r] + jnp.arange(
-        inputs_BxSxL.shape[-1]), contexts, cross_kvs)
-    target = jnp.take_along_axis(logits, targets_BxSxL[..., None], -1)[..., 0]
-    logp = jnp.where(likelihood.scored_targets(targets_BxSxL),
-                     target - jax.nn.logsumexp(logits, axis=-1), 0.0).sum(-1)
-    first = jnp.take_along_axis(state["last_BxRxV"][:, r], first_BxS, axis=-1)
-    return state["prefix_BxR"][:, r, None] + first + logp
+    return prompt_scoring.suffix_logprobs(
+        extend, params, cross_kvs, state, r, tables["inputs_RxCxL"][r][shortlist_BxS],
+        tables["targets_RxCxL"][r][shortlist_BxS], tables["first_RxC"][r][shortlist_BxS])
 
   num_templates = tables["first_RxC"].shape[0]
   return jnp.moveaxis(jax.lax.map(template, jnp.arange(num_templates)), 0, -1)

@@ -58,6 +58,22 @@ def _shared_prefix(tokens_CxT: np.ndarray, lengths_C: np.ndarray) -> int:
   return max(1, min(common, int(lengths_C.min()) - 1))
 
 
+def prompts_per_block(block_tokens: int, images_per_device: int, text_len: int) -> int:
+  """Prompts per block so that a block holds about `block_tokens` decoder positions per device."""
+  return max(1, block_tokens // (images_per_device * (text_len - 1)))
+
+
+def suffix_arrays(rows_XxT: np.ndarray, prefix_len: int, length: int):
+  """Each prompt's part after a shared prefix: inputs_XxL and targets_XxL (PAD-filled to
+  `length`) and its first own target first_X, the token the prefix's last position predicts."""
+  inputs = np.full((len(rows_XxT), length), PAD_ID, np.int32)
+  targets = np.full((len(rows_XxT), length), PAD_ID, np.int32)
+  suffix = rows_XxT[:, prefix_len:prefix_len + length + 1]
+  inputs[:, :suffix.shape[1] - 1] = suffix[:, :-1]
+  targets[:, :suffix.shape[1] - 1] = suffix[:, 1:]
+  return inputs, targets, rows_XxT[:, prefix_len]
+
+
 def plan_prompts(prompts_PxT: np.ndarray, groups_P: np.ndarray | None = None,
                  max_block: int = 64, length_multiple: int = 4) -> PromptPlan:
   """Cuts prompts (tokens `[BOS, ..., EOS, PAD...]`) into a shared prefix per group (default:
@@ -108,12 +124,9 @@ def plan_prompts(prompts_PxT: np.ndarray, groups_P: np.ndarray | None = None,
     first_GxC = np.full((g, block), PAD_ID, np.int32)
     group_G = np.array([r for r, _ in items], np.int32)
     for i, (r, rows) in enumerate(items):
-      s = int(prefix_len_R[r])
       prompt_GxC[i, :len(rows)] = rows
-      first_GxC[i, :len(rows)] = prompts_PxT[rows, s]
-      suffix = prompts_PxT[rows, s:s + length + 1]
-      inputs_GxCxL[i, :len(rows), :suffix.shape[1] - 1] = suffix[:, :-1]
-      targets_GxCxL[i, :len(rows), :suffix.shape[1] - 1] = suffix[:, 1:]
+      (inputs_GxCxL[i, :len(rows)], targets_GxCxL[i, :len(rows)],
+       first_GxC[i, :len(rows)]) = suffix_arrays(prompts_PxT[rows], int(prefix_len_R[r]), length)
     # Inputs after a prompt's own EOS are decoded but never scored (targets there are PAD).
     buckets.append({"group_G": group_G, "prompt_GxC": prompt_GxC, "inputs_GxCxL": inputs_GxCxL,
                     "targets_GxCxL": targets_GxCxL, "first_GxC": first_GxC})
@@ -151,26 +164,33 @@ def prefix_state(extend, params, cross_kvs, num_images: int, prefix: dict) -> di
           "len_R": prefix["prefix_len_R"]}
 
 
+def suffix_logprobs(extend, params, cross_kvs, state: dict, group, inputs_BxCxL, targets_BxCxL,
+                    first_BxC):
+  """log P of C prompts per image of one group (`group`, traced or not), from their suffixes
+  (per image, or broadcast) decoded after the group's cached prefix (`prefix_state`): logp_BxC."""
+  b, c, length = inputs_BxCxL.shape
+  visible_S = jnp.arange(state["kvs"][0][0].shape[-2]) < state["len_R"][group]
+  contexts = tuple(((k_BxRxHxSxK[:, group], v_BxRxHxSxK[:, group], visible_S),)
+                   for k_BxRxHxSxK, v_BxRxHxSxK in state["kvs"])
+  logits_BxCxLxV, _ = extend(params, inputs_BxCxL, state["len_R"][group] + jnp.arange(length),
+                             contexts, cross_kvs)
+  suffix_BxC = _masked_logprob_sum(logits_BxCxLxV, targets_BxCxL)
+  first_BxC = jnp.where(likelihood.scored_targets(first_BxC), jnp.take_along_axis(
+      state["last_BxRxV"][:, group], first_BxC, axis=-1), 0.0)
+  return state["prefix_BxR"][:, group, None] + first_BxC + suffix_BxC
+
+
 def score_blocks(extend, params, cross_kvs, state: dict, blocks: dict):
   """scores_GxBxC of G suffix blocks (`group_G`, `inputs_GxCxL`, `targets_GxCxL`, `first_GxC`),
   one block at a time (`lax.map`), after their groups' prefixes (`prefix_state`)."""
   b = state["prefix_BxR"].shape[0]
-  s = state["kvs"][0][0].shape[-2]
 
   def block(item):
-    g = item["group_G"]
     c, length = item["inputs_GxCxL"].shape
-    visible_S = jnp.arange(s) < state["len_R"][g]
-    contexts = tuple(((k_BxRxHxSxK[:, g], v_BxRxHxSxK[:, g], visible_S),)
-                     for k_BxRxHxSxK, v_BxRxHxSxK in state["kvs"])
-    logits_BxCxLxV, _ = extend(params, jnp.broadcast_to(item["inputs_GxCxL"], (b, c, length)),
-                               state["len_R"][g] + jnp.arange(length), contexts, cross_kvs)
-    suffix_BxC = _masked_logprob_sum(logits_BxCxLxV,
-                                     jnp.broadcast_to(item["targets_GxCxL"], (b, c, length)))
-    first_C = item["first_GxC"]
-    first_BxC = jnp.where(likelihood.scored_targets(first_C)[None],
-                          jnp.take(state["last_BxRxV"][:, g], first_C, axis=-1), 0.0)
-    return state["prefix_BxR"][:, g, None] + first_BxC + suffix_BxC
+    return suffix_logprobs(extend, params, cross_kvs, state, item["group_G"],
+                           jnp.broadcast_to(item["inputs_GxCxL"], (b, c, length)),
+                           jnp.broadcast_to(item["targets_GxCxL"], (b, c, length)),
+                           jnp.broadcast_to(item["first_GxC"], (b, c)))
 
   return jax.lax.map(block, {k: v for k, v in blocks.items() if k != "prompt_GxC"})
 
@@ -226,10 +246,11 @@ class PromptScorer:
     self.images_per_device = images_per_device
     self._fns, self._chunk = predict_fns, chunk
     if method == "cached":
-      positions = np.shape(prompts_PxT)[1] - 1
+      text_len = np.shape(prompts_PxT)[1]
       self.plan = plan_prompts(prompts_PxT, groups_P,
-                               max(1, block_tokens // (images_per_device * positions)))
-      text_plan = plan_prompts(prompts_PxT, groups_P, max(1, block_tokens // positions))
+                               prompts_per_block(block_tokens, images_per_device, text_len))
+      text_plan = plan_prompts(prompts_PxT, groups_P,
+                               prompts_per_block(block_tokens, 1, text_len))
       self.inputs = {"image": self.plan.arrays, "text": text_plan.arrays}
     else:
       self.plan, self.inputs = None, np.asarray(prompts_PxT, np.int32)
