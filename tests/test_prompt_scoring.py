@@ -48,8 +48,11 @@ def test_cached_scores_equal_the_reference(family, template_lens, prefix, block)
   images = rng.normal(size=(3, 16, 16, 3)).astype(np.float32)
   visual = fns["encode_images"](params, images)
   groups = np.arange(len(prompts)) % num_templates
+  # Blocks of up to about `block` prompts (at most the group's 5) of one image, or of all 3
+  # images once the whole group fits three times: image slices one after another, or at once.
   cached = prompt_scoring.PromptScorer(fns, prompts, groups, "cached", images_per_device=3,
-                                       block_tokens=block * 3 * (TEXT_LEN - 1))
+                                       block_tokens=block * (TEXT_LEN - 1))
+  assert cached.images_per_block == (1 if block < num_classes else 3)
   reference = prompt_scoring.PromptScorer(fns, prompts, groups, "reference", chunk=block)
 
   logp_img = {}
@@ -85,14 +88,65 @@ def test_plan_decodes_each_template_prefix_once_and_pads_only_a_remainder():
       small.arrays["buckets"])
 
 
+def full_length_prompts(rng, num: int, text_len: int = 16) -> np.ndarray:
+  """`[BOS, random words..., EOS]` filling `text_len`: only BOS is shared."""
+  prompts = rng.integers(7, 1000, (num, text_len)).astype(np.int32)
+  prompts[:, 0], prompts[:, -1] = BOS_ID, EOS_ID
+  return prompts
+
+
+def test_block_shape_fills_blocks_with_a_whole_group_per_image_first():
+  rng = np.random.default_rng(0)
+  # (images, prompts) per block: 14 suffix positions each (BOS shared), 32 images per device.
+  assert prompt_scoring.block_shape(full_length_prompts(rng, 100), None, 4096, 32) == (2, 100)
+  assert prompt_scoring.block_shape(full_length_prompts(rng, 10), None, 4096, 32) == (16, 10)
+  assert prompt_scoring.block_shape(full_length_prompts(rng, 10), None, 300, 6) == (2, 10)
+  assert prompt_scoring.block_shape(full_length_prompts(rng, 10), None, 10, 6) == (1, 1)
+  # 1000 prompts of 31 positions: 132 fit in 4096 (the plan balances them to 8 blocks of 125).
+  assert prompt_scoring.block_shape(full_length_prompts(rng, 1000, 33), None, 4096, 8) == (
+      1, 132)
+  # Two groups: sizes follow the largest.
+  groups = np.arange(30) % 2
+  assert prompt_scoring.block_shape(full_length_prompts(rng, 30), groups, 4096, 4) == (4, 15)
+
+
+def test_block_shape_keeps_prompts_of_mixed_lengths_in_blocks_that_pad_little():
+  # 32 short prompts (suffix 2, a block of 4 positions) and 32 long (suffix 12): one block of
+  # 64 pads the short ones to 12 positions (768 per image); blocks of 32 hold 512, as do 16,
+  # 8 and 4. The largest size within 5% of the fewest is 32.
+  rng = np.random.default_rng(1)
+  prompts = full_length_prompts(rng, 64, 14)
+  prompts[:32, 3], prompts[:32, 4:] = EOS_ID, 0
+  assert prompt_scoring.block_shape(prompts, None, 4096, 8) == (8, 32)
+  plan = prompt_scoring.plan_prompts(prompts, None, 32)
+  assert plan.decoded_tokens == 1 + 32 * 4 + 32 * 12  # BOS once, then the two blocks.
+
+
+def test_image_chunks_are_stitched_back_in_image_order():
+  x_BxX = jnp.arange(12.0).reshape(6, 2)
+  seen = []
+
+  def fn(tree):
+    seen.append(tree["x"].shape)
+    return tree["x"] * 10, jnp.broadcast_to(tree["x"][:1, 0], tree["x"].shape[:1])
+
+  out, first = prompt_scoring.map_image_chunks(fn, 3, {"x": x_BxX})
+  assert seen == [(2, 2)]  # Traced once for slices of 2 images.
+  np.testing.assert_array_equal(out, x_BxX * 10)
+  # Slice i holds images i and i + 3 (strided, so that a sharded image axis stays sharded).
+  np.testing.assert_array_equal(first, x_BxX[[0, 1, 2, 0, 1, 2], 0])
+
+
 def test_cached_scores_with_images_sharded_over_eight_devices_equal_one_device():
   built, params = _model_and_params("captioner")
   fns = built.predict_fns
   rng = np.random.default_rng(3)
   prompts = templated_prompts(rng, 4, (2, 1))
+  # 2 images per device scored one after the other: each slice must keep one image per device.
   scorer = prompt_scoring.PromptScorer(fns, prompts, np.arange(len(prompts)) % 2,
-                                       block_tokens=3 * TEXT_LEN)
-  images = rng.normal(size=(8, 16, 16, 3)).astype(np.float32)
+                                       images_per_device=2, block_tokens=3 * TEXT_LEN)
+  assert scorer.images_per_block == 1
+  images = rng.normal(size=(16, 16, 16, 3)).astype(np.float32)
 
   def score(params, images, inputs):
     return scorer.image_text_logprobs(params, fns["encode_images"](params, images), inputs)
@@ -104,6 +158,21 @@ def test_cached_scores_with_images_sharded_over_eight_devices_equal_one_device()
     out = jax.jit(score)(params, sharded_images, scorer.inputs)
   assert len(out.sharding.device_set) == 8
   np.testing.assert_allclose(np.asarray(out), single, rtol=0, atol=1e-4)
+
+
+def test_a_batch_the_image_slices_do_not_divide_is_scored_in_fewer_slices():
+  built, params = _model_and_params("captioner")
+  fns = built.predict_fns
+  rng = np.random.default_rng(5)
+  prompts = templated_prompts(rng, 3, (1,))
+  scorer = prompt_scoring.PromptScorer(fns, prompts, images_per_device=4,
+                                       block_tokens=3 * (TEXT_LEN - 1))
+  assert scorer.images_per_block == 1  # 4 slices of a 4-image batch; 6 images: 2 slices.
+  visual = fns["encode_images"](params, rng.normal(size=(6, 16, 16, 3)).astype(np.float32))
+  out = np.asarray(jax.jit(scorer.image_text_logprobs)(params, visual, scorer.inputs))
+  one_by_one = [np.asarray(scorer.image_text_logprobs(params, visual[i:i + 1], scorer.inputs))
+                for i in range(6)]
+  np.testing.assert_allclose(out, np.concatenate(one_by_one), rtol=0, atol=1e-4)
 
 
 def test_bfloat16_cached_scores_stay_close_to_float32():

@@ -25,7 +25,7 @@ def base_config(**fields) -> ml_collections.ConfigDict:
       # Caption likelihoods: "cached" (image K/V once per image, shared prompt prefixes decoded
       # once; see models/prompt_scoring.py) or "reference" (every pair in full; same numbers).
       scoring="cached",
-      block_tokens=2048,  # Cached scoring: decoder positions per block per device.
+      block_tokens=4096,  # Cached scoring: decoder positions per block per device.
       # Prefix-conditioning tokens put before every text, each reported apart: None (no
       # prefix), "caption", "classification".
       prefixes=(None,),
@@ -85,7 +85,7 @@ def prompt_scorer(predict_fns: dict, texts_PxT, groups_P, eval_config: ml_collec
   return prompt_scoring.PromptScorer(
       predict_fns, texts_PxT, groups_P, eval_config.get("scoring", "cached"),
       images_per_device=max(1, eval_config.batch_size // sharding.batch_axis_size(mesh)),
-      block_tokens=int(eval_config.get("block_tokens", 2048)),
+      block_tokens=int(eval_config.get("block_tokens", 4096)),
       chunk=int(eval_config.prompt_chunk))
 
 

@@ -12,6 +12,7 @@ Shape letters: B images, P prompts, G blocks, C prompts per block, L suffix leng
 """
 
 import logging
+import math
 import time
 
 import jax
@@ -43,8 +44,10 @@ class StreamingScorer:
 
   def __init__(self, predict_fns: dict, prompts_PxT: np.ndarray, groups_P, images_per_device: int,
                block_tokens: int, blocks_per_call: int, replicated):
-    plan = prompt_scoring.plan_prompts(prompts_PxT, groups_P, prompt_scoring.prompts_per_block(
-        block_tokens, images_per_device, np.shape(prompts_PxT)[1]))
+    images_per_block, prompts_per_block = prompt_scoring.block_shape(
+        prompts_PxT, groups_P, block_tokens, images_per_device)
+    image_chunks = images_per_device // images_per_block
+    plan = prompt_scoring.plan_prompts(prompts_PxT, groups_P, prompts_per_block)
     self.num_prompts = len(prompts_PxT)
     self.plan = plan
     self.prefix = {k: plan.arrays[k] for k in prompt_scoring.PREFIX_KEYS}
@@ -58,8 +61,17 @@ class StreamingScorer:
                                                    visual_BxNxD.shape[0], prefix)
 
     def chunk(params, cross_kvs, state, blocks):
-      scores_GxBxC = prompt_scoring.score_blocks(extend, params, cross_kvs, state, blocks)
-      return jnp.moveaxis(scores_GxBxC, 0, 1).reshape(scores_GxBxC.shape[1], -1)
+      per_image = {k: v for k, v in state.items() if k != "len_R"}
+
+      def score(images):
+        kvs, image_state = images
+        scores_GxBxC = prompt_scoring.score_blocks(extend, params, kvs,
+                                                   {**image_state, "len_R": state["len_R"]},
+                                                   blocks)
+        return jnp.moveaxis(scores_GxBxC, 0, 1).reshape(scores_GxBxC.shape[1], -1)
+
+      chunks = math.gcd(state["prefix_BxR"].shape[0], image_chunks)  # As PromptScorer's.
+      return prompt_scoring.map_image_chunks(score, chunks, (cross_kvs, per_image))
 
     self._start = jax.jit(start)
     self._chunk = jax.jit(chunk, out_shardings=replicated)

@@ -12,7 +12,10 @@ gives the same numbers with far less work, through a family's cached decoder (`c
   `max_block` prompts; sizes balanced so that a block holds no padding rows beyond the
   remainder); a block's length is its longest suffix rounded up to `length_multiple`, so a few
   shapes are compiled once per prompt set and never per image batch;
-- blocks run one at a time (`lax.map`): memory is bounded by one block of B x block x L logits.
+- a block holds many prompts of one image (the whole group when it fits in `block_tokens` and
+  its prompts' lengths do not make that mostly padding) and as few images as fill it
+  (`block_shape`): the products with each image's keys/values then have long rows. Image
+  slices and blocks run one at a time (`lax.map`): memory is bounded by one block's logits.
 
 `plan_prompts` (host side, numpy) fixes the blocks; `image_text_logprobs` and `text_logprobs`
 (jittable) take the plan's arrays as arguments, so that 80,000 prompts are not constants baked
@@ -23,6 +26,7 @@ C prompts per block, L suffix length, V vocabulary.
 """
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -58,9 +62,47 @@ def _shared_prefix(tokens_CxT: np.ndarray, lengths_C: np.ndarray) -> int:
   return max(1, min(common, int(lengths_C.min()) - 1))
 
 
-def prompts_per_block(block_tokens: int, images_per_device: int, text_len: int) -> int:
-  """Prompts per block so that a block holds about `block_tokens` decoder positions per device."""
-  return max(1, block_tokens // (images_per_device * (text_len - 1)))
+def block_shape(prompts_PxT: np.ndarray, groups_P, block_tokens: int, images_per_device: int,
+                padding_tolerance: float = 0.05, length_multiple: int = 4) -> tuple[int, int]:
+  """(images, prompts) per block and device, for blocks of at most about `block_tokens` decoder
+  positions. Prompts: the most of a group per image (long rows per image make the products
+  with that image's keys/values large: on CPUs several times faster than many images with a
+  few prompts each) whose padded positions stay within `padding_tolerance` of the fewest any
+  block size gives (a block is as long as its longest suffix, so large blocks of prompts of
+  mixed lengths are mostly padding). Images: as many as fit, a divisor of `images_per_device`.
+  """
+  prompts_PxT = np.asarray(prompts_PxT, np.int32)
+  grouped = _group_prefixes(prompts_PxT, groups_P)
+
+  def cut(max_block):
+    block, blocks = _cut_blocks(*grouped, max_block, length_multiple, prompts_PxT.shape[1])
+    return sum(len(items) * block * length for length, items in blocks.items()), max(blocks)
+
+  positions = cut(len(prompts_PxT))[1]  # The longest block length, whatever the block size.
+  largest = min(max(len(m) for m in grouped[1]), max(1, block_tokens // positions))
+  candidates = [largest]
+  while candidates[-1] > 4:
+    candidates.append(max(4, -(-candidates[-1] // 2)))
+  work = {c: cut(c)[0] for c in candidates}
+  prompts = max(c for c in candidates if work[c] <= (1 + padding_tolerance) * min(work.values()))
+  images = max(1, min(images_per_device, block_tokens // (prompts * positions)))
+  while images_per_device % images:
+    images -= 1
+  return images, prompts
+
+
+def map_image_chunks(fn, chunks: int, per_image):
+  """`fn` over `chunks` slices of the image axis (every leaf's leading axis B), one after
+  another (`lax.map`), the results' leading axes stitched back in image order. Slice i holds
+  images i, i + chunks, ..., so that it keeps the image axis's sharding over devices."""
+  if chunks == 1:
+    return fn(per_image)
+
+  def split(x_BxX):
+    return x_BxX.reshape(x_BxX.shape[0] // chunks, chunks, *x_BxX.shape[1:]).swapaxes(0, 1)
+
+  out = jax.lax.map(fn, jax.tree.map(split, per_image))
+  return jax.tree.map(lambda y: y.swapaxes(0, 1).reshape(-1, *y.shape[2:]), out)
 
 
 def suffix_arrays(rows_XxT: np.ndarray, prefix_len: int, length: int):
@@ -74,36 +116,27 @@ def suffix_arrays(rows_XxT: np.ndarray, prefix_len: int, length: int):
   return inputs, targets, rows_XxT[:, prefix_len]
 
 
-def plan_prompts(prompts_PxT: np.ndarray, groups_P: np.ndarray | None = None,
-                 max_block: int = 64, length_multiple: int = 4) -> PromptPlan:
-  """Cuts prompts (tokens `[BOS, ..., EOS, PAD...]`) into a shared prefix per group (default:
-  one group) and suffix blocks. Zero-shot passes the template index as the group."""
-  prompts_PxT = np.asarray(prompts_PxT, np.int32)
-  num_prompts, text_len = prompts_PxT.shape
-  if max_block <= 0 or length_multiple <= 0:
-    raise errors.ConfigError(f"prompt blocks need max_block={max_block} and "
-                             f"length_multiple={length_multiple} to be positive")
+def _group_prefixes(prompts_PxT: np.ndarray, groups_P):
+  """Each prompt's length lengths_P, each group's members and its shared prefix prefix_len_R."""
   lengths_P = _text_lengths(prompts_PxT)
   if (lengths_P < 2).any():
     raise ValueError(f"prompts {np.flatnonzero(lengths_P < 2)[:5].tolist()} have fewer than 2 "
                      "tokens (BOS and EOS at least)")
-  groups_P = np.zeros(num_prompts, np.int64) if groups_P is None else np.asarray(groups_P)
-  group_ids = np.unique(groups_P)
-  members = [np.flatnonzero(groups_P == g) for g in group_ids]
+  groups_P = np.zeros(len(prompts_PxT), np.int64) if groups_P is None else np.asarray(groups_P)
+  members = [np.flatnonzero(groups_P == g) for g in np.unique(groups_P)]
   prefix_len_R = np.array([_shared_prefix(prompts_PxT[m], lengths_P[m]) for m in members],
                           np.int32)
-  max_prefix = int(prefix_len_R.max())
-  prefix_inputs_RxS = np.full((len(members), max_prefix), PAD_ID, np.int32)
-  prefix_targets_RxS = np.full((len(members), max_prefix), PAD_ID, np.int32)
-  for r, m in enumerate(members):
-    s = prefix_len_R[r]
-    prefix_inputs_RxS[r, :s] = prompts_PxT[m[0], :s]
-    # Positions 0..S-2 predict shared tokens; position S-1 predicts each prompt's own token.
-    prefix_targets_RxS[r, :s - 1] = prompts_PxT[m[0], 1:s]
+  return lengths_P, members, prefix_len_R
 
+
+def _cut_blocks(lengths_P, members, prefix_len_R, max_block: int, length_multiple: int,
+                text_len: int):
+  """(C, {suffix length: [(group, prompt indices)]}): each group's prompts sorted by suffix
+  length and cut into blocks of C (balanced: ceil(n / ceil(n / max_block)) for the largest
+  group), a block's length its longest suffix rounded up to `length_multiple`."""
   block = max(len(m) for m in members)
-  block = -(-block // -(-block // max_block))  # Balanced: ceil(n / ceil(n / max_block)).
-  blocks = {}  # Suffix length -> list of (group, prompt indices).
+  block = -(-block // -(-block // max_block))
+  blocks = {}
   for r, m in enumerate(members):
     suffix_len_M = lengths_P[m] - 1 - prefix_len_R[r]
     order = m[np.argsort(suffix_len_M, kind="stable")]
@@ -113,7 +146,30 @@ def plan_prompts(prompts_PxT: np.ndarray, groups_P: np.ndarray | None = None,
       length = min(max(1, -(-longest // length_multiple) * length_multiple),
                    text_len - 1 - int(prefix_len_R[r]))
       blocks.setdefault(max(length, 1), []).append((r, rows))
+  return block, blocks
 
+
+def plan_prompts(prompts_PxT: np.ndarray, groups_P: np.ndarray | None = None,
+                 max_block: int = 64, length_multiple: int = 4) -> PromptPlan:
+  """Cuts prompts (tokens `[BOS, ..., EOS, PAD...]`) into a shared prefix per group (default:
+  one group) and suffix blocks. Zero-shot passes the template index as the group."""
+  prompts_PxT = np.asarray(prompts_PxT, np.int32)
+  num_prompts, text_len = prompts_PxT.shape
+  if max_block <= 0 or length_multiple <= 0:
+    raise errors.ConfigError(f"prompt blocks need max_block={max_block} and "
+                             f"length_multiple={length_multiple} to be positive")
+  lengths_P, members, prefix_len_R = _group_prefixes(prompts_PxT, groups_P)
+  max_prefix = int(prefix_len_R.max())
+  prefix_inputs_RxS = np.full((len(members), max_prefix), PAD_ID, np.int32)
+  prefix_targets_RxS = np.full((len(members), max_prefix), PAD_ID, np.int32)
+  for r, m in enumerate(members):
+    s = prefix_len_R[r]
+    prefix_inputs_RxS[r, :s] = prompts_PxT[m[0], :s]
+    # Positions 0..S-2 predict shared tokens; position S-1 predicts each prompt's own token.
+    prefix_targets_RxS[r, :s - 1] = prompts_PxT[m[0], 1:s]
+
+  block, blocks = _cut_blocks(lengths_P, members, prefix_len_R, max_block, length_multiple,
+                              text_len)
   buckets = []
   decoded = int(prefix_len_R.sum())
   for length, items in sorted(blocks.items()):
@@ -208,10 +264,16 @@ def _score(extend, params, cross_kvs, num_images: int, plan: dict, num_prompts: 
   return logp_BxP[:, :num_prompts]
 
 
-def image_text_logprobs(fns: dict, params, visual_BxNxD, plan: dict, num_prompts: int):
-  """log P(t|I), logp_BxP, for every image and every prompt of `plan` (its `arrays`)."""
-  cross_kvs = fns["cross_kv"](params, visual_BxNxD)
-  return _score(fns["extend"], params, cross_kvs, visual_BxNxD.shape[0], plan, num_prompts)
+def image_text_logprobs(fns: dict, params, visual_BxNxD, plan: dict, num_prompts: int,
+                        image_chunks: int = 1):
+  """log P(t|I), logp_BxP, for every image and every prompt of `plan` (its `arrays`), the
+  images in `image_chunks` slices one after another (`block_shape`'s images per block)."""
+
+  def score(visual_XxNxD):
+    cross_kvs = fns["cross_kv"](params, visual_XxNxD)
+    return _score(fns["extend"], params, cross_kvs, visual_XxNxD.shape[0], plan, num_prompts)
+
+  return map_image_chunks(score, image_chunks, visual_BxNxD)
 
 
 def text_logprobs(fns: dict, params, plan: dict, num_prompts: int):
@@ -229,12 +291,13 @@ class PromptScorer:
   `inputs` (host arrays) is the scorer's argument: put it on the devices once, pass it to the
   jitted `text_logprobs(params, inputs)` and `image_text_logprobs(params, visual, inputs)`.
   Cached blocks hold about `block_tokens` decoder positions per device (images x prompts x
-  suffix length; ~2k keeps a CPU's matmuls in cache, larger blocks suit accelerators); the
-  reference scores `chunk` prompts per call.
+  suffix length, shaped by `block_shape`; the largest temporary is one block's logits,
+  block_tokens x vocabulary in float32); the reference scores `chunk` prompts per call.
+  `images_per_device` is the image batch per device that `image_text_logprobs` will get.
   """
 
   def __init__(self, predict_fns: dict, prompts_PxT: np.ndarray, groups_P=None,
-               method: str = "cached", images_per_device: int = 1, block_tokens: int = 2048,
+               method: str = "cached", images_per_device: int = 1, block_tokens: int = 4096,
                chunk: int = 64):
     if method not in METHODS:
       raise errors.ConfigError(f"scoring={method!r} is not one of {METHODS}")
@@ -246,14 +309,15 @@ class PromptScorer:
     self.images_per_device = images_per_device
     self._fns, self._chunk = predict_fns, chunk
     if method == "cached":
-      text_len = np.shape(prompts_PxT)[1]
-      self.plan = plan_prompts(prompts_PxT, groups_P,
-                               prompts_per_block(block_tokens, images_per_device, text_len))
+      self.images_per_block, prompts = block_shape(prompts_PxT, groups_P, block_tokens,
+                                                   images_per_device)
+      self.plan = plan_prompts(prompts_PxT, groups_P, prompts)
       text_plan = plan_prompts(prompts_PxT, groups_P,
-                               prompts_per_block(block_tokens, 1, text_len))
+                               block_shape(prompts_PxT, groups_P, block_tokens, 1)[1])
       self.inputs = {"image": self.plan.arrays, "text": text_plan.arrays}
     else:
       self.plan, self.inputs = None, np.asarray(prompts_PxT, np.int32)
+      self.images_per_block = images_per_device
 
   def text_logprobs(self, params, inputs):
     if self.plan is None:
@@ -263,5 +327,8 @@ class PromptScorer:
   def image_text_logprobs(self, params, visual_BxNxD, inputs):
     if self.plan is None:
       return self._fns["image_text_logprobs"](params, visual_BxNxD, inputs, self._chunk)
+    # The batch is images_per_device x devices, so the slices divide it; any other batch size
+    # gets the most slices that divide it.
+    chunks = math.gcd(visual_BxNxD.shape[0], self.images_per_device // self.images_per_block)
     return image_text_logprobs(self._fns, params, visual_BxNxD, inputs["image"],
-                               self.num_prompts)
+                               self.num_prompts, chunks)
