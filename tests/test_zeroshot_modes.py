@@ -43,6 +43,8 @@ def test_streamed_and_reference_scoring_give_the_cached_metrics(model_and_params
   assert set(cached) == {f"zeroshot/digits/top1_alpha{a}" for a in (0.0, 1.0)}
   assert _run(config, params, built, stream_blocks=2) == cached
   assert _run(config, params, built, scoring="reference") == cached
+  # Streaming runs the cached path even where `scoring` names the reference.
+  assert _run(config, params, built, stream_blocks=2, scoring="reference") == cached
 
 
 def test_shortlist_of_every_class_is_exact_and_of_one_class_is_stage_one(model_and_params,

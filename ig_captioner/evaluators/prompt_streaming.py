@@ -12,7 +12,6 @@ Shape letters: B images, P prompts, G blocks, C prompts per block, L suffix leng
 """
 
 import logging
-import math
 import time
 
 import jax
@@ -42,17 +41,17 @@ def _chunks(bucket: dict, blocks_per_call: int, num_prompts: int) -> list[dict]:
 class StreamingScorer:
   """log P(t|I) of a fixed prompt set, streamed (see the module docstring)."""
 
-  def __init__(self, predict_fns: dict, prompts_PxT: np.ndarray, groups_P, images_per_device: int,
-               block_tokens: int, blocks_per_call: int, replicated):
-    images_per_block, prompts_per_block = prompt_scoring.block_shape(
-        prompts_PxT, groups_P, block_tokens, images_per_device)
-    image_chunks = images_per_device // images_per_block
-    plan = prompt_scoring.plan_prompts(prompts_PxT, groups_P, prompts_per_block)
-    self.num_prompts = len(prompts_PxT)
+  def __init__(self, predict_fns: dict, scorer: prompt_scoring.PromptScorer,
+               blocks_per_call: int, replicated):
+    """`scorer`: the cached scorer of the prompt set, whose plan (blocks, image slices) this
+    streams."""
+    plan = scorer.plan
+    self.num_prompts = scorer.num_prompts
     self.plan = plan
     self.prefix = {k: plan.arrays[k] for k in prompt_scoring.PREFIX_KEYS}
     self.chunks = [c for bucket in plan.arrays["buckets"]
                    for c in _chunks(bucket, blocks_per_call, self.num_prompts)]
+    image_chunks = scorer.image_chunks
     extend = predict_fns["extend"]
 
     def start(params, visual_BxNxD, prefix):
@@ -70,8 +69,7 @@ class StreamingScorer:
                                                    blocks)
         return jnp.moveaxis(scores_GxBxC, 0, 1).reshape(scores_GxBxC.shape[1], -1)
 
-      chunks = math.gcd(state["prefix_BxR"].shape[0], image_chunks)  # As PromptScorer's.
-      return prompt_scoring.map_image_chunks(score, chunks, (cross_kvs, per_image))
+      return prompt_scoring.map_image_chunks(score, image_chunks, (cross_kvs, per_image))
 
     self._start = jax.jit(start)
     self._chunk = jax.jit(chunk, out_shardings=replicated)

@@ -38,6 +38,7 @@ from ig_captioner.data import sources
 from ig_captioner.evaluators import _common
 from ig_captioner.evaluators import prompt_streaming
 from ig_captioner.evaluators import shortlist
+from ig_captioner.models import prompt_scoring
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
@@ -144,9 +145,14 @@ class Evaluator(_common.EvaluatorBase):
 
       self._caption_hits = jax.jit(caption_hits, out_shardings=self._replicated)
       if int(eval_config.get("stream_blocks", 0)) and not self._shortlist:
+        def cached(p):  # Streaming runs the cached path whatever `scoring` says.
+          scorer = self._scorers[p]
+          return scorer if scorer.plan is not None else prompt_scoring.PromptScorer(
+              predict_fns, prompts_PxT[p], groups_P, images_per_device=scorer.images_per_device,
+              block_tokens=int(eval_config.block_tokens))
+
         self._streamers = {p: prompt_streaming.StreamingScorer(
-            predict_fns, prompts_PxT[p], groups_P, self._scorers[p].images_per_device,
-            int(eval_config.block_tokens), int(eval_config.stream_blocks), self._replicated)
+            predict_fns, cached(p), int(eval_config.stream_blocks), self._replicated)
             for p in self.prefixes}
         self._encode = jax.jit(predict_fns["encode_images"])
         self._hits_from_logp = jax.jit(

@@ -94,7 +94,10 @@ def block_shape(prompts_PxT: np.ndarray, groups_P, block_tokens: int, images_per
 def map_image_chunks(fn, chunks: int, per_image):
   """`fn` over `chunks` slices of the image axis (every leaf's leading axis B), one after
   another (`lax.map`), the results' leading axes stitched back in image order. Slice i holds
-  images i, i + chunks, ..., so that it keeps the image axis's sharding over devices."""
+  images i, i + chunks, ..., so that it keeps the image axis's sharding over devices. A batch
+  of images_per_device x devices divides into a `block_shape` image count's slices; any other
+  batch is cut into the most slices (at most `chunks`) that divide it."""
+  chunks = math.gcd(jax.tree.leaves(per_image)[0].shape[0], chunks)
   if chunks == 1:
     return fn(per_image)
 
@@ -309,12 +312,12 @@ class PromptScorer:
     self.images_per_device = images_per_device
     self._fns, self._chunk = predict_fns, chunk
     if method == "cached":
+      # The prompts per block do not depend on the images, so log P(t) (one "image") uses the
+      # same plan.
       self.images_per_block, prompts = block_shape(prompts_PxT, groups_P, block_tokens,
                                                    images_per_device)
       self.plan = plan_prompts(prompts_PxT, groups_P, prompts)
-      text_plan = plan_prompts(prompts_PxT, groups_P,
-                               block_shape(prompts_PxT, groups_P, block_tokens, 1)[1])
-      self.inputs = {"image": self.plan.arrays, "text": text_plan.arrays}
+      self.inputs = self.plan.arrays
     else:
       self.plan, self.inputs = None, np.asarray(prompts_PxT, np.int32)
       self.images_per_block = images_per_device
@@ -322,13 +325,15 @@ class PromptScorer:
   def text_logprobs(self, params, inputs):
     if self.plan is None:
       return self._fns["text_logprobs"](params, inputs, self._chunk)
-    return text_logprobs(self._fns, params, inputs["text"], self.num_prompts)
+    return text_logprobs(self._fns, params, inputs, self.num_prompts)
 
   def image_text_logprobs(self, params, visual_BxNxD, inputs):
     if self.plan is None:
       return self._fns["image_text_logprobs"](params, visual_BxNxD, inputs, self._chunk)
-    # The batch is images_per_device x devices, so the slices divide it; any other batch size
-    # gets the most slices that divide it.
-    chunks = math.gcd(visual_BxNxD.shape[0], self.images_per_device // self.images_per_block)
-    return image_text_logprobs(self._fns, params, visual_BxNxD, inputs["image"],
-                               self.num_prompts, chunks)
+    return image_text_logprobs(self._fns, params, visual_BxNxD, inputs, self.num_prompts,
+                               self.image_chunks)
+
+  @property
+  def image_chunks(self) -> int:
+    """Image slices scored one after another per batch of `images_per_device` per device."""
+    return self.images_per_device // self.images_per_block
