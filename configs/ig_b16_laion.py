@@ -4,14 +4,20 @@ B/16 text tower (width 512, 12 layers, 8 heads; 512-d joint space); `family=coca
 6-layer decoder into 3 unimodal and 3 multimodal layers; `family=cappa` is the captioner trained
 with parallel prediction.
 
-  python -m ig_captioner.data.prepare --config=configs/ig_b16_laion.py   # TFDS laion400m/images
-  python -m ig_captioner.train --config=configs/ig_b16_laion.py --workdir=/data/ig_b16
+  S='--config.data.shards=gs://my-bucket/laion400m/{00000..41407}.parquet'
+  T='--config.data.tokenizer=gs://my-bucket/laion400m/tokenizer.model'
+  python -m ig_captioner.data.prepare --config=configs/ig_b16_laion.py "$S" "$T"  # tokenizer
+  python -m ig_captioner.train --config=configs/ig_b16_laion.py "$S" "$T" --workdir=/data/ig_b16
   python -m ig_captioner.train --config=configs/ig_b16_laion.py:runlocal --workdir=/tmp/x  # CPU
 
-The data set is TFDS `laion400m/images` (image + alt-text `caption`), which you must prepare in
-ArrayRecord format yourself (TFDS documents its manual download); nothing here downloads it.
-The tokenizer is trained on its captions at preparation time, or set `config.data.tokenizer` to
-an existing 32k SentencePiece `.model` (it must use pad=0, bos=1, eos=2).
+The data are LAION-400M as img2dataset downloads it (`--output_format parquet`: shards of
+`url`, `caption`, `jpg`), read as they are by `ig_captioner/data/web_shards.py`: corrupt images
+and empty captions are skipped and counted, shards are split over the processes. Nothing here
+downloads them; `config.data.shards` (no default) names yours: paths, globs or `{a..b}` ranges.
+`prepare` only trains the 32k tokenizer on the first shards' captions and writes it to
+`config.data.tokenizer` (skipped if that file exists: an existing SentencePiece `.model` with
+pad=0, bos=1, eos=2 works too). For random access instead, `shards_to_array_record` converts
+the shards to ArrayRecord files.
 
 Optimizer and schedule values are starting points, not a reproduction of a published run; scale
 `total_steps` and `batch_size` to your budget. ImageNet zero-shot evaluation (class names and CLIP
@@ -34,17 +40,22 @@ def get_config(arg=None):
   config.seed = 0
 
   config.data = ml_collections.ConfigDict(dict(
-      name="laion400m/images",
+      name="web_shards",
+      # img2dataset's parquet shards, e.g. 'gs://my-bucket/laion400m/{00000..41407}.parquet'.
+      shards=ml_collections.FieldReference(None, field_type=str),
+      image_column="jpg",
+      text_column="caption",
+      cycle_length=16,  # Shards read at once.
+      shuffle_window=1024,  # Examples shuffled in windows of this many (decoded, 224 px).
+      # TFDS data of the evaluators that name one in their `data` (none at this scale yet).
       data_dir=ml_collections.FieldReference(None, field_type=str),
-      train_split="train",
-      image_key="image",
-      text_key="caption",
-      tokenizer=ml_collections.FieldReference(None, field_type=str),
+      tokenizer=ml_collections.FieldReference(None, field_type=str),  # Trained by `prepare`.
       tokenizer_vocab_size=32_000,
+      tokenizer_sample=2_000_000,  # Captions of the first shards it is trained on.
       shuffle_seed=0,
       augment_shift=0,
       num_workers=16,
-      read_threads=16,
+      read_threads=0,  # Unused by web shards: each shard of the cycle has its reader thread.
   ))
 
   config.model = ml_collections.ConfigDict(dict(

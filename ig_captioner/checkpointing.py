@@ -30,6 +30,7 @@ import orbax.checkpoint as ocp
 from ig_captioner import checkpoint_integrity as integrity
 from ig_captioner import errors
 from ig_captioner import multihost
+from ig_captioner import paths
 from ig_captioner.train_state import TrainState
 
 
@@ -38,7 +39,7 @@ class CheckpointError(errors.UserError, RuntimeError):
 
 
 def directory(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+  return paths.join(workdir, "checkpoints")
 
 
 def run_meta(config: ml_collections.ConfigDict) -> dict:
@@ -51,19 +52,22 @@ def check_writable(path: str) -> None:
 
   Raises CheckpointError naming the path and the cause (read-only, full, not a directory).
   """
-  if os.path.exists(path) and not os.path.isdir(path):
+  directory_path = paths.path(path)
+  if directory_path.exists() and not directory_path.is_dir():
     raise CheckpointError(f"cannot write checkpoints to {path}: it is a file, not a directory. "
                           "Move it away or choose another --workdir.")
-  probe = os.path.join(path, f".write_probe_{jax.process_index()}")
+  probe = directory_path / f".write_probe_{jax.process_index()}"
   try:
-    os.makedirs(path, exist_ok=True)
-    with open(probe, "wb") as f:
+    directory_path.mkdir(parents=True, exist_ok=True)
+    with probe.open("wb") as f:
       f.write(bytes(64 * 1024))
       f.flush()
-      os.fsync(f.fileno())
-    os.remove(probe)
-  except OSError as e:
-    raise CheckpointError(f"cannot write checkpoints to {path}: {e.strerror or e}. Make it "
+      if not paths.is_remote(probe):  # A bucket's object is durable once its upload ends.
+        os.fsync(f.fileno())
+    probe.unlink()
+  except Exception as e:  # OSError locally; a bucket's file system raises its own types.
+    raise CheckpointError(f"cannot write checkpoints to {path}: "
+                          f"{getattr(e, 'strerror', None) or e}. Make it "
                           "writable, free space on its disk, or choose another --workdir; "
                           "nothing was written.") from e
 
@@ -138,7 +142,7 @@ class Checkpointer:
     return steps[-1] if steps else None
 
   def step_directory(self, step: int) -> str:
-    return os.path.join(self.directory, str(step))
+    return paths.join(self.directory, str(step))
 
   # -------------------------------------------------------------------------------- Saving ---
   def save(self, state: TrainState, data_iter: grain.DataLoaderIterator,
@@ -204,7 +208,7 @@ class Checkpointer:
 
   # ------------------------------------------------------------------------------ Restoring ---
   def _corrupt(self, step: int, detail: str) -> CheckpointError:
-    aside = os.path.join(os.path.dirname(self.directory), "unreadable_checkpoints")
+    aside = os.fspath(paths.path(self.directory).parent / "unreadable_checkpoints")
     resume = ""
     if not self._read_only:
       earlier = [s for s in self.all_steps() if s < step]
@@ -243,7 +247,7 @@ class Checkpointer:
   def _check_meta(self, step: int, config: ml_collections.ConfigDict) -> dict | None:
     """Checks `meta` against its digest and the config's model; returns the digests (or None)."""
     items = {"meta": ocp.args.JsonRestore()}
-    has_digests = os.path.exists(os.path.join(self.step_directory(step), "digests"))
+    has_digests = (paths.path(self.step_directory(step)) / "digests").exists()
     if has_digests:
       items["digests"] = ocp.args.JsonRestore()
     elif not self._warned_undigested:

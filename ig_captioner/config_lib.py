@@ -5,6 +5,7 @@ Config files (`configs/*.py`) define `get_config(arg)`; `arg` is the text after 
 """
 
 import importlib.util
+import json
 import os
 
 import ml_collections
@@ -54,6 +55,9 @@ def digits_data(**overrides) -> ml_collections.ConfigDict:
       name="digits_captions",
       # None: $TFDS_DATA_DIR, or ~/tensorflow_datasets without it.
       data_dir=ml_collections.FieldReference(None, field_type=str),
+      # Source files put there by hand, for builders that read them (imagenet2012; fashion_mnist
+      # from a local copy): see data/catalog.py. None: none.
+      manual_dir=ml_collections.FieldReference(None, field_type=str),
       train_split="train",
       image_key="image",
       text_key="caption",
@@ -81,8 +85,14 @@ def digits_data(**overrides) -> ml_collections.ConfigDict:
 
 
 # Fields of `config.data` that change how the data is read, never what is prepared on disk.
-PIPELINE_FIELDS = ("shuffle_seed", "augment_shift", "num_workers", "read_threads",
-                   "text_only_split")
+PIPELINE_FIELDS = ("manual_dir", "shuffle_seed", "augment_shift", "num_workers", "read_threads",
+                   "text_only_split", "cycle_length", "shuffle_window")  # The last: web_shards.
+
+
+def data_key(data_config: ml_collections.ConfigDict) -> str:
+  """What identifies the data on disk: `config.data` without its PIPELINE_FIELDS."""
+  return json.dumps({k: v for k, v in data_config.to_dict().items()
+                     if k not in PIPELINE_FIELDS}, sort_keys=True, default=str)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

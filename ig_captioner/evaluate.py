@@ -15,7 +15,6 @@ with the reason), and the watch goes on. Watching ends after `config.total_steps
 or after `--timeout_s` without a new checkpoint.
 """
 
-import os
 import time
 
 from absl import flags
@@ -31,8 +30,10 @@ from ig_captioner import evaluators
 from ig_captioner import metric_writing
 from ig_captioner import models
 from ig_captioner import multihost
+from ig_captioner import paths
 from ig_captioner import sharding
 from ig_captioner import train_state
+from ig_captioner.data import prepare
 from ig_captioner.data import sources
 
 def evaluated_steps(workdir: str) -> set[int]:
@@ -110,14 +111,15 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
   `step` or `once`, a corrupt checkpoint is recorded as failed and raises CheckpointError.
   """
   config_lib.validate(config)
-  workdir = os.path.abspath(workdir)
+  workdir = paths.resolve(workdir)
+  prepare.ensure_prepared(config)
   mesh = sharding.make_mesh(config.eval_mesh)
   model = models.build(config.model)
   abstract_params, _ = train_state.abstract_params_and_shardings(model.init_params, mesh)
   step_evaluators = evaluators.build(config, model.predict_fns, mesh,
                                      sources.tokenizer(config.data))
   ckpt = checkpointing.Checkpointer(workdir, read_only=True)
-  output_dir = os.path.abspath(output_dir or workdir)
+  output_dir = paths.resolve(output_dir or workdir)
   eval_path = metric_writing.jsonl_path(output_dir, "eval")
   fix = "pass --output_dir=<a writable directory>"
   if jax.process_index() == 0:

@@ -7,7 +7,6 @@ from a checkpoint, the rows it is about to log again.
 """
 
 import json
-import os
 from typing import Any, Mapping
 
 from absl import logging
@@ -16,22 +15,36 @@ import numpy as np
 from clu import metric_writers
 
 from ig_captioner import errors
+from ig_captioner import paths
 
 
 class JsonLinesWriter(metric_writers.MetricWriter):
-  """Appends `{"step": s, **scalars}` lines to a file; other summary kinds are ignored."""
+  """Appends `{"step": s, **scalars}` lines to a file; other summary kinds are ignored.
+
+  A bucket has no append: there the whole file is written again with each row (metrics files
+  are kilobytes), each time a complete object."""
 
   def __init__(self, path: str):
     self.path = path
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    self._file = open(path, "a", encoding="utf-8")
+    target = paths.path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if paths.is_remote(target):
+      self._file = None
+      self._text = target.read_text() if target.exists() else ""
+    else:
+      self._file = target.open("a", encoding="utf-8")
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     self.write_row({"step": int(step), **{k: float(np.asarray(v)) for k, v in scalars.items()}})
 
   def write_row(self, row: Mapping[str, Any]):
     """Appends any JSON-serializable row (e.g. `{"step": 20, "status": "skipped", ...}`)."""
-    self._file.write(json.dumps(row) + "\n")
+    line = json.dumps(row) + "\n"
+    if self._file is None:
+      self._text += line
+      paths.path(self.path).write_text(self._text)
+      return
+    self._file.write(line)
     self._file.flush()
 
   def write_summaries(self, step, values, metadata=None):
@@ -56,21 +69,22 @@ class JsonLinesWriter(metric_writers.MetricWriter):
     pass
 
   def flush(self):
-    self._file.flush()
+    if self._file is not None:
+      self._file.flush()
 
   def close(self):
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
 
 
 def jsonl_path(workdir: str, name: str) -> str:
-  return os.path.join(workdir, f"{name}_metrics.jsonl")
+  return paths.join(workdir, f"{name}_metrics.jsonl")
 
 
 def _parse(path: str) -> tuple[list[dict], list[int], bool]:
   """(rows, numbers of unreadable lines, whether the file ends inside a line)."""
   rows, bad = [], []
-  with open(path, encoding="utf-8", errors="replace") as f:
-    text = f.read()
+  text = paths.path(path).read_bytes().decode("utf-8", errors="replace")
   for number, line in enumerate(text.splitlines(), start=1):
     try:
       row = json.loads(line)
@@ -85,7 +99,7 @@ def _parse(path: str) -> tuple[list[dict], list[int], bool]:
 def read_jsonl(path: str) -> list[dict]:
   """All rows of a metrics file ([] if it does not exist); unreadable lines are skipped with a
   warning (a process killed mid-write leaves a torn last line)."""
-  if not os.path.exists(path):
+  if not paths.path(path).exists():
     return []
   rows, bad, _ = _parse(path)
   if bad:
@@ -97,7 +111,7 @@ def repair(path: str, *, after_step: int | None = None,
            fix: str = "choose another --workdir") -> None:
   """Rewrites `path` without unreadable lines (warning) and, if `after_step` is given, without
   rows of later steps (a resumed trainer logs them again). Atomic; a no-op if nothing changes."""
-  if not os.path.exists(path):
+  if not paths.path(path).exists():
     return
   rows, bad, torn = _parse(path)
   kept = [r for r in rows if after_step is None or r["step"] <= after_step]
@@ -109,11 +123,8 @@ def repair(path: str, *, after_step: int | None = None,
   if len(kept) < len(rows):
     logging.info("%s: dropped %d row(s) after step %d, logged after the checkpoint this run "
                  "resumes from; they are logged again.", path, len(rows) - len(kept), after_step)
-  tmp = path + ".tmp"
   try:
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.writelines(json.dumps(r) + "\n" for r in kept)
-    os.replace(tmp, path)
+    paths.write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
   except OSError as e:
     raise errors.OutputError(f"cannot rewrite {path} ({e.strerror or e}): make its directory "
                              f"writable or {fix}") from e
@@ -139,7 +150,7 @@ def create_writer(workdir: str, name: str,
     return RunWriter([metric_writers.create_default_writer(None, just_logging=True)], None)
   try:
     json_lines = JsonLinesWriter(jsonl_path(workdir, name))
-    tensorboard = metric_writers.create_default_writer(os.path.join(workdir, "tb", name),
+    tensorboard = metric_writers.create_default_writer(paths.join(workdir, "tb", name),
                                                        asynchronous=False)
   except Exception as e:  # OSError, or TensorFlow's PermissionDeniedError for tb/.
     raise errors.OutputError(

@@ -9,10 +9,10 @@ alpha are then read, never used for a choice.
 """
 
 import dataclasses
-import os
 import re
 
 from ig_captioner import metric_writing
+from ig_captioner import paths
 
 _LABEL = re.compile(r"^(?P<setting>.*), lambda=(?P<lam>[0-9.eE+-]+)(?: \(n=\d+\))?$")
 
@@ -149,7 +149,8 @@ def plot_accuracy_vs_alpha(results, path: str, *, alphas, test_metric: str) -> s
   for ax in list(axes.flat)[len(settings):]:
     ax.axis("off")
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  with paths.path(path).open("wb") as f:
+    fig.savefig(f, format="png", dpi=110)
   plt.close(fig)
   return path
 
@@ -177,7 +178,8 @@ def plot_trajectories(curves: dict, path: str, names: dict[str, str]) -> str | N
   fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3,
              fontsize=7, frameon=False)
   fig.tight_layout()
-  fig.savefig(path, dpi=110, bbox_inches="tight")
+  with paths.path(path).open("wb") as f:
+    fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
   plt.close(fig)
   return path
 
@@ -193,11 +195,11 @@ def report(results, workdir: str, runs, *, alphas, val_metric: str,
            "prior KL": f"{diagnostics}/prior_kl"}
   dirs: dict[str, list[str]] = {}
   for run in runs:
-    dirs.setdefault(run.group or run.label, []).append(os.path.join(workdir, run.directory))
+    dirs.setdefault(run.group or run.label, []).append(paths.join(workdir, run.directory))
   curves = trajectories(dirs, list(names.values()))
-  figure = plot_accuracy_vs_alpha(results, os.path.join(workdir, "accuracy_vs_alpha.png"),
+  figure = plot_accuracy_vs_alpha(results, paths.join(workdir, "accuracy_vs_alpha.png"),
                                   alphas=alphas, test_metric=test_metric)
-  curve_figure = plot_trajectories(curves, os.path.join(workdir, "diagnostics_over_steps.png"),
+  curve_figure = plot_trajectories(curves, paths.join(workdir, "diagnostics_over_steps.png"),
                                    names)
   saved = (f"Figures: {figure}, {curve_figure}" if figure else
            "No figures: matplotlib is not installed (pip install -e '.[plots]').")

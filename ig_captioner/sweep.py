@@ -26,7 +26,6 @@ and says how to resume. `--only=LABEL` (repeatable) runs a subset.
 
 import dataclasses
 import json
-import os
 import re
 import signal
 import subprocess
@@ -39,6 +38,7 @@ from ig_captioner import cli
 from ig_captioner import config_lib
 from ig_captioner import errors
 from ig_captioner import metric_writing
+from ig_captioner import paths
 from ig_captioner import preemption
 
 
@@ -95,8 +95,7 @@ def prepare_commands(config_arg: str, runs: list[Run], extra: list[str]) -> list
     data = run_config.data.copy_and_resolve_references()
     for dotted, value in _data_overrides(run).items():
       data[dotted.removeprefix("data.")] = value
-    key = json.dumps({k: v for k, v in data.to_dict().items()
-                      if k not in config_lib.PIPELINE_FIELDS}, sort_keys=True, default=str)
+    key = config_lib.data_key(data)
     if key not in seen:
       seen.add(key)
       commands.append([f"--config={run_arg}"] + extra + [
@@ -175,9 +174,7 @@ def write_summary(path: str, results: list[tuple[str, dict]]) -> None:
   rows = [{"label": label, "metrics": {k: dataclasses.asdict(v) if isinstance(v, Spread) else v
                                        for k, v in metrics.items()}}
           for label, metrics in results]
-  with open(path + ".tmp", "w") as f:
-    json.dump(rows, f, indent=1)
-  os.replace(path + ".tmp", path)
+  paths.write_text_atomic(path, json.dumps(rows, indent=1))
 
 
 def table_rows(label: str, metrics: dict, columns: dict, alphas) -> list[list[str]]:
@@ -237,7 +234,7 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
                                f"{[run.label for run in runs]}")
     runs = [run for run in runs if run.label in only]
   _check_overrides(config, overrides)
-  workdir = os.path.abspath(workdir)
+  workdir = paths.resolve(workdir)
   extra = [f"--{o}" for o in overrides]
   python = sys.executable
   start = time.time()
@@ -255,7 +252,7 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
     for o in overrides:
       if o.startswith("config.total_steps="):
         total_steps = int(o.split("=", 1)[1])
-    run_dir = os.path.join(workdir, run.directory)
+    run_dir = paths.join(workdir, run.directory)
     flags_ = [f"--config={run_arg}"] + extra + run_overrides + [f"--workdir={run_dir}"]
     eval_path = metric_writing.jsonl_path(run_dir, "eval")
     done = {r["step"]: r for r in metric_writing.read_jsonl(eval_path)}
@@ -273,7 +270,7 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
                        f"{done[total_steps]['reason']}")
     results.append((run.group or run.label, done[total_steps]))
   results = aggregate_seeds(results)
-  write_summary(os.path.join(workdir, SUMMARY), results)
+  write_summary(paths.join(workdir, SUMMARY), results)
 
   tables, alphas = (module.sweep_tables() if hasattr(module, "sweep_tables")
                     else default_tables(config))

@@ -9,7 +9,6 @@ SIGTERM or SIGINT (preemption, Ctrl-C) finish the step, save a checkpoint and ex
 Outputs under DIR: `checkpoints/`, `train_metrics.jsonl`, `tb/train/`, `config.json`.
 """
 
-import os
 import time
 
 from absl import flags
@@ -30,9 +29,11 @@ from ig_captioner import multihost
 from ig_captioner import models
 from ig_captioner import objectives
 from ig_captioner import optimizer as optimizer_lib
+from ig_captioner import paths
 from ig_captioner import preemption
 from ig_captioner import sharding
 from ig_captioner import train_state as train_state_lib
+from ig_captioner.data import prepare
 from ig_captioner.data import sources
 from ig_captioner.data import train_mixture
 from ig_captioner.data import verify
@@ -87,11 +88,9 @@ def check_finite(history: list[tuple[int, dict]], last_checkpoint: int | None,
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """`<workdir>/config.json` (process 0), written atomically."""
-  path = os.path.join(workdir, "config.json")
+  path = paths.join(workdir, "config.json")
   try:
-    with open(path + ".tmp", "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(path + ".tmp", path)
+    paths.write_text_atomic(path, config.to_json_best_effort(indent=2))
   except OSError as e:
     raise errors.OutputError(f"cannot write {path}: {e.strerror or e}. Make the workdir "
                              "writable or choose another --workdir.") from e
@@ -102,7 +101,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
   one) stops it with a checkpoint. Returns the final TrainState.
   """
   config_lib.validate(config)
-  workdir = os.path.abspath(workdir)
+  workdir = paths.resolve(workdir)
   # Checked first, so that an unwritable or full disk fails in seconds, not at the first save.
   ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
   try:
@@ -130,6 +129,7 @@ def _train(config, workdir, ckpt, stop_at_step):
                jax.process_count())
 
   # ---------------------------------------------------------------------------------- Input ---
+  prepare.ensure_prepared(config)
   tokenizer = sources.tokenizer(config.data)
   if tokenizer.vocab_size > config.model.vocab_size:
     raise errors.ConfigError(
@@ -207,6 +207,8 @@ def _train(config, workdir, ckpt, stop_at_step):
           values = average_metrics(interval)
           now = time.perf_counter()
           values["steps_per_sec"] = (step - interval_step) / (now - interval_start)
+          for source, counts in getattr(loader, "skip_counts", {}).items():  # Web shards.
+            values.update({f"data_skipped/{source}/{k}": v for k, v in counts.totals().items()})
           writer.write_scalars(step, values)
           eta = (config.total_steps - step) / max(values["steps_per_sec"], 1e-9)
           logging.info("step %d/%d | loss %.4f | %.2f steps/s | ETA %s", step, config.total_steps,

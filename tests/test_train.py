@@ -171,7 +171,18 @@ def test_bad_config_values_give_clear_errors(runlocal_config, tmp_path, field, v
     train.train(runlocal_config, str(tmp_path))
 
 
-def test_missing_data_set_says_how_to_prepare(runlocal_config, tmp_path):
+def test_missing_embedded_data_is_prepared_on_first_use(runlocal_config, tmp_path, capsys):
+  runlocal_config.data.data_dir = str(tmp_path / "empty")
+  state = train.train(runlocal_config, str(tmp_path / "wd"))
+  assert int(state.step) == runlocal_config.total_steps
+  assert "Preparing digits_captions under " + str(tmp_path / "empty") in capsys.readouterr().out
+  assert (sources.prepared_builder(runlocal_config.data).data_path /
+          sources.TOKENIZER_FILENAME).exists()
+
+
+def test_missing_data_set_that_needs_source_files_says_how_to_prepare(runlocal_config,
+                                                                       tmp_path):
+  runlocal_config.data.name = "mnist"  # Built from downloaded files: never prepared implicitly.
   runlocal_config.data.data_dir = str(tmp_path / "empty")
   with pytest.raises(sources.DataError, match="not prepared.*ig_captioner.data.prepare"):
     train.train(runlocal_config, str(tmp_path / "wd"))

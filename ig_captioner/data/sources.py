@@ -2,20 +2,25 @@
 
 `config.data.name` is either `digits_captions` (the embedded data set, whose builder parameters
 come from `config.data`) or any TFDS data set prepared in ArrayRecord format under
-`config.data.data_dir`.
+`config.data.data_dir`; `fashion_mnist` with `config.data.manual_dir` set is read from a local copy
+of its original files (`fashion_mnist_local.py`). `data/catalog.py` has ready entries by name.
 """
 
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 import tensorflow_datasets as tfds
 
 from ig_captioner import errors
+from ig_captioner import paths
 from ig_captioner.data import digits_captions
+from ig_captioner.data import fashion_mnist_local
+from ig_captioner.data import imagenet_metadata
 from ig_captioner.data import tokenizer as tokenizer_lib
 
 TOKENIZER_FILENAME = "tokenizer.model"
+WEB_SHARDS = "web_shards"  # config.data.name of parquet shards (`web_shards.py`), not TFDS.
 
 
 class DataError(errors.UserError, RuntimeError):
@@ -23,17 +28,24 @@ class DataError(errors.UserError, RuntimeError):
 
 
 def data_dir(data_config: ml_collections.ConfigDict) -> str:
-  return os.path.expanduser(data_config.get("data_dir") or os.environ.get(
+  return paths.resolve(data_config.get("data_dir") or os.environ.get(
       "TFDS_DATA_DIR", "~/tensorflow_datasets"))
 
 
 def prepare_command(data_config: ml_collections.ConfigDict) -> str:
+  if data_config.name == WEB_SHARDS:
+    return ("python -m ig_captioner.data.prepare --config=<your config> (it trains "
+            f"config.data.tokenizer={data_config.get('tokenizer')} from the shards' captions)")
   return ("python -m ig_captioner.data.prepare --config=<your config> "
           f"(it builds {data_config.name} under {data_dir(data_config)})")
 
 
 def builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The TFDS builder for `config.data`, prepared or not."""
+  if data_config.name == WEB_SHARDS:
+    raise DataError("config.data.name='web_shards' names parquet shards, which only the train "
+                    "pipeline reads; evaluators and text_only_split need a TFDS data set: name "
+                    "one in their `data` override")
   if data_config.name == digits_captions.DigitsCaptions.name:
     config = digits_captions.make_config(
         prior_exponent=float(data_config.prior_exponent),
@@ -46,6 +58,9 @@ def builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
       config = config.name  # TFDS refuses a custom config named like a registered one.
     return digits_captions.DigitsCaptions(config=config, data_dir=data_dir(data_config),
                                           file_format="array_record")
+  if data_config.name == "fashion_mnist" and data_config.get("manual_dir"):
+    return fashion_mnist_local.LocalFashionMnist(data_dir=data_dir(data_config),
+                                                 file_format="array_record")
   try:
     return tfds.builder(data_config.name, data_dir=data_dir(data_config))
   except Exception as e:  # TFDS raises several types for unknown or unreadable names.
@@ -121,6 +136,27 @@ def as_text(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def field(record: Mapping[str, Any], key: str) -> Any:
+  """`record[key]`; a key with '/' that is no feature of its own names a nested one
+  (coco_captions' 'captions/text' is `record['captions']['text']`)."""
+  if key in record:
+    return record[key]
+  value = record
+  for part in key.split("/"):
+    if not isinstance(value, Mapping) or part not in value:
+      raise DataError(f"the records have no field {key!r}; their fields: {sorted(record)} "
+                      "(nested ones are named 'outer/inner'): fix the config's key")
+    value = value[part]
+  return value
+
+
+def texts(value) -> list[str]:
+  """The texts of a text field: one (a Text feature) or several (a Sequence of texts)."""
+  if isinstance(value, (bytes, str)):
+    return [as_text(value)]
+  return [as_text(v) for v in value]
+
+
 def open_split(data_config: ml_collections.ConfigDict, split: str) -> CheckedSource:
   b = prepared_builder(data_config)
   if split not in b.info.splits:
@@ -145,10 +181,41 @@ def class_names(data_config: ml_collections.ConfigDict, label_key: str = "label"
   return list(features[label_key].names)
 
 
+def readable_class_names(data_config: ml_collections.ConfigDict, label_key: str = "label",
+                         names: str | None = None) -> list[str]:
+  """Class names for prompts, in label order. `names`: None, the ClassLabel's with '_' read as a
+  space (CIFAR-100's 'aquarium_fish'); 'imagenet', OpenAI's 1,000 human-readable ImageNet names
+  (imagenet2012's ClassLabel holds WordNet ids); else a file, one name a line."""
+  label_names = class_names(data_config, label_key)
+  if names is None:
+    return [n.replace("_", " ") for n in label_names]
+  if names == "imagenet":
+    out, origin = list(imagenet_metadata.class_names()), "the package's ImageNet list"
+  else:
+    path = paths.path(names)
+    if not path.is_file():
+      raise DataError(f"class names file {path} does not exist: give a file with one class "
+                      "name a line in label order, 'imagenet', or None (the ClassLabel's names)")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    out, origin = [line.strip() for line in lines if line.strip()], str(path)
+  if len(out) != len(label_names):
+    raise DataError(f"{origin} has {len(out)} class names but data set {data_config.name} has "
+                    f"{len(label_names)} classes ({label_key!r}): give names for its classes")
+  return out
+
+
 def tokenizer(data_config: ml_collections.ConfigDict) -> tokenizer_lib.Tokenizer:
   """`config.data.tokenizer` if set, else the tokenizer stored with the prepared data set."""
+  if data_config.name == WEB_SHARDS:  # No data set directory: the tokenizer field is required.
+    if not data_config.get("tokenizer"):
+      raise errors.ConfigError("config.data.tokenizer is unset; web shards need one: set it to "
+                               "a SentencePiece .model path, which `prepare` trains if missing")
+    path = paths.path(data_config.tokenizer)
+    if not path.exists():
+      raise DataError(f"no tokenizer at {path}: train it with {prepare_command(data_config)}")
+    return tokenizer_lib.Tokenizer(path.read_bytes(), source=str(path))
   if data_config.get("tokenizer"):
-    return tokenizer_lib.Tokenizer.from_file(os.path.expanduser(data_config.tokenizer))
+    return tokenizer_lib.Tokenizer.from_file(paths.resolve(data_config.tokenizer))
   path = prepared_builder(data_config).data_path / TOKENIZER_FILENAME
   if not path.exists():
     raise DataError(f"no tokenizer at {path}: prepare the data set with "

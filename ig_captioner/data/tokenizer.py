@@ -14,13 +14,13 @@ works for everything but CapPa and prefixes, which then fail naming the problem.
 """
 
 import io
-import os
 from typing import Iterable, Sequence
 
 import numpy as np
 import sentencepiece as spm
 
 from ig_captioner import errors
+from ig_captioner import paths
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 MASK_ID = 4
@@ -92,10 +92,10 @@ class Tokenizer:
 
   @classmethod
   def from_file(cls, path: str) -> "Tokenizer":
-    if not os.path.exists(path):
+    model_path = paths.path(path)
+    if not model_path.exists():
       raise TokenizerNotFoundError(f"SentencePiece model {path} does not exist: {_FIX}")
-    with open(path, "rb") as f:
-      return cls(f.read(), source=path)
+    return cls(model_path.read_bytes(), source=str(path))
 
   @property
   def vocab_size(self) -> int:

@@ -6,15 +6,22 @@ API, deterministic, resumable and sharded per process.
     split          the split to read ("train" if absent)
     weight         relative share of the examples (grain's `MapDataset.mix`: an exact,
                    deterministic interleaving in these proportions)
-    kind           "caption": the record's `text_key` is the text; "classification": the label
-                   (`label_key`) becomes a text through `templates`, one drawn per example, with
-                   the class names of the data set's ClassLabel or of `class_names_file` (one a
-                   line, in label order)
+    kind           "caption": the record's `text_key` is the text (one drawn per example where
+                   it holds several, as coco_captions' 'captions/text' does); "classification":
+                   the label (`label_key`) becomes a text through `templates`, one drawn per
+                   example, with the class names of the data set's ClassLabel ('_' read as a
+                   space) or of `class_names_file` (one a line, in label order; 'imagenet': the
+                   package's human-readable ImageNet names)
     prefix         None, "caption" or "classification": the prefix-conditioning token put after
                    BOS (Saito et al., CVPR 2023); the targets mask never scores it
     data           overrides of `config.data` for this source (another data set, ...)
 
 Without a mixture, the train split alone is one caption source without prefix.
+
+A source whose data is `name="web_shards"` (img2dataset's parquet shards, `web_shards.py`) is
+read in order as a grain IterDataset, not by index: a mixture holding one is mixed with
+`IterDataset.mix`, and the loader's `skip_counts` ({source name: SkipCounts}) counts the corrupt
+records and unreadable shards it skipped.
 
 Each process reads a disjoint slice of each source (`[process_index::process_count]`), shuffled
 again every epoch; mixing, batching and the random crops/templates are all deterministic given
@@ -38,6 +45,7 @@ from ig_captioner import errors
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
 from ig_captioner.data import tokenizer as tokenizer_lib
+from ig_captioner.data import web_shards
 
 KINDS = ("caption", "classification")
 
@@ -59,7 +67,8 @@ def train_sources(data_config: ml_collections.ConfigDict) -> list[Source]:
   """The sources of `config.data` (its `mixture`, or its train split alone), checked."""
   mixture = data_config.get("mixture")
   if not mixture:
-    return [Source("train", data_config, data_config.train_split, 1.0, "caption", None)]
+    return [Source("train", data_config, data_config.get("train_split", "train"), 1.0,
+                   "caption", None)]
   out = []
   for name, entry in mixture.items():
     field = f"config.data.mixture.{name}"
@@ -76,7 +85,8 @@ def train_sources(data_config: ml_collections.ConfigDict) -> list[Source]:
       raise errors.ConfigError(f"{field}.templates={templates!r}: a classification source needs "
                                "templates, each with a '{}' for the class name")
     source_data = data_config.copy_and_resolve_references()
-    source_data.update(entry.get("data", {}))
+    with source_data.unlocked():  # Overrides may add fields (`manual_dir`).
+      source_data.update(entry.get("data", {}))
     out.append(Source(name, source_data, entry.get("split", "train"), float(weight), kind,
                       prefix, templates, entry.get("label_key", "label"),
                       entry.get("class_names_file")))
@@ -84,10 +94,8 @@ def train_sources(data_config: ml_collections.ConfigDict) -> list[Source]:
 
 
 def class_names(source: Source) -> list[str]:
-  if source.class_names_file:
-    with open(source.class_names_file, encoding="utf-8") as f:
-      return [line.strip() for line in f if line.strip()]
-  return sources.class_names(source.data_config, source.label_key)
+  return sources.readable_class_names(source.data_config, source.label_key,
+                                      source.class_names_file)
 
 
 def shuffled_shard(records: Any, seed: int) -> grain.MapDataset:
@@ -115,7 +123,10 @@ class _ToExample:
   def __call__(self, record, rng: np.random.Generator) -> dict:
     data = self._source.data_config
     if self._class_names is None:
-      text = sources.as_text(record[data.text_key])
+      # Records with several captions (COCO: 5 per image) give one at random: the rng is
+      # grain's, derived from the seed and the example's index, so another epoch draws anew.
+      texts = sources.texts(sources.field(record, data.text_key))
+      text = texts[rng.integers(len(texts))] if len(texts) > 1 else texts[0]
     else:
       template = self._source.templates[rng.integers(len(self._source.templates))]
       text = template.format(self._class_names[int(record[self._source.label_key])])
@@ -134,13 +145,14 @@ def _finish_batch(batch: dict) -> dict:
 
 
 class _ToText:
-  """Record -> int32 T tokens of its text (a text-only example)."""
+  """Record -> int32 T tokens of its text, the first of several (a text-only example)."""
 
   def __init__(self, data_config, max_text_len: int, tokenizer: tokenizer_lib.Tokenizer):
     self._key, self._max_text_len, self._tokenizer = data_config.text_key, max_text_len, tokenizer
 
   def __call__(self, record):
-    return self._tokenizer.encode(sources.as_text(record[self._key]), self._max_text_len)
+    return self._tokenizer.encode(sources.texts(sources.field(record, self._key))[0],
+                                  self._max_text_len)
 
 
 def with_text_only(examples: grain.MapDataset, config: ml_collections.ConfigDict,
@@ -164,24 +176,55 @@ def train_loader(config: ml_collections.ConfigDict,
   if any(s.prefix for s in mixture):
     tokenizer.require_reserved_ids("prefix conditioning (config.data.mixture.*.prefix)")
   seed = int(config.data.shuffle_seed)
-  datasets = []
+  datasets, skip_counts = [], {}
   for i, source in enumerate(mixture):
+    if source.data_config.name == sources.WEB_SHARDS:
+      datasets.append(web_shard_examples(source, config, tokenizer, seed + 1000 * i + 1,
+                                         skip_counts))
+      continue
     records = sources.open_split(source.data_config, source.split)
     to_example = _ToExample(source, config.model.image_size, config.model.max_text_len,
                             tokenizer, int(config.data.augment_shift))
     datasets.append(shuffled_shard(records, seed + 1000 * i).random_map(
         to_example, seed=seed + 1000 * i + 1))
-  mixed = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(
-      datasets, [s.weight for s in mixture])
-  mixed = with_text_only(mixed, config, tokenizer)
-  batches = mixed.batch(pipeline.local_batch_size(config.batch_size),
-                        drop_remainder=True).map(_finish_batch)
   # Reader threads pay off for remote storage; on local disk their bookkeeping costs more than
   # the reads (measured: 2x slower per batch on a 2-core machine), hence `read_threads=0` there.
   threads = int(config.data.read_threads)
-  loader = batches.to_iter_dataset(grain.ReadOptions(num_threads=threads,
-                                                     prefetch_buffer_size=max(1, 64 * threads)))
+  read_options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(1, 64 * threads))
+  if skip_counts:  # Web shards are read in order: every source mixes as an IterDataset.
+    datasets = [d if isinstance(d, grain.IterDataset) else d.to_iter_dataset(read_options)
+                for d in datasets]
+    mixed = datasets[0] if len(datasets) == 1 else grain.IterDataset.mix(
+        datasets, [s.weight for s in mixture])
+  else:
+    mixed = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(
+        datasets, [s.weight for s in mixture])
+  mixed = with_text_only(mixed, config, tokenizer)
+  batches = mixed.batch(pipeline.local_batch_size(config.batch_size),
+                        drop_remainder=True).map(_finish_batch)
+  loader = batches if skip_counts else batches.to_iter_dataset(read_options)
   workers = int(config.data.get("num_workers", 0))
   if workers:  # Batches prepared in worker processes (each a slice); the state still resumes.
     loader = loader.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  # {source name: web_shards.SkipCounts}: what the web-shard sources skipped, for the log.
+  loader.skip_counts = skip_counts
   return loader
+
+
+def web_shard_examples(source: Source, config: ml_collections.ConfigDict,
+                       tokenizer: tokenizer_lib.Tokenizer, seed: int,
+                       skip_counts: dict) -> grain.IterDataset:
+  """A `web_shards` source's examples, as `_ToExample` makes them (an IterDataset: parquet
+  shards are read in order); puts its SkipCounts in `skip_counts[source.name]`."""
+  if source.kind != "caption":
+    raise errors.ConfigError(f"config.data.mixture.{source.name}.kind={source.kind!r}: web "
+                             "shards hold captions, not labels; use kind='caption'")
+  records, skip_counts[source.name] = web_shards.load(source.data_config,
+                                                      image_size=config.model.image_size)
+  record_keys = source.data_config.copy_and_resolve_references()
+  with record_keys.unlocked():
+    record_keys.image_key, record_keys.text_key = web_shards.IMAGE_KEY, web_shards.TEXT_KEY
+  to_example = _ToExample(dataclasses.replace(source, data_config=record_keys),
+                          config.model.image_size, config.model.max_text_len, tokenizer,
+                          int(config.data.augment_shift))
+  return records.random_map(to_example, seed=seed)

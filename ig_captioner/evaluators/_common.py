@@ -59,9 +59,10 @@ def metric_stem(kind: str, name: str, prefix: str | None) -> str:
 
 def data_config(config: ml_collections.ConfigDict,
                 eval_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`config.data` with the evaluator's `data` overrides."""
+  """`config.data` with the evaluator's `data` overrides (which may add fields: `manual_dir`)."""
   data = config.data.copy_and_resolve_references()
-  data.update(eval_config.get("data", {}))
+  with data.unlocked():
+    data.update(eval_config.get("data", {}))
   return data
 
 

@@ -117,7 +117,8 @@ class Evaluator:
     templates = tuple(eval_config.prior_templates)
     prior_source = sources.open_split(self._data, eval_config.prior_split)
     self.prior, self.coverage = empirical_prior(
-        (prior_source[i][self._data.text_key] for i in range(len(prior_source))),
+        (text for i in range(len(prior_source))
+         for text in sources.texts(sources.field(prior_source[i], self._data.text_key))),
         self.class_names, templates)
     self._prompts_PxT = tokenizer.encode_batch(
         [t.format(c) for c in self.class_names for t in templates], self._max_len, strict=True)
@@ -150,8 +151,7 @@ class Evaluator:
     for row, i in enumerate(index_b):
       if i < 0:
         continue
-      captions = np.atleast_1d(source[int(i)][self._cfg.captions_key])[:k]
-      texts = [sources.as_text(t) for t in captions]
+      texts = sources.texts(sources.field(source[int(i)], self._cfg.captions_key))[:k]
       tokens[row, :len(texts)] = self._tokenizer.encode_batch(texts, self._max_len)
       valid[row, :len(texts)] = True
     return tokens, valid

@@ -69,7 +69,7 @@ class Evaluator(_common.EvaluatorBase):
     models.require(predict_fns, models.CAPTION_FNS + models.CACHE_FNS,
                    f"config.evals.{name} (captioning)", config.model.name)
     source = sources.open_split(self._data_config, eval_config.split)
-    self._references = [[sources.as_text(c) for c in source[i][eval_config.captions_key]]
+    self._references = [sources.texts(sources.field(source[i], eval_config.captions_key))
                         for i in range(len(source))]
     self._tokenizer = tokenizer
     self.prefixes = tuple(eval_config.get("prefixes", (None,)))

@@ -1,5 +1,6 @@
 """Zero-shot image-text retrieval: Recall@k in both directions on a split whose records hold an
-image and several captions (`captions_key`).
+image and several captions (`captions_key`; a nested one reads 'outer/inner', as COCO's
+'captions/text').
 
 - Candidates: identical caption texts are one candidate, relevant to every image they caption
   (on the embedded digits data all images of a class share their captions, so retrieval there is
@@ -74,8 +75,7 @@ def read_captions(source, captions_key: str) -> tuple[list[str], np.ndarray]:
   """(distinct texts in order of appearance, relevant_IxU: image i has text u as a caption)."""
   per_image = []
   for i in range(len(source)):
-    captions = source[i][captions_key]
-    per_image.append([sources.as_text(c) for c in captions])
+    per_image.append(sources.texts(sources.field(source[i], captions_key)))
   texts = list(dict.fromkeys(c for captions in per_image for c in captions))
   position = {t: u for u, t in enumerate(texts)}
   relevant_IxU = np.zeros((len(per_image), len(texts)), bool)

@@ -45,6 +45,10 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
   cfg = _common.base_config(
       type="zeroshot",
       label_key="label",
+      # Class names in prompts: None, the ClassLabel's ('_' read as a space); "imagenet", the
+      # package's human-readable ImageNet names (imagenet2012's labels are WordNet ids); else a
+      # file with one name a line, in label order.
+      class_names=ml_collections.FieldReference(None, field_type=str),
       # Prompt templates ({} = class name); the class score averages the per-template scores.
       templates=("a photo of the number {}", "a handwritten {}", "the digit {} written by hand"),
       alphas=(0.0, 0.5, 1.0),  # For caption scoring.
@@ -112,8 +116,10 @@ class Evaluator(_common.EvaluatorBase):
                config: ml_collections.ConfigDict, predict_fns: dict, mesh: jax.sharding.Mesh,
                tokenizer):
     super().__init__(name, eval_config, config, predict_fns, mesh, "zeroshot")
-    self.class_names = sources.class_names(self._data_config, eval_config.label_key)
-    prompts = [t.format(c) for c in self.class_names for t in eval_config.templates]
+    self.class_names = sources.readable_class_names(self._data_config, eval_config.label_key,
+                                                    eval_config.get("class_names"))
+    self.prompts = [t.format(c) for c in self.class_names for t in eval_config.templates]
+    prompts = self.prompts
     self.prefixes = tuple(eval_config.get("prefixes", (None,)))
     prompts_PxT = {p: tokenizer.encode_batch(prompts, config.model.max_text_len, strict=True,
                                              prefix=p) for p in self.prefixes}

@@ -1,0 +1,118 @@
+"""Converts img2dataset parquet shards to ArrayRecord files, for random access (global shuffles,
+`grain.sources.ArrayRecordDataSource`), keeping only the records that `web_shards` would use.
+
+    python -m ig_captioner.data.shards_to_array_record --shards='dir/*.parquet' --output=DIR
+
+The shards and DIR may lie in a bucket (each file is written to a local scratch directory
+first, since the ArrayRecord writer takes a local path, then copied).
+Each readable shard `NAME.parquet` becomes `DIR/NAME.array_record`; every record in it is a
+usable row (its image decodes, its text is not empty) stored as `encode_record` lays it out:
+the encoded image bytes as downloaded and the text. Corrupt records and unreadable shards are
+skipped, counted per reason and printed. Read it back with
+
+    source = grain.sources.ArrayRecordDataSource(sorted(glob.glob('DIR/*.array_record')))
+    image_bytes, text = decode_record(source[i])
+"""
+
+import itertools
+import os
+import struct
+import tempfile
+
+from absl import flags
+from array_record.python import array_record_module
+import grain
+import ml_collections
+
+from ig_captioner import cli
+from ig_captioner import paths
+from ig_captioner.data import web_shards
+
+_HEADER = struct.Struct("<I")  # Length of the UTF-8 text that follows it; the image bytes last.
+
+
+def encode_record(image_bytes: bytes, text: str) -> bytes:
+  encoded_text = text.encode("utf-8")
+  return _HEADER.pack(len(encoded_text)) + encoded_text + image_bytes
+
+
+def decode_record(record: bytes) -> tuple[bytes, str]:
+  """(encoded image bytes, text) of a record written by `encode_record`."""
+  (text_length,) = _HEADER.unpack_from(record)
+  start = _HEADER.size
+  return record[start + text_length:], record[start:start + text_length].decode("utf-8")
+
+
+def convert_shard(path: str, output_dir: str, image_column: str, text_column: str,
+                  counts: web_shards.SkipCounts) -> int:
+  """Writes the usable records of one shard (those before a failed read, if one fails); returns
+  how many. A shard that does not open writes no file."""
+  try:
+    rows = iter(web_shards.parquet_rows(path))
+  except Exception as e:  # pylint: disable=broad-except  # pyarrow raises many types.
+    counts.shard_failed(path, e)
+    return 0
+  target = paths.path(output_dir) / (paths.path(path).name.rsplit(".", 1)[0] + ".array_record")
+  with tempfile.TemporaryDirectory() as scratch:  # The ArrayRecord writer takes a local file.
+    local_file = os.fspath(paths.path(scratch) / target.name)
+    written = _write_records(rows, path, local_file, image_column, text_column, counts)
+    paths.copy_atomic(local_file, target)  # No half-written file under the real name.
+  return written
+
+
+def _write_records(rows, path: str, local_file: str, image_column: str, text_column: str,
+                   counts: web_shards.SkipCounts) -> int:
+  # group_size:1: every record is its own chunk, so a random read decodes one record.
+  writer = array_record_module.ArrayRecordWriter(local_file, "group_size:1")
+  written = 0
+  try:
+    for i in itertools.count():
+      try:
+        row = next(rows)
+      except StopIteration:
+        break
+      except Exception as e:  # pylint: disable=broad-except
+        counts.shard_failed(path, e)
+        break
+      web_shards.check_columns(row, path, (image_column, text_column))
+      image, text, detail = web_shards.check_row(row, image_column, text_column)
+      if image is None:
+        counts.record_skipped(text, path, f"row {i}", detail)
+        continue
+      writer.write(encode_record(bytes(row[image_column]), text))
+      written += 1
+  finally:
+    writer.close()
+  return written
+
+
+def convert(shards, output_dir: str, image_column: str = "jpg",
+            text_column: str = "caption") -> tuple[int, web_shards.SkipCounts]:
+  """Converts every shard of `shards` (as `config.data.shards` takes them); returns the records
+  written and the counts of what was skipped."""
+  shard_list = web_shards.shard_paths(ml_collections.ConfigDict(dict(shards=shards)))
+  paths.path(output_dir).mkdir(parents=True, exist_ok=True)
+  counts = web_shards.SkipCounts(len(shard_list))
+  written = sum(convert_shard(p, output_dir, image_column, text_column, counts)
+                for p in shard_list)
+  return written, counts
+
+
+def main():
+  """Command-line entry point (flags are defined here so that importing defines none)."""
+  shards = flags.DEFINE_string("shards", None, "Parquet shards: paths, globs or {a..b} ranges, "
+                               "comma-separated.")
+  output = flags.DEFINE_string("output", None, "Directory for the .array_record files.")
+  image_column = flags.DEFINE_string("image_column", "jpg", "Column of the encoded images.")
+  text_column = flags.DEFINE_string("text_column", "caption", "Column of the texts.")
+  flags.mark_flags_as_required(["shards", "output"])
+
+  def run(argv):
+    del argv
+    written, counts = convert(shards.value, output.value, image_column.value, text_column.value)
+    print(f"Wrote {written} records to {output.value}; skipped: {counts.totals()}")
+  cli.run(run)
+
+
+if __name__ == "__main__":
+  main()
