@@ -19,9 +19,13 @@ downloads them; `config.data.shards` (no default) names yours: paths, globs or `
 pad=0, bos=1, eos=2 works too). For random access instead, `shards_to_array_record` converts
 the shards to ArrayRecord files.
 
+The evaluator reports ImageNet zero-shot top-1 (OpenAI's class names, CLIP's 80 templates,
+streamed) and COCO retrieval (Karpathy test split, all captions), from TFDS data under
+`config.data.data_dir`; `prepare` builds them too, `imagenet2012` from the ILSVRC2012 tars in
+`--config.evals.imagenet.data.manual_dir` (see `ig_captioner/data/catalog.py`).
+
 Optimizer and schedule values are starting points, not a reproduction of a published run; scale
-`total_steps` and `batch_size` to your budget. ImageNet zero-shot evaluation (class names and CLIP
-prompt templates) is not wired in yet: `config.evals` is empty at this scale.
+`total_steps` and `batch_size` to your budget.
 
 Arguments: `family=captioner|clip|siglip|coca|cappa` (default captioner); `runlocal` (tiny model
 on the embedded digits data, as exercised by the tests).
@@ -31,6 +35,7 @@ import ml_collections
 
 from ig_captioner import config_lib
 from ig_captioner import errors
+from ig_captioner.data import catalog
 from ig_captioner.evaluators import zeroshot
 
 
@@ -47,7 +52,7 @@ def get_config(arg=None):
       text_column="caption",
       cycle_length=16,  # Shards read at once.
       shuffle_window=1024,  # Examples shuffled in windows of this many (decoded, 224 px).
-      # TFDS data of the evaluators that name one in their `data` (none at this scale yet).
+      # TFDS data of the evaluators (ImageNet, COCO).
       data_dir=ml_collections.FieldReference(None, field_type=str),
       tokenizer=ml_collections.FieldReference(None, field_type=str),  # Trained by `prepare`.
       tokenizer_vocab_size=32_000,
@@ -105,9 +110,13 @@ def get_config(arg=None):
   config.checkpoint_every = 2000
   config.keep_checkpoints = 5
 
-  config.evals = ml_collections.ConfigDict()
+  config.evals = ml_collections.ConfigDict(dict(
+      imagenet=catalog.imagenet_zeroshot(
+          manual_dir=ml_collections.FieldReference(None, field_type=str), batch_size=1024),
+      coco=catalog.coco_retrieval(batch_size=1024)))
 
   if arg.runlocal:
+    config.evals = ml_collections.ConfigDict()
     config.data = config_lib.digits_data(num_train_examples=512)
     config.model.update(encoder="nano/8", vocab_size=128, image_size=32, max_text_len=12,
                         dtype="float32")

@@ -124,7 +124,7 @@ def repair(path: str, *, after_step: int | None = None,
     logging.info("%s: dropped %d row(s) after step %d, logged after the checkpoint this run "
                  "resumes from; they are logged again.", path, len(rows) - len(kept), after_step)
   try:
-    paths.write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+    paths.write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
   except OSError as e:
     raise errors.OutputError(f"cannot rewrite {path} ({e.strerror or e}): make its directory "
                              f"writable or {fix}") from e

@@ -3,11 +3,13 @@ or in a bucket (`gs://`, `s3://`), all through `etils.epath` (which reaches buck
 TensorFlow's file systems when TensorFlow is installed, as here, else fsspec).
 
 Object stores have no rename and no append: an object is published whole when its upload ends.
-`write_text_atomic` therefore renames a temporary file into place on local disks and writes the
+`write_atomic` therefore renames a temporary file into place on local disks and writes the
 object directly in a bucket; both leave either the old content or the new, never half of it.
 """
 
+import contextlib
 import os
+from typing import Iterator
 
 from etils import epath
 
@@ -37,36 +39,36 @@ def join(p: PathLike, *parts: str) -> str:
   return os.fspath(path(p).joinpath(*parts))
 
 
-def write_text_atomic(p: PathLike, text: str) -> None:
-  """Writes `text` to `p` so that a reader never sees half of it (see the module docstring)."""
+@contextlib.contextmanager
+def _whole(p: PathLike) -> Iterator[epath.Path]:
+  """Yields where to write `p`'s new content; once the block ends, that content is `p` whole."""
   target = path(p)
   if is_remote(target):
-    target.write_text(text)
+    yield target
     return
-  tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-  tmp.write_text(text)
-  tmp.replace(target)
+  partial = target.with_name(f"{target.name}.tmp{os.getpid()}")
+  try:
+    yield partial
+  except BaseException:
+    if partial.exists():  # Nothing half-written is left beside the target.
+      partial.unlink()
+    raise
+  partial.replace(target)
 
 
-def write_bytes_atomic(p: PathLike, data: bytes) -> None:
-  """`write_text_atomic` for bytes."""
-  target = path(p)
-  if is_remote(target):
-    target.write_bytes(data)
-    return
-  tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
-  tmp.write_bytes(data)
-  tmp.replace(target)
+def write_atomic(p: PathLike, data: str | bytes) -> None:
+  """Writes `data` (text or bytes) to `p` so that a reader never sees half of it (see the module
+  docstring)."""
+  with _whole(p) as partial:
+    if isinstance(data, str):
+      partial.write_text(data)
+    else:
+      partial.write_bytes(data)
 
 
 def copy_atomic(source: PathLike, target: PathLike, chunk_bytes: int = 1 << 24) -> None:
   """Copies `source` to `target` (either local or in a bucket) so that a reader of `target`
   never sees part of it."""
-  target_path = path(target)
-  partial = target_path if is_remote(target_path) else target_path.with_name(
-      f"{target_path.name}.tmp{os.getpid()}")
-  with path(source).open("rb") as src, partial.open("wb") as dst:
+  with _whole(target) as partial, path(source).open("rb") as src, partial.open("wb") as dst:
     while block := src.read(chunk_bytes):
       dst.write(block)
-  if partial != target_path:
-    partial.replace(target_path)

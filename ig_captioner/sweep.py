@@ -174,7 +174,7 @@ def write_summary(path: str, results: list[tuple[str, dict]]) -> None:
   rows = [{"label": label, "metrics": {k: dataclasses.asdict(v) if isinstance(v, Spread) else v
                                        for k, v in metrics.items()}}
           for label, metrics in results]
-  paths.write_text_atomic(path, json.dumps(rows, indent=1))
+  paths.write_atomic(path, json.dumps(rows, indent=1))
 
 
 def table_rows(label: str, metrics: dict, columns: dict, alphas) -> list[list[str]]:

@@ -90,7 +90,7 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """`<workdir>/config.json` (process 0), written atomically."""
   path = paths.join(workdir, "config.json")
   try:
-    paths.write_text_atomic(path, config.to_json_best_effort(indent=2))
+    paths.write_atomic(path, config.to_json_best_effort(indent=2))
   except OSError as e:
     raise errors.OutputError(f"cannot write {path}: {e.strerror or e}. Make the workdir "
                              "writable or choose another --workdir.") from e

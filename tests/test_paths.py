@@ -56,7 +56,7 @@ def test_no_file_io_bypasses_the_path_abstraction():
           if called == "open" or any(called.startswith(c) for c in FILE_CALLS if c != "open"):
             offenders.append(f"{relative}:{node.lineno} {called}()")
   assert not offenders, ("file I/O outside ig_captioner.paths (use paths.path(...) or "
-                         f"paths.join/write_text_atomic): {offenders}")
+                         f"paths.join/write_atomic): {offenders}")
 
 
 def test_writers_work_in_a_bucket(tmp_path):
@@ -113,7 +113,11 @@ def test_local_paths_are_absolute_and_expanded(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   assert paths.resolve("~/a") == os.path.join(str(tmp_path), "a")
   assert paths.resolve("rel/b") == os.path.join(str(tmp_path), "rel", "b")
-  paths.write_text_atomic("out.txt", "x")
-  paths.write_text_atomic("out.txt", "y")  # Replaces; no temporary file left.
+  paths.write_atomic("out.txt", "x")
+  paths.write_atomic("out.txt", "y")  # Replaces; no temporary file left.
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+  assert (tmp_path / "out.txt").read_text() == "y"
+  with pytest.raises(TypeError):  # Fails while writing: the old content stays, no leftovers.
+    paths.write_atomic("out.txt", 5)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
   assert (tmp_path / "out.txt").read_text() == "y"

@@ -76,7 +76,7 @@ def _build(data_config: ml_collections.ConfigDict, verify: bool,
     texts = (text for i in range(len(source))  # Every caption of records that hold several.
              for text in sources.texts(sources.field(source[i], data_config.text_key)))
     model = tokenizer_lib.train(texts, vocab_size=int(data_config.tokenizer_vocab_size))
-    paths.write_bytes_atomic(tokenizer_path, model)  # A crash never leaves half a tokenizer.
+    paths.write_atomic(tokenizer_path, model)  # A crash never leaves half a tokenizer.
     logging.info("Trained a %d-piece tokenizer at %s",
                  tokenizer_lib.Tokenizer(model).vocab_size, tokenizer_path)
   verify_lib.verify_all(data_config, force=verify)

@@ -68,7 +68,7 @@ def verify_split(data_config: ml_collections.ConfigDict, split: str, *, force: b
   if jax.process_index() == 0:
     marker[split] = stats
     try:
-      paths.write_text_atomic(marker_path, json.dumps(marker, indent=1))
+      paths.write_atomic(marker_path, json.dumps(marker, indent=1))
     except OSError as e:  # A read-only data dir: verified again next time.
       logging.warning("Could not record the verification in %s (%s)", marker_path, e)
 

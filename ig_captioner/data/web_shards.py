@@ -416,7 +416,7 @@ def prepare_tokenizer(data_config: ml_collections.ConfigDict) -> str:
   logging.info("Training a tokenizer on %d captions of the first shards", len(texts))
   model = tokenizer_lib.train(texts, vocab_size=int(data_config.tokenizer_vocab_size))
   path.parent.mkdir(parents=True, exist_ok=True)
-  paths.write_bytes_atomic(path, model)  # A crash never leaves half a tokenizer.
+  paths.write_atomic(path, model)  # A crash never leaves half a tokenizer.
   logging.info("Wrote a %d-piece tokenizer to %s", tokenizer_lib.Tokenizer(model).vocab_size,
                path)
   return str(path)
