@@ -12,6 +12,8 @@ INSTALL_REQUIRES = [
     "array-record==0.8.6",
     "importlib-resources==7.1.0",  # TFDS builders need it (via etils.epath) but do not declare it.
     "grain==0.2.18",
+    "etils==1.15.0",  # epath: every file path, local or gs:// (ig_captioner/paths.py).
+    "pyarrow==26.0.1",  # img2dataset's parquet shards (ig_captioner/data/web_shards.py).
     "ml-collections==1.1.0",
     "einops==0.8.2",
     "clu==0.0.12",
@@ -38,8 +40,11 @@ setuptools.setup(
     # plots: the study's figures (configs/ig_study.py); the tests draw them too.
     # captioning: CIDEr-D and BLEU-4 of the captioning evaluator (pycocoevalcap's pure-Python
     # scorers).
+    # tpu_plan: libtpu, so that `python -m ig_captioner.plan` compiles for TPU topologies on
+    # any machine (the version jax[tpu]==0.10.2 pins).
     extras_require={"plots": ["matplotlib==3.11.2"],
                     "captioning": ["pycocoevalcap==1.2"],
+                    "tpu_plan": ["libtpu==0.0.42.1"],
                     "test": ["pytest==9.0.3", "matplotlib==3.11.2", "pycocoevalcap==1.2"]},
     entry_points={"console_scripts": [
         "ig-prepare=ig_captioner.data.prepare:main",

@@ -66,16 +66,18 @@ def get_config(arg=None):
   config.model = ml_collections.ConfigDict(dict(
       encoder="B/16", vocab_size=32_000, image_size=224, max_text_len=64, dtype="bfloat16"))
   if arg.family in ("captioner", "cappa"):
-    config.model.update(name="captioner", decoder="B", decoder_depth=6)
+    # remat='block' recomputes each block in the backward pass (less memory, more compute).
+    config.model.update(name="captioner", decoder="B", decoder_depth=6, remat="none")
     # lambda: 1 = IG captioner, 0 = standard captioner.
     config.objective = ml_collections.ConfigDict(dict(
         name="captioning", text_only_weight=1.0, text_only_fraction=1.0,
         text_only_batch="paired", text_only_warmup_steps=0,
-        text_only_trainable=ml_collections.FieldReference(None, field_type=str)))
+        text_only_trainable=ml_collections.FieldReference(None, field_type=str),
+        logits_chunk=0))  # > 0: the cross-entropy this many positions at a time (memory).
     if arg.family == "cappa":
       config.objective = ml_collections.ConfigDict(dict(
           name="cappa", parallel_fraction=0.75,
-          text_only_weight=config.objective.text_only_weight))
+          text_only_weight=config.objective.text_only_weight, logits_chunk=0))
   elif arg.family == "coca":
     config.model.update(name="coca", decoder="B", unimodal_depth=3, multimodal_depth=3,
                         embed_dim=512, temperature_init=1 / 0.07)

@@ -25,6 +25,7 @@ from ml_collections import config_flags
 
 from ig_captioner import checkpointing
 from ig_captioner import config_lib
+from ig_captioner import distributed
 from ig_captioner import cli
 from ig_captioner import evaluators
 from ig_captioner import metric_writing
@@ -181,10 +182,12 @@ def main():
   timeout_s = flags.DEFINE_float("timeout_s", 3600.0, "Stop watching after this long idle.")
   output_dir = flags.DEFINE_string("output_dir", None, "Where eval_metrics.jsonl and tb/eval go "
                                    "(default: the workdir).")
+  process_flags = distributed.define_flags()
   flags.mark_flags_as_required(["config", "workdir"])
 
   def run(argv):
     del argv
+    distributed.initialize_from_flags(process_flags)
     evaluate(config.value, workdir.value, step=step.value, once=once.value,
              poll_interval_s=poll_s.value, timeout_s=timeout_s.value,
              output_dir=output_dir.value)

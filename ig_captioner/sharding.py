@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from ig_captioner import errors
@@ -43,39 +44,61 @@ LOGICAL_AXIS_RULES = (
 )
 
 
-def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, ...]:
-  """Resolves `config.mesh` (sizes for data/fsdp/tensor, at most one -1) for `num_devices`."""
+def mesh_shape(mesh_config, num_devices: int, field: str = "config.mesh") -> tuple[int, ...]:
+  """Resolves `field` (sizes for data/fsdp/tensor, at most one -1) for `num_devices`."""
   unknown = set(mesh_config.keys()) - set(MESH_AXES)
   if unknown:
     raise errors.ConfigError(
-        f"config.mesh has unknown axes {sorted(unknown)}; allowed: {MESH_AXES}")
+        f"{field} has unknown axes {sorted(unknown)}; allowed: {MESH_AXES}")
   sizes = [int(mesh_config.get(axis, 1)) for axis in MESH_AXES]
   if sizes.count(-1) > 1:
-    raise errors.ConfigError(f"config.mesh={dict(zip(MESH_AXES, sizes))} has more than one -1; "
+    raise errors.ConfigError(f"{field}={dict(zip(MESH_AXES, sizes))} has more than one -1; "
                      "at most one axis may take the remaining devices")
   if any(s == 0 or s < -1 for s in sizes):
     raise errors.ConfigError(
-        f"config.mesh={dict(zip(MESH_AXES, sizes))}: sizes must be positive or -1")
+        f"{field}={dict(zip(MESH_AXES, sizes))}: sizes must be positive or -1")
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if num_devices % known:
       raise errors.ConfigError(
-          f"config.mesh={dict(zip(MESH_AXES, sizes))}: {num_devices} devices are not "
+          f"{field}={dict(zip(MESH_AXES, sizes))}: {num_devices} devices are not "
           f"divisible by the fixed axes' product {known}")
     sizes[sizes.index(-1)] = num_devices // known
   if math.prod(sizes) != num_devices:
     raise errors.ConfigError(
-        f"config.mesh={dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices "
+        f"{field}={dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices "
         f"but {num_devices} are available; set one axis to -1 to use them all")
   return tuple(sizes)
 
 
 def make_mesh(mesh_config: ml_collections.ConfigDict, devices=None) -> jax.sharding.Mesh:
-  """A mesh with axes (data, fsdp, tensor), all of type Auto so that logical constraints apply."""
+  """A mesh with axes (data, fsdp, tensor), all of type Auto so that logical constraints apply.
+
+  `mesh_config.dcn` (optional) gives each axis's size across slices, over the data-center
+  network (MaxText's `dcn_*` parallelism; TPU devices name their slice, elsewhere each process is
+  one); the other sizes are then within a slice (ICI), and an axis's size is their product.
+  Devices of several TPU slices need `dcn`, so that no fast axis runs over the slow network.
+  """
   devices = jax.devices() if devices is None else devices
-  shape = mesh_shape(mesh_config, len(devices))
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+  within = {k: v for k, v in mesh_config.items() if k != "dcn"}
+  # TPU devices name their slice; CPU and GPU ones say slice 0, and there a process is one.
+  slices = {getattr(d, "slice_index", 0) for d in devices}
+  by_slice = len(slices) > 1 or devices[0].platform == "tpu"
+  granules = len(slices) if by_slice else len({d.process_index for d in devices})
+  if not mesh_config.get("dcn"):
+    if by_slice and granules > 1:
+      raise errors.ConfigError(
+          f"the devices span {granules} TPU slices but config.mesh has no `dcn` sizes: set e.g. "
+          f"config.mesh.dcn=dict(data={granules}) so that only data parallelism crosses slices")
+    shape = mesh_shape(within, len(devices))
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                         devices=devices)
+  dcn_shape = mesh_shape(mesh_config.dcn, granules, "config.mesh.dcn (over slices)")
+  ici_shape = mesh_shape(within, len(devices) // granules)
+  device_array = mesh_utils.create_hybrid_device_mesh(ici_shape, dcn_shape, devices,
+                                                      process_is_granule=not by_slice)
+  return jax.sharding.Mesh(device_array, MESH_AXES,
+                           axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
 @contextlib.contextmanager

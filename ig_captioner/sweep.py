@@ -22,6 +22,11 @@ commands a user would type; they are printed). A run whose final checkpoint is a
 is not trained or evaluated again, so an interrupted sweep resumes where it stopped. SIGTERM or
 SIGINT (Ctrl-C) is passed to the running trainer, which saves a checkpoint; the sweep then stops
 and says how to resume. `--only=LABEL` (repeatable) runs a subset.
+
+`--launcher=tpu_vm|xpk|slurm` (and its options, `ig_captioner/launchers.py`) hands each run
+that is not finished, its trainer then its evaluator, to that launcher as one job instead, and
+returns once all are submitted (`--launcher_dry_run` prints the submissions): the tables need
+every run finished, so run the same command again then (finished runs are not submitted again).
 """
 
 import dataclasses
@@ -37,6 +42,7 @@ from absl import flags
 from ig_captioner import cli
 from ig_captioner import config_lib
 from ig_captioner import errors
+from ig_captioner import launchers
 from ig_captioner import metric_writing
 from ig_captioner import paths
 from ig_captioner import preemption
@@ -222,9 +228,11 @@ def _check_overrides(config, overrides: list[str]) -> None:
 
 
 def run_sweep(config_arg: str, workdir: str, overrides: list[str],
-              only: list[str] | None = None) -> None:
+              only: list[str] | None = None, launcher: launchers.Launcher | None = None,
+              dry_run: bool = False) -> None:
   """Trains and evaluates every run of the config's sweep (or those labelled in `only`), then
-  prints the summary tables."""
+  prints the summary tables; with a remote `launcher`, submits the unfinished runs to it
+  instead (`dry_run`: prints the submissions) and prints the tables once none is left."""
   module, config = config_lib.load_file(config_arg)
   runs = sweep_runs(module)
   if only:
@@ -234,15 +242,21 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
                                f"{[run.label for run in runs]}")
     runs = [run for run in runs if run.label in only]
   _check_overrides(config, overrides)
+  remote = launcher if launcher and launcher.kind != "local" else None
+  if remote:
+    launchers.check_workdir(remote.kind, workdir)
+    # Job names: --job_name or the config file's name, then the run's, e.g. 'demo-clip'.
+    config_name = config_arg.partition(":")[0].rsplit("/", 1)[-1].removesuffix(".py")
+    job_prefix = remote.o.job_name or config_name
   workdir = paths.resolve(workdir)
   extra = [f"--{o}" for o in overrides]
   python = sys.executable
   start = time.time()
-  for command in prepare_commands(config_arg, runs, extra):
-    _run([python, "-m", "ig_captioner.data.prepare"] + command)
+  for command in [] if remote else prepare_commands(config_arg, runs, extra):
+    _run([python, "-m", "ig_captioner.data.prepare"] + command)  # Remote: on first use.
   every_checkpoint = bool(getattr(module, "EVALUATE_EVERY_CHECKPOINT", False))
 
-  results = []
+  results, submitted = [], []
   for run in runs:
     run_arg = run_config_arg(config_arg, run)
     _, run_config = config_lib.load_file(run_arg)
@@ -256,19 +270,38 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
     flags_ = [f"--config={run_arg}"] + extra + run_overrides + [f"--workdir={run_dir}"]
     eval_path = metric_writing.jsonl_path(run_dir, "eval")
     done = {r["step"]: r for r in metric_writing.read_jsonl(eval_path)}
+    # Every kept checkpoint, oldest first (a curve over training), or the last one only.
+    eval_flags = ["--timeout_s=0"] if every_checkpoint else [f"--step={total_steps}"]
+    if total_steps not in done and remote:
+      if not submitted:
+        launchers.execute(remote.setup(), dry_run)
+      name = launchers.job_name(job_prefix, run.directory)
+      launchers.execute(remote.submit(launchers.Job(name, (
+          ("ig_captioner.train", *flags_), ("ig_captioner.evaluate", *flags_, *eval_flags)))),
+                        dry_run)
+      submitted.append(name)
+      continue
     if total_steps not in done:
       _run([python, "-m", "ig_captioner.train"] + flags_)
       trained = metric_writing.read_jsonl(metric_writing.jsonl_path(run_dir, "train"))
       if not trained or trained[-1]["step"] != total_steps:  # Its process alone was signalled.
         raise Stopped(f"the trainer of {run_dir}")
-      # Every kept checkpoint, oldest first (a curve over training), or the last one only.
-      _run([python, "-m", "ig_captioner.evaluate"] + flags_ +
-           (["--timeout_s=0"] if every_checkpoint else [f"--step={total_steps}"]))
+      _run([python, "-m", "ig_captioner.evaluate"] + flags_ + eval_flags)
       done = {r["step"]: r for r in metric_writing.read_jsonl(eval_path)}
     if "status" in done[total_steps]:
       raise SweepError(f"the final checkpoint of {run_dir} could not be evaluated: "
                        f"{done[total_steps]['reason']}")
     results.append((run.group or run.label, done[total_steps]))
+  if submitted:
+    rehearsal = dry_run or remote.rehearsal
+    print(f"\n{'Would submit (dry run)' if rehearsal else 'Submitted'} {len(submitted)} of "
+          f"{len(runs)} runs with the {remote.kind} launcher: {', '.join(submitted)}. They run "
+          "on their own; the tables need every run finished. Then run this command again: "
+          "finished runs are not submitted again, and the tables are printed (before then, "
+          "it submits the unfinished runs once more). Data sets are prepared on first use by "
+          "the trainers; one that needs source files must be prepared beforehand "
+          "(python -m ig_captioner.data.prepare).")
+    return
   results = aggregate_seeds(results)
   write_summary(paths.join(workdir, SUMMARY), results)
 
@@ -296,12 +329,24 @@ def main():
   overrides = flags.DEFINE_multi_string(
       "set", [], "Override for every run, e.g. --set=config.total_steps=100 (repeatable).")
   only = flags.DEFINE_multi_string("only", [], "Only the run with this label (repeatable).")
+  launcher = flags.DEFINE_enum("launcher", "local", launchers.LAUNCHERS,
+                               "Where each run goes: here, or submitted to a TPU VM, GKE "
+                               "(xpk) or SLURM, with the launcher options below.")
+  dry_run = flags.DEFINE_bool("launcher_dry_run", False,
+                              "Print each run's submission instead of submitting it.")
+  launcher_options = launchers.define_absl_flags()
   flags.mark_flags_as_required(["config", "workdir"])
 
   def run(argv):
     del argv
     try:
-      run_sweep(config.value, workdir.value, overrides.value, only.value)
+      if dry_run.value and launcher.value == "local":
+        raise errors.ConfigError("--launcher_dry_run prints the submissions of a remote "
+                                 "launcher: add --launcher=tpu_vm, xpk or slurm")
+      chosen = launchers.Launcher(launcher.value, {k: v.value for k, v in
+                                                   launcher_options.items()})
+      run_sweep(config.value, workdir.value, overrides.value, only.value, chosen,
+                dry_run.value)
     except Stopped as e:
       print(f"\nSweep stopped ({e}); checkpoints are saved. Run the same command to resume.")
   cli.run(run)

@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ig_captioner import checkpointing
 from ig_captioner import cli
 from ig_captioner import config_lib
+from ig_captioner import distributed
 from ig_captioner import errors
 from ig_captioner import metric_writing
 from ig_captioner import multihost
@@ -242,10 +243,12 @@ def main():
   config = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                            lock_config=True)
   workdir = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+  process_flags = distributed.define_flags()
   flags.mark_flags_as_required(["config", "workdir"])
 
   def run(argv):
     del argv
+    distributed.initialize_from_flags(process_flags)
     train(config.value, workdir.value)
   cli.run(run)
 

@@ -5,6 +5,9 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite runs on CPU devices; with libtpu installed (the planner's extra) jax would probe for
+# a TPU in every process and log about not finding one.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import glob  # pylint: disable=g-import-not-at-top,wrong-import-position
 import importlib.util  # pylint: disable=wrong-import-position

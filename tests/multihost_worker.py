@@ -2,11 +2,13 @@
 
     python -m tests.multihost_worker PROCESS_ID PORT DATA_DIR OUT_DIR
 
-Trains the demo's runlocal config straight through; again with a stop after the first
-checkpoint and a resume; and again with a SIGTERM that reaches process 1 alone, during its 4th
-step, and a resume. Then evaluates the resumed run's checkpoints in watch mode. Writes this
-process's copy of the final params (`params_<id>.npz`), the step the SIGTERM stopped it at
-(`sigterm_<id>.json`) and its eval results (`eval_<id>.json`).
+Joins through `distributed.initialize` (what the entry points call) and trains the demo's
+runlocal config on a mesh whose `data` axis spans the two processes as `dcn`: straight
+through; again with a stop after the first checkpoint and a resume; and again with a SIGTERM
+that reaches process 1 alone, during its 4th step, and a resume. Then evaluates the resumed
+run's checkpoints in watch mode. Writes this process's copy of the final params
+(`params_<id>.npz`), the step the SIGTERM stopped it at (`sigterm_<id>.json`) and its eval
+results (`eval_<id>.json`).
 """
 
 import faulthandler
@@ -26,8 +28,10 @@ def main(process_id: int, port: int, data_dir: str, out_dir: str) -> None:
   faulthandler.register(signal.SIGUSR1, all_threads=True)  # The test's dump of a hang.
   os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
   import jax  # pylint: disable=g-import-not-at-top
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
+  from ig_captioner import distributed  # pylint: disable=g-import-not-at-top
+  # What `python -m ig_captioner.train --coordinator_address=... --num_processes=2
+  # --process_id=I` does first.
+  distributed.initialize(f"127.0.0.1:{port}", 2, process_id)
   import flax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from ig_captioner import config_lib  # pylint: disable=g-import-not-at-top
@@ -38,6 +42,9 @@ def main(process_id: int, port: int, data_dir: str, out_dir: str) -> None:
   assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 8, 4)
   _, config = config_lib.load_file("configs/demo.py:runlocal")
   config.data.data_dir = data_dir
+  # Each process is one granule of a hybrid mesh: data parallelism across the two (as across
+  # TPU slices, over DCN), the remaining data parallelism within each.
+  config.mesh.dcn = {"data": 2}
 
   def local_params(state):
     """This process's copy of the (replicated) params, flattened to 'a/b/c' names."""

@@ -324,6 +324,12 @@ def test_command_line_errors_end_with_one_clear_message(data_dir, tmp_path):
       "'lr'; its fields are: b1, b2, clip_norm, final_lr_fraction, learning_rate,")
   assert "Traceback" not in unknown.stderr
 
+  half = _run_cli(args + ["--coordinator_address=127.0.0.1:1234"])  # Multi-host flags, partly.
+  assert half.returncode == 1
+  assert _last_line(half).startswith("error: --coordinator_address, --num_processes and "
+                                     "--process_id go together")
+  assert not (tmp_path / "checkpoints").exists()  # Stopped before anything was written.
+
   keep_all = _run_cli(args + ["--config.keep_checkpoints=None", "--config.checkpoint_every=1"])
   assert keep_all.returncode == 0, keep_all.stderr[-3000:]
   assert _steps(tmp_path) == [1, 2, 3, 4, 5, 6]  # The default keeps 3.

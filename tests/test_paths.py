@@ -30,6 +30,8 @@ ALLOWED = {
     "console.py": "the package's own directory, to shorten tracebacks",
     "data/imagenet_metadata.py": "data files shipped inside the package",
     "config_lib.py": "config files are Python modules, imported from local disk",
+    "launchers.py": "the launching machine's own files (repository, batch scripts), read and "
+                    "written without the package's dependencies",
 }
 
 

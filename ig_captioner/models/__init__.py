@@ -41,6 +41,10 @@ PARALLEL_FNS = ("decode_parallel",)
 #   caption_and_embed(params, images, tokens_BxT) -> (logits_Bx(T-1)xV over tokens[:, :-1] with
 #   the image, z_img_BxE, z_txt_BxE)
 JOINT_FNS = ("caption_and_embed",)
+# Token log-probabilities without the full logits (`config.objective.logits_chunk`):
+#   decode_logprobs(params, tokens_BxL, targets_BxL, visual_BxNxD or None, parallel_B or None,
+#                   chunk) -> logp_BxL, the logits computed `chunk` positions at a time.
+CHUNKED_FNS = ("decode_logprobs",)
 
 
 def get(name: str) -> ModuleType:

@@ -4,8 +4,10 @@ Trained with the `captioning` objective: `text_only_weight` 0 is the standard ca
 the IG captioner.
 
 config.model: name='captioner', encoder ('B/16'), decoder (a size name), decoder_depth (None: the
-size's), vocab_size, image_size, max_text_len (tokens incl. BOS and EOS), dtype.
-Predict functions: `models.CAPTION_FNS` and `models.PARALLEL_FNS` (CapPa).
+size's), vocab_size, image_size, max_text_len (tokens incl. BOS and EOS), dtype, and optional
+remat ('none', default, or 'block': every transformer block's activations are recomputed in the
+backward pass instead of kept, less memory for about a third more compute).
+Predict functions: `models.CAPTION_FNS`, `models.PARALLEL_FNS` (CapPa), `models.CHUNKED_FNS`.
 
 Shape letters: B images, N visual tokens, D width, L/T text length, V vocabulary.
 """
@@ -17,11 +19,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from ig_captioner import errors
 from ig_captioner.models import decoder as decoder_lib
 from ig_captioner.models import family_parts
 from ig_captioner.models import layers
 from ig_captioner.models import likelihood
 from ig_captioner.models import vit
+
+
+REMAT_POLICIES = ("none", "block")
 
 
 class Captioner(nn.Module):
@@ -31,18 +37,26 @@ class Captioner(nn.Module):
   image_size: int
   max_text_len: int
   dtype: Any = jnp.float32
+  remat: bool = False
 
   def setup(self):
-    self.encoder = vit.VisionEncoder(self.encoder_variant, self.image_size, self.dtype)
+    self.encoder = vit.VisionEncoder(self.encoder_variant, self.image_size, self.dtype,
+                                     self.remat)
     # Input tokens are the text without its last token (next-token prediction), hence -1.
     self.decoder = decoder_lib.TextDecoder(self.decoder_size, self.vocab_size,
-                                           self.max_text_len - 1, self.dtype)
+                                           self.max_text_len - 1, self.dtype, self.remat)
 
   def encode(self, images_BxHxWxC):
     return self.encoder(images_BxHxWxC)
 
   def decode(self, tokens_BxL, visual_BxNxD=None, bidirectional_B=None):
     return self.decoder(tokens_BxL, visual_BxNxD, bidirectional_B)
+
+  def decode_features(self, tokens_BxL, visual_BxNxD=None, bidirectional_B=None):
+    return self.decoder.features(tokens_BxL, visual_BxNxD, bidirectional_B)
+
+  def decode_logits(self, h_BxLxD):
+    return self.decoder.logits(h_BxLxD)
 
   def cross_kv(self, visual_BxNxD):
     return self.decoder.cross_kv(visual_BxNxD)
@@ -61,13 +75,18 @@ def build(model_config: ml_collections.ConfigDict) -> Captioner:
   size = layers.named_size(model_config.decoder, "model.decoder",
                            model_config.get("decoder_depth"))
   family_parts.check_max_text_len(model_config)
+  remat = model_config.get("remat", "none")
+  if remat not in REMAT_POLICIES:
+    raise errors.ConfigError(f"config.model.remat={remat!r} is not one of {REMAT_POLICIES} "
+                             "('block' recomputes each transformer block in the backward pass)")
   return Captioner(
       encoder_variant=model_config.encoder,
       decoder_size=size,
       vocab_size=model_config.vocab_size,
       image_size=model_config.image_size,
       max_text_len=model_config.max_text_len,
-      dtype=layers.compute_dtype(model_config.dtype))
+      dtype=layers.compute_dtype(model_config.dtype),
+      remat=remat == "block")
 
 
 def init_params(model: Captioner, rng: jax.Array):
@@ -86,6 +105,14 @@ def predict_fns(model: Captioner) -> dict:
     return model.apply({"params": params}, tokens_BxL, visual_BxNxD, parallel_B,
                        method="decode")
 
+  def decode_logprobs(params, tokens_BxL, targets_BxL, visual_BxNxD, parallel_B, chunk: int):
+    """log P(target) per position, the head's logits computed `chunk` positions at a time."""
+    h_BxLxD = model.apply({"params": params}, tokens_BxL, visual_BxNxD, parallel_B,
+                          method="decode_features")
+    return likelihood.chunked_token_logprobs(
+        lambda h: model.apply({"params": params}, h, method="decode_logits"), h_BxLxD,
+        targets_BxL, chunk)
+
   return {**likelihood.caption_fns(family_parts.method_fn(model, "encode"), decode),
           **{name: family_parts.method_fn(model, name) for name in ("cross_kv", "extend")},
-          "decode_parallel": decode_parallel}
+          "decode_parallel": decode_parallel, "decode_logprobs": decode_logprobs}

@@ -40,12 +40,14 @@ class TextDecoder(nn.Module):
   vocab_size: int
   max_len: int
   dtype: Any = jnp.float32
+  remat: bool = False  # Recompute each block's activations in the backward pass.
 
   def setup(self):
     self.token_embedding, self.pos_embedding = layers.embedding_tables(
         self, self.vocab_size, self.max_len, self.size.width)
-    self.blocks = [layers.TransformerBlock(self.size, causal=True, dtype=self.dtype,
-                                           name=f"block{i}") for i in range(self.size.depth)]
+    block = nn.remat(layers.TransformerBlock) if self.remat else layers.TransformerBlock
+    self.blocks = [block(self.size, causal=True, dtype=self.dtype, name=f"block{i}")
+                   for i in range(self.size.depth)]
     self.ln_final = layers.layer_norm(self.dtype, None)
     self.head = layers.dense(self.vocab_size, ("embed", "vocab"), self.dtype, None,
                              kernel_init=nn.initializers.zeros_init())
@@ -56,14 +58,21 @@ class TextDecoder(nn.Module):
 
   def __call__(self, tokens_BxL, visual_BxNxE=None, bidirectional_B=None):
     """`bidirectional_B` (bool per example): no causal mask for those examples (CapPa)."""
+    return self.logits(self.features(tokens_BxL, visual_BxNxE, bidirectional_B))
+
+  def features(self, tokens_BxL, visual_BxNxE=None, bidirectional_B=None):
+    """The final-layer-normed features h_BxLxD that `logits` maps to the vocabulary."""
     x_BxLxD = self._embed(tokens_BxL)
     if visual_BxNxE is not None:
       visual_BxNxE = nn.with_logical_constraint(visual_BxNxE.astype(self.dtype),
                                                 layers.BATCH_LENGTH_EMBED)
     for block in self.blocks:
       x_BxLxD = block(x_BxLxD, visual_BxNxE, bidirectional_B)
-    logits_BxLxV = self.head(self.ln_final(x_BxLxD))
-    return nn.with_logical_constraint(logits_BxLxV.astype(jnp.float32), LOGITS)
+    return self.ln_final(x_BxLxD)
+
+  def logits(self, h_BxLxD):
+    """Next-token logits_BxLxV (float32) of features from `features` (any L: a chunk too)."""
+    return nn.with_logical_constraint(self.head(h_BxLxD).astype(jnp.float32), LOGITS)
 
   def cross_kv(self, visual_BxNxE):
     """Every block's cross-attention (k_BxHxNxK, v_BxHxNxK): computed once per image."""

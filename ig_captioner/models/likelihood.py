@@ -34,6 +34,29 @@ def token_logprobs(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array
   return jnp.take_along_axis(logp_BxLxV, targets_BxL[..., None], axis=-1)[..., 0]
 
 
+def chunked_token_logprobs(logits_fn, h_BxLxD: jax.Array, targets_BxL: jax.Array,
+                           chunk: int) -> jax.Array:
+  """`token_logprobs(logits_fn(h_BxLxD), targets_BxL)`, `chunk` positions at a time: only one
+  chunk's B x chunk x V logits exist at once, forward and backward (the backward pass
+  recomputes them from the features h). Shape letters: G chunks of C positions."""
+  b, length, d = h_BxLxD.shape
+  pad = -length % chunk
+  h_BxGCxD = jnp.pad(h_BxLxD, ((0, 0), (0, pad), (0, 0)))
+  targets_BxGC = jnp.pad(targets_BxL, ((0, 0), (0, pad)))
+  h_GxBxCxD = h_BxGCxD.reshape(b, -1, chunk, d).swapaxes(0, 1)
+  targets_GxBxC = targets_BxGC.reshape(b, -1, chunk).swapaxes(0, 1)
+
+  @jax.checkpoint
+  def chunk_logprobs(h_and_targets):
+    h_BxCxD, targets_BxC = h_and_targets
+    logits_BxCxV = logits_fn(h_BxCxD).astype(jnp.float32)
+    target_BxC = jnp.take_along_axis(logits_BxCxV, targets_BxC[..., None], axis=-1)[..., 0]
+    return target_BxC - jax.nn.logsumexp(logits_BxCxV, axis=-1)
+
+  logp_GxBxC = jax.lax.map(chunk_logprobs, (h_GxBxCxD, targets_GxBxC))
+  return logp_GxBxC.swapaxes(0, 1).reshape(b, -1)[:, :length]
+
+
 def sequence_logprob(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
   """log P(t) of each sequence: the sum of its scored target token log-probabilities."""
   return jnp.sum(jnp.where(scored_targets(targets_BxL),

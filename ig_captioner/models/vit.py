@@ -37,6 +37,7 @@ class VisionEncoder(nn.Module):
   variant: str
   image_size: int
   dtype: Any = jnp.float32
+  remat: bool = False  # Recompute each block's activations in the backward pass.
 
   @nn.compact
   def __call__(self, images_BxHxWxC):
@@ -55,6 +56,7 @@ class VisionEncoder(nn.Module):
         (num_patches, size.width), jnp.float32)
     x_BxNxD = nn.with_logical_constraint(x_BxNxD + pos_NxD.astype(self.dtype),
                                          layers.BATCH_LENGTH_EMBED)
+    block = nn.remat(layers.TransformerBlock) if self.remat else layers.TransformerBlock
     for i in range(size.depth):
-      x_BxNxD = layers.TransformerBlock(size, dtype=self.dtype, name=f"block{i}")(x_BxNxD)
+      x_BxNxD = block(size, dtype=self.dtype, name=f"block{i}")(x_BxNxD)
     return layers.layer_norm(self.dtype, "ln_final")(x_BxNxD)

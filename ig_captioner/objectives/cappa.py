@@ -12,7 +12,8 @@ where the text-only pass is autoregressive on every example (it is the prior log
 scoring subtracts). Which examples are parallel is drawn from the step's `rng` (config seed and
 step), so a resumed run draws the same ones. Scoring stays autoregressive, as in big_vision.
 
-config.objective: name='cappa', parallel_fraction, text_only_weight.
+config.objective: name='cappa', parallel_fraction, text_only_weight, optional logits_chunk
+(as `captioning`'s).
 """
 
 import jax
@@ -47,15 +48,17 @@ def parallel_inputs(inputs_BxL, parallel_B):
   return jnp.where(parallel_B[:, None], masked_BxL, inputs_BxL)
 
 
-def cappa_loss(predict_fns: dict, params, batch, parallel_B, text_only_weight: float):
+def cappa_loss(predict_fns: dict, params, batch, parallel_B, text_only_weight: float,
+               logits_chunk: int = 0):
   """(loss, metrics) as the module docstring says, for the examples' draws `parallel_B`."""
   inputs_BxL, targets_BxL = likelihood.inputs_and_targets(batch["tokens"])
   visual_BxNxD = predict_fns["encode_images"](params, batch["image"])
-  logits_BxLxV = predict_fns["decode_parallel"](
-      params, parallel_inputs(inputs_BxL, parallel_B), visual_BxNxD, parallel_B)
+  logp_BxL = captioning.target_logprobs(predict_fns, params,
+                                        parallel_inputs(inputs_BxL, parallel_B), targets_BxL,
+                                        visual_BxNxD, logits_chunk, parallel_B)
   loss, metrics = captioning.caption_loss(predict_fns, params, batch["image"], batch["tokens"],
                                           batch["target_mask"], text_only_weight,
-                                          logits_BxLxV=logits_BxLxV)
+                                          logits_chunk=logits_chunk, logprobs_BxL=logp_BxL)
   metrics["parallel_fraction"] = jnp.mean(parallel_B.astype(jnp.float32))
   return loss, metrics
 
@@ -63,9 +66,11 @@ def cappa_loss(predict_fns: dict, params, batch, parallel_B, text_only_weight: f
 def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
   fraction = float(objective_config.parallel_fraction)
   weight = float(objective_config.text_only_weight)
+  chunk = int(objective_config.get("logits_chunk", 0))
+  captioning.check_chunking(chunk, predict_fns)
 
   def loss_fn(params, batch, rng, step=None):
     del step  # No schedule.
     parallel_B = jax.random.bernoulli(rng, fraction, (batch["tokens"].shape[0],))
-    return cappa_loss(predict_fns, params, batch, parallel_B, weight)
+    return cappa_loss(predict_fns, params, batch, parallel_B, weight, chunk)
   return loss_fn

@@ -21,6 +21,10 @@ the text-only term, each off by default (the defaults are the paper's objective)
   cross-attention), so e.g. 'decoder/(ln_final|head)' leaves the shared representation to the
   captioning loss. None: every param.
 
+Memory: `logits_chunk` C > 0 computes the decoder's head and the cross-entropy C positions at a
+time (recomputed in the backward pass), so the float32 logits of the whole batch, B x L x V,
+never exist at once; the loss is the same. 0 (default): in one piece.
+
 config.objective: name='captioning', text_only_weight, and the optional fields above.
 """
 
@@ -61,6 +65,11 @@ def validate(objective_config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(
         f"config.objective.text_only_batch={source!r} is invalid: one of "
         f"{list(TEXT_ONLY_BATCHES)} ('separate' reads config.data.text_only_split)")
+  chunk = objective_config.get("logits_chunk", 0)
+  if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 0:
+    raise errors.ConfigError(
+        f"config.objective.logits_chunk={chunk!r} is invalid: it must be an int >= 0 (decoder "
+        "positions per chunk of the cross-entropy; 0 = the whole sequence at once)")
   pattern = objective_config.get("text_only_trainable")
   if pattern is not None:
     try:
@@ -87,17 +96,45 @@ def restrict_gradient(params, pattern: str | None):
       params)
 
 
+def mean_nll(logp_BxL, mask_BxL):
+  """Mean negative log-likelihood per scored target token, from token log-probabilities."""
+  mask_BxL = mask_BxL.astype(jnp.float32)
+  return -jnp.sum(logp_BxL * mask_BxL) / jnp.maximum(mask_BxL.sum(), 1.0)
+
+
 def mean_ce(logits_BxLxV, targets_BxL, mask_BxL):
   """Mean negative log-likelihood per scored target token."""
-  mask_BxL = mask_BxL.astype(jnp.float32)
-  logp_BxL = likelihood.token_logprobs(logits_BxLxV, targets_BxL)
-  return -jnp.sum(logp_BxL * mask_BxL) / jnp.maximum(mask_BxL.sum(), 1.0)
+  return mean_nll(likelihood.token_logprobs(logits_BxLxV, targets_BxL), mask_BxL)
+
+
+def target_logprobs(predict_fns: dict, params, inputs_BxL, targets_BxL, visual_BxNxD,
+                    logits_chunk: int = 0, parallel_B=None):
+  """logp_BxL of the targets from the decoder (visual None: text only); `logits_chunk` > 0
+  never holds the whole batch's logits (`models.CHUNKED_FNS`)."""
+  if logits_chunk:
+    return predict_fns["decode_logprobs"](params, inputs_BxL, targets_BxL, visual_BxNxD,
+                                          parallel_B, logits_chunk)
+  if parallel_B is not None:
+    logits_BxLxV = predict_fns["decode_parallel"](params, inputs_BxL, visual_BxNxD, parallel_B)
+  else:
+    logits_BxLxV = predict_fns["decode"](params, inputs_BxL, visual_BxNxD)
+  return likelihood.token_logprobs(logits_BxLxV, targets_BxL)
+
+
+def check_chunking(logits_chunk: int, predict_fns: dict) -> None:
+  """ConfigError if `logits_chunk` is set but the model cannot compute its logits in chunks."""
+  if logits_chunk and not models.supplies(predict_fns, models.CHUNKED_FNS):
+    raise errors.ConfigError(
+        f"config.objective.logits_chunk={logits_chunk} needs a model supplying "
+        f"{models.CHUNKED_FNS} (the captioner family) and this one does not: set "
+        "config.objective.logits_chunk=0")
 
 
 def caption_loss(predict_fns: dict, params, images_BxHxWxC, tokens_BxT, mask_BxL,
                  text_only_weight: float, logits_BxLxV=None, text_only_fraction: float = 1.0,
                  text_only_ramp=1.0, text_only_tokens_BxT=None, text_only_mask_BxL=None,
-                 text_only_trainable: str | None = None):
+                 text_only_trainable: str | None = None, logits_chunk: int = 0,
+                 logprobs_BxL=None):
   """(loss, metrics): `loss`, `ce_with_image` and, when the text-only pass runs,
   `ce_text_only` and, if it scores the same texts, `info_gain_per_token`
   (mean log P(t_i|I,t_<i) - log P(t_i|t_<i), nats).
@@ -108,13 +145,18 @@ def caption_loss(predict_fns: dict, params, images_BxHxWxC, tokens_BxT, mask_BxL
   the first ceil(fraction * B) texts (static, so it is a smaller pass, not a masked one).
   `text_only_ramp` (may be traced) multiplies lambda: a warm-up's position.
   `text_only_tokens_BxT`/`text_only_mask_BxL`: a separate text-only batch (default: `tokens`).
-  `text_only_trainable`: see the module docstring.
+  `text_only_trainable`: see the module docstring. `logits_chunk`: positions per chunk of the
+  logits (0: all at once). `logprobs_BxL`: the with-image target log-probabilities if the
+  caller has them already (CapPa, chunked), instead of `logits_BxLxV`.
   """
   inputs_BxL, targets_BxL = likelihood.inputs_and_targets(tokens_BxT)
-  if logits_BxLxV is None:
+  if logprobs_BxL is None and logits_BxLxV is None:
     visual_BxNxD = predict_fns["encode_images"](params, images_BxHxWxC)
-    logits_BxLxV = predict_fns["decode"](params, inputs_BxL, visual_BxNxD)
-  ce_with_image = mean_ce(logits_BxLxV, targets_BxL, mask_BxL)
+    logprobs_BxL = target_logprobs(predict_fns, params, inputs_BxL, targets_BxL, visual_BxNxD,
+                                   logits_chunk)
+  elif logprobs_BxL is None:
+    logprobs_BxL = likelihood.token_logprobs(logits_BxLxV, targets_BxL)
+  ce_with_image = mean_nll(logprobs_BxL, mask_BxL)
   metrics = {"ce_with_image": ce_with_image}
   loss = ce_with_image
 
@@ -127,8 +169,9 @@ def caption_loss(predict_fns: dict, params, images_BxHxWxC, tokens_BxT, mask_BxL
       text_mask = text_only_mask_BxL
     k = min(len(text_inputs), math.ceil(text_only_fraction * len(text_inputs)))
     text_params = restrict_gradient(params, text_only_trainable)
-    ce_text_only = mean_ce(predict_fns["decode"](text_params, text_inputs[:k], None),
-                           text_targets[:k], text_mask[:k])
+    ce_text_only = mean_nll(target_logprobs(predict_fns, text_params, text_inputs[:k],
+                                            text_targets[:k], None, logits_chunk),
+                            text_mask[:k])
     loss = loss + text_only_weight * text_only_ramp * ce_text_only
     metrics["ce_text_only"] = ce_text_only
     if paired and k == len(tokens_BxT):  # Otherwise the two CEs are of different texts.
@@ -143,6 +186,8 @@ def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
   warmup = int(objective_config.get("text_only_warmup_steps", 0))
   separate = objective_config.get("text_only_batch", "paired") == "separate"
   trainable = objective_config.get("text_only_trainable")
+  chunk = int(objective_config.get("logits_chunk", 0))
+  check_chunking(chunk, predict_fns)
 
   def loss_fn(params, batch, rng, step=None):
     del rng  # Deterministic.
@@ -161,7 +206,8 @@ def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
                        text_only_mask_BxL=batch["text_only_target_mask"])
     loss, metrics = caption_loss(predict_fns, params, batch["image"], batch["tokens"],
                                  batch["target_mask"], weight, text_only_fraction=fraction,
-                                 text_only_ramp=ramp, text_only_trainable=trainable, **text_only)
+                                 text_only_ramp=ramp, text_only_trainable=trainable,
+                                 logits_chunk=chunk, **text_only)
     if warmup and weight:
       metrics["text_only_weight"] = weight * ramp
     return loss, metrics

@@ -27,6 +27,9 @@ NEEDS = models.CAPTION_FNS + models.EMBED_FNS + models.JOINT_FNS
 def validate(objective_config: ml_collections.ConfigDict) -> None:
   captioning.validate(objective_config)
   softmax_contrastive.validate(objective_config)
+  if objective_config.get("logits_chunk", 0):
+    raise errors.ConfigError("config.objective.logits_chunk is not supported by 'coca' (its "
+                             "joint forward gives whole logits): set it to 0")
   for field in ("contrastive_weight", "caption_weight"):
     value = objective_config.get(field)
     if not isinstance(value, (int, float)) or value < 0:

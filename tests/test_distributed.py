@@ -1,0 +1,106 @@
+"""Multi-host start-up (`ig_captioner/distributed.py`) and the mesh over slices (`config.mesh.dcn`).
+
+The two-process training run itself is `test_multihost.py` (its workers start through
+`distributed.initialize` and train on a `dcn` mesh)."""
+
+import os
+import random
+import subprocess
+import sys
+import types
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from ig_captioner import distributed
+from ig_captioner import errors
+from ig_captioner import sharding
+from tests.conftest import REPO
+
+
+@pytest.mark.parametrize("environ, cluster", [
+    ({}, None),
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}, None),  # One task: nothing to join.
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16"}, "SLURM"),
+    ({"TPU_WORKER_HOSTNAMES": "10.0.0.2"}, None),  # A single-host TPU VM.
+    ({"TPU_WORKER_HOSTNAMES": "10.0.0.2,10.0.0.3"}, "Cloud TPU / GKE"),
+    ({"MEGASCALE_COORDINATOR_ADDRESS": "10.0.0.2"}, "multi-slice TPU"),
+])
+def test_the_cluster_is_detected_from_the_environment(environ, cluster):
+  assert distributed.detected_cluster(environ) == cluster
+
+
+def test_initialize_calls_jax_only_for_a_multi_process_job(monkeypatch):
+  calls = []
+  monkeypatch.setattr(jax.distributed, "initialize", lambda *args: calls.append(args))
+  monkeypatch.setattr(jax.config, "update", lambda *args: None)
+  for name in ("SLURM_JOB_ID", "SLURM_NTASKS", "TPU_WORKER_HOSTNAMES",
+               "MEGASCALE_COORDINATOR_ADDRESS"):
+    monkeypatch.delenv(name, raising=False)
+  distributed.initialize()  # A laptop: nothing to join.
+  assert calls == []
+  distributed.initialize("10.0.0.2:1234", 4, 3)
+  monkeypatch.setenv("SLURM_JOB_ID", "7")
+  monkeypatch.setenv("SLURM_NTASKS", "2")
+  distributed.initialize()  # JAX reads SLURM's variables itself.
+  assert calls == [("10.0.0.2:1234", 4, 3), (None, None, None)]
+  with pytest.raises(errors.ConfigError, match="go together: give all three"):
+    distributed.initialize("10.0.0.2:1234")
+  with pytest.raises(errors.ConfigError, match=r"--process_id=4 must be in \[0, --num_processes"):
+    distributed.initialize("10.0.0.2:1234", 4, 4)
+
+
+def test_two_processes_join_under_slurm_without_flags(tmp_path):
+  """Two real processes with the variables `srun` sets, and no flags: JAX's own SLURM
+  detection forms the job, and a collective over both processes' devices sums them."""
+  script = ("from ig_captioner import distributed; distributed.initialize(); import jax, "
+            "jax.numpy as jnp; from jax.experimental import multihost_utils as m; "
+            "n = m.process_allgather(jnp.asarray(jax.process_index() + 1)); "
+            "print('joined', jax.process_index(), jax.process_count(), jax.device_count(), "
+            "int(n.sum()))")
+  job = str(random.randrange(10**6))
+  procs = []
+  for i in range(2):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               SLURM_JOB_ID=job, SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2",
+               SLURM_PROCID=str(i), SLURM_LOCALID=str(i), SLURM_STEP_NUM_NODES="1",
+               JAX_PLATFORMS="cpu")
+    procs.append(subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  outputs = [p.communicate(timeout=120)[0] for p in procs]
+  for i, output in enumerate(outputs):
+    assert f"joined {i} 2 4 3" in output, output[-3000:]
+
+
+def _fake_devices(num_slices: int, per_slice: int):
+  return [types.SimpleNamespace(id=i, slice_index=i // per_slice, process_index=i // per_slice,
+                                platform="cpu", device_kind="cpu")
+          for i in range(num_slices * per_slice)]
+
+
+def test_dcn_axes_cross_slices_and_ici_axes_stay_within_one(monkeypatch):
+  built = {}
+  monkeypatch.setattr(jax.sharding, "Mesh",
+                      lambda devices, names, axis_types: built.update(devices=devices))
+  config = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=2, dcn=dict(data=-1)))
+  sharding.make_mesh(config, _fake_devices(num_slices=2, per_slice=8))
+  slices_DxFxT = np.vectorize(lambda d: d.slice_index)(built["devices"])
+  assert slices_DxFxT.shape == (2, 4, 2)  # data over the 2 slices, fsdp x tensor within one.
+  assert (slices_DxFxT[0] == 0).all() and (slices_DxFxT[1] == 1).all()
+  with pytest.raises(errors.ConfigError, match=r"span 2 TPU slices .*config.mesh.dcn=dict"):
+    sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1)), _fake_devices(2, 8))
+  with pytest.raises(errors.ConfigError, match=r"config.mesh.dcn \(over slices\)=.* needs 4"):
+    sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1, dcn=dict(data=4))),
+                       _fake_devices(2, 8))
+
+
+def test_a_dcn_mesh_of_one_process_is_the_plain_mesh():
+  with_dcn = sharding.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=-1, dcn=dict())))
+  plain = sharding.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=-1)))
+  assert dict(with_dcn.shape) == dict(plain.shape) == {"data": 2, "fsdp": 4, "tensor": 1}
+  one_slice = sharding.make_mesh(ml_collections.ConfigDict(dict(data=2, fsdp=-1,
+                                                                dcn=dict(data=1))))
+  np.testing.assert_array_equal(np.vectorize(lambda d: d.id)(one_slice.devices),
+                                np.vectorize(lambda d: d.id)(plain.devices))
