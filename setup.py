@@ -40,11 +40,11 @@ setuptools.setup(
     # plots: the study's figures (configs/ig_study.py); the tests draw them too.
     # captioning: CIDEr-D and BLEU-4 of the captioning evaluator (pycocoevalcap's pure-Python
     # scorers).
-    # tpu_plan: libtpu, so that `python -m ig_captioner.plan` compiles for TPU topologies on
+    # planner: libtpu, so that `python -m ig_captioner.plan` compiles for TPU topologies on
     # any machine (the version jax[tpu]==0.10.2 pins).
     extras_require={"plots": ["matplotlib==3.11.2"],
                     "captioning": ["pycocoevalcap==1.2"],
-                    "tpu_plan": ["libtpu==0.0.42.1"],
+                    "planner": ["libtpu==0.0.42.1"],
                     "test": ["pytest==9.0.3", "matplotlib==3.11.2", "pycocoevalcap==1.2"]},
     entry_points={"console_scripts": [
         "ig-prepare=ig_captioner.data.prepare:main",

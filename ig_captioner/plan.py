@@ -2,7 +2,7 @@
 scoring step, ahead of time for a TPU topology, on this (CPU) machine, and prints per chip what
 they need against the chip's HBM, the FLOPs per step and the step time at a given MFU.
 
-    pip install -e '.[tpu_plan]'      # libtpu: compiles for TPUs, runs nothing on them
+    pip install -e '.[planner]'      # libtpu: compiles for TPUs, runs nothing on them
     python -m ig_captioner.plan --config=configs/ig_b16_laion.py --topology=v5e:4x4 \
         [--mfu=0.4] [--eval=false] [--json=plan.json] [--config.batch_size=4096 ...]
 
@@ -80,7 +80,7 @@ def target_devices(topology: str) -> tuple[Chip, list]:
   try:
     import libtpu  # pylint: disable=import-outside-toplevel,unused-import
   except ImportError as e:
-    raise PlanError("compiling for a TPU topology needs libtpu: pip install -e '.[tpu_plan]'"
+    raise PlanError("compiling for a TPU topology needs libtpu: pip install -e '.[planner]'"
                     ) from e
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
   chip = CHIPS[kind]

@@ -1,7 +1,7 @@
 """Multi-host start-up (`ig_captioner/distributed.py`) and the mesh over slices (`config.mesh.dcn`).
 
-The two-process training run itself is `test_multihost.py` (its workers start through
-`distributed.initialize` and train on a `dcn` mesh)."""
+The longer two-process run is `test_multihost.py` (its workers start through
+`distributed.initialize` with explicit flags' values and train on a `dcn` mesh)."""
 
 import os
 import random
@@ -16,6 +16,7 @@ import pytest
 
 from ig_captioner import distributed
 from ig_captioner import errors
+from ig_captioner import metric_writing
 from ig_captioner import sharding
 from tests.conftest import REPO
 
@@ -52,26 +53,33 @@ def test_initialize_calls_jax_only_for_a_multi_process_job(monkeypatch):
     distributed.initialize("10.0.0.2:1234", 4, 4)
 
 
-def test_two_processes_join_under_slurm_without_flags(tmp_path):
-  """Two real processes with the variables `srun` sets, and no flags: JAX's own SLURM
-  detection forms the job, and a collective over both processes' devices sums them."""
-  script = ("from ig_captioner import distributed; distributed.initialize(); import jax, "
-            "jax.numpy as jnp; from jax.experimental import multihost_utils as m; "
-            "n = m.process_allgather(jnp.asarray(jax.process_index() + 1)); "
-            "print('joined', jax.process_index(), jax.process_count(), jax.device_count(), "
-            "int(n.sum()))")
+def test_the_trainer_runs_as_two_slurm_tasks_without_flags(data_dir, tmp_path):
+  """`python -m ig_captioner.train` started twice with the variables `srun` sets and no
+  multi-host flag: JAX's own SLURM detection forms the job, and the two processes train one
+  model together (each its share of every batch) to the last step."""
   job = str(random.randrange(10**6))
   procs = []
   for i in range(2):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
                SLURM_JOB_ID=job, SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2",
                SLURM_PROCID=str(i), SLURM_LOCALID=str(i), SLURM_STEP_NUM_NODES="1",
-               JAX_PLATFORMS="cpu")
-    procs.append(subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-  outputs = [p.communicate(timeout=120)[0] for p in procs]
-  for i, output in enumerate(outputs):
-    assert f"joined {i} 2 4 3" in output, output[-3000:]
+               JAX_PLATFORMS="cpu", IG_CAPTIONER_VERBOSE="1")
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "ig_captioner.train", "--config=configs/demo.py:runlocal",
+         f"--config.data.data_dir={data_dir}", f"--workdir={tmp_path}"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  try:
+    outputs = [p.communicate(timeout=240)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, output in zip(procs, outputs):
+    assert p.returncode == 0, output[-4000:]
+  rows = metric_writing.read_jsonl(metric_writing.jsonl_path(str(tmp_path), "train"))
+  assert rows and rows[-1]["step"] == 6  # demo.py:runlocal's total_steps, written by process 0.
+  data_iter = tmp_path / "checkpoints" / "6" / "data_iter"  # One iterator state per process.
+  assert sorted(p.name for p in data_iter.glob("process_*.json")) == [
+      "process_0-of-2.json", "process_1-of-2.json"]
 
 
 def _fake_devices(num_slices: int, per_slice: int):

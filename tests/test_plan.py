@@ -1,7 +1,7 @@
 """The memory and compile planner (`python -m ig_captioner.plan`): the demo config compiled for a
 v5e:2x2 TPU topology on this CPU machine, its per-chip figures against an independent count,
 and a config that does not fit ending with the knobs to turn. The compiling tests need libtpu
-(`pip install -e '.[tpu_plan]'`, which `.ci/run` installs) and skip without it."""
+(`pip install -e '.[planner]'`, which `.ci/run` installs) and skip without it."""
 
 import importlib.util
 import json
@@ -23,7 +23,7 @@ from tests.conftest import REPO, load_config_module
 needs_libtpu = pytest.mark.skipif(
     importlib.util.find_spec("libtpu") is None,
     reason="libtpu is not installed, so nothing can be compiled for a TPU topology: "
-           "pip install -e '.[tpu_plan]' (.ci/run does)")
+           "pip install -e '.[planner]' (.ci/run does)")
 
 
 def _plan(*args, timeout=300):
