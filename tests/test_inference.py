@@ -1,0 +1,122 @@
+"""The notebook API on real checkpoints: loading, zero-shot as the evaluator computes it, the prior,
+two towers, captions, and the errors."""
+
+import numpy as np
+import pytest
+
+from ig_captioner import checkpointing
+from ig_captioner import errors
+from ig_captioner import evaluate
+from ig_captioner import inference
+from ig_captioner import train
+from ig_captioner.data import pipeline
+from ig_captioner.data import sources
+from tests.conftest import load_config_module
+
+
+def demo_config(data_dir: str, arg: str = "runlocal"):
+  config = load_config_module("demo").get_config(arg)
+  config.data.data_dir = data_dir
+  return config
+
+
+@pytest.fixture(scope="module")
+def workdir(data_dir, tmp_path_factory) -> str:
+  """The demo's runlocal captioner, trained for its 6 steps (checkpoints 3 and 6)."""
+  path = str(tmp_path_factory.mktemp("ig_run"))
+  train.train(demo_config(data_dir), path)
+  return path
+
+
+@pytest.fixture(scope="module")
+def clip_workdir(data_dir, tmp_path_factory) -> str:
+  path = str(tmp_path_factory.mktemp("clip_run"))
+  train.train(demo_config(data_dir, "runlocal,family=clip"), path)
+  return path
+
+
+def zeroshot_split(config, num_images: int | None = None):
+  """(images_BxSxSx3 normalised, labels_B) of the zero-shot split, in record order."""
+  images, labels = [], []
+  for batch in pipeline.labeled_batches(config.data, "zeroshot", config.model.image_size, 128):
+    images.append(batch["image"][batch["valid"]])
+    labels.append(batch["label"][batch["valid"]])
+  return np.concatenate(images)[:num_images], np.concatenate(labels)[:num_images]
+
+
+def test_loads_latest_and_given_step(workdir):
+  run = inference.load_run(workdir)
+  assert run.step == 6 and run.family == "captioner"
+  assert inference.load_run(workdir, step=3).step == 3
+
+
+def test_classify_equals_the_zeroshot_evaluator(workdir, data_dir):
+  config = demo_config(data_dir)
+  for name in list(config.evals):
+    if name != "digits":
+      del config.evals[name]
+  metrics = evaluate.evaluate(config, workdir, step=3, output_dir=workdir + "_eval")[3]
+
+  run = inference.load_run(workdir, step=3)
+  images, labels = zeroshot_split(run.config)
+  out = run.classify(images, sources.readable_class_names(run.config.data),
+                     config.evals.digits.templates, alphas=(0.0, 0.5, 1.0))
+  assert "embedding" not in out
+  for alpha in (0.0, 0.5, 1.0):
+    top1 = np.mean(out["ig"][alpha]["topk_BxK"][:, 0] == labels)
+    assert top1 == pytest.approx(metrics[f"zeroshot/digits/top1_alpha{alpha}"], abs=1e-9)
+    assert out["ig"][alpha]["scores_BxC"].shape == (len(labels), 10)
+
+
+def test_prior_and_retrieval_equal_the_reference_decode(workdir):
+  run = inference.load_run(workdir)
+  texts = ["a handwritten 7", "3", "the digit 5 written by hand"]
+  reference = run.model.predict_fns["text_logprobs"](run.params, run.encode_texts(texts), 8)
+  np.testing.assert_allclose(run.prior(texts), np.asarray(reference), atol=1e-4)
+
+  images, _ = zeroshot_split(run.config, 3)
+  visual = run.model.predict_fns["encode_images"](run.params, images)
+  logp_img = np.asarray(run.model.predict_fns["image_text_logprobs"](
+      run.params, visual, run.encode_texts(texts), 8))
+  np.testing.assert_allclose(run.retrieval_scores(images, texts, alpha=1.0),
+                             logp_img - np.asarray(reference)[None], atol=1e-4)
+
+
+def test_uint8_images_of_any_size_and_captions(workdir):
+  run = inference.load_run(workdir)
+  rng = np.random.default_rng(0)
+  images = [rng.integers(0, 256, (40, 30, 3), np.uint8), rng.integers(0, 256, (16, 16),
+                                                                      np.uint8)]
+  out = run.classify(images, ["1", "2", "3"], ["{}"], alphas=(0.0,), top_k=2)
+  assert out["ig"][0.0]["topk_BxK"].shape == (2, 2)
+  captions = run.caption(images, max_len=6)
+  assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+  assert len(run.caption(images[:1], beam_size=2, alpha=1.0, max_len=4)) == 1
+
+
+def test_two_towers_classify_with_embeddings(clip_workdir):
+  run = inference.load_run(clip_workdir)
+  images, labels = zeroshot_split(run.config, 20)
+  out = run.classify(images, sources.readable_class_names(run.config.data), ["a handwritten {}"])
+  assert "ig" not in out and "alpha" in out["embedding"]["note"]
+  assert out["embedding"]["scores_BxC"].shape == (20, 10)
+  assert run.retrieval_scores(images, ["1", "2"]).shape == (20, 2)
+  with pytest.raises(errors.ConfigError, match="'two_towers' has no decoder"):
+    run.caption(images)
+  with pytest.raises(errors.ConfigError, match="does not supply"):
+    run.prior(["1"])
+
+
+def test_errors(workdir, data_dir, tmp_path):
+  with pytest.raises(checkpointing.CheckpointError, match="no checkpoints in .*Training writes"):
+    inference.load_run(str(tmp_path))
+  (tmp_path / "checkpoints").mkdir()
+  (tmp_path / "config.json").write_text(demo_config(data_dir).to_json_best_effort())
+  with pytest.raises(checkpointing.CheckpointError, match="no checkpoints in .*train first"):
+    inference.load_run(str(tmp_path))
+  with pytest.raises(checkpointing.CheckpointError, match=r"step 5 .*available: \[3, 6\]"):
+    inference.load_run(workdir, step=5)
+  other = demo_config(data_dir)
+  other.model.max_text_len += 4
+  with pytest.raises(checkpointing.CheckpointError, match="different model.*max_text_len"):
+    inference.load_run(workdir, config=other)
