@@ -64,7 +64,7 @@ def prompts(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
   if not len(templates) or not all("{}" in t for t in templates):
     raise errors.ConfigError(f"templates={list(templates)!r}: give at least one, each with a "
                              "'{}' for the class name")
-  return [t.format(c) for c in class_names for t in templates]
+  return _common.class_prompts(class_names, templates)
 
 
 def _top_k(scores_BxC: np.ndarray, k: int) -> np.ndarray:

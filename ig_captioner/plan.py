@@ -156,13 +156,11 @@ def plan_train_step(config: ml_collections.ConfigDict, mesh) -> dict:
   schedule = optimizer_lib.learning_rate_schedule(config.optimizer, config.total_steps)
   abstract, shardings = train_state.abstract_state_and_shardings(model.init_params, tx, mesh)
   batch = abstract_batch(config, mesh)
-  step = train.make_train_step(objectives.make_loss(config, model.predict_fns), tx, schedule,
-                               int(config.seed))
+  step = train.jit_train_step(objectives.make_loss(config, model.predict_fns), tx, schedule,
+                              int(config.seed), shardings, mesh)
   start = time.perf_counter()
   with sharding.activate(mesh):
-    lowered = jax.jit(step, in_shardings=(shardings, sharding.batch_sharding(mesh)),
-                      out_shardings=(shardings, NamedSharding(mesh, P())),
-                      donate_argnums=(0,)).lower(abstract, batch)
+    lowered = step.lower(abstract, batch)
     _, used, step_flops = compile_for_target(lowered, sharded_bytes((abstract, batch)))
   return {"params": sharded_bytes(abstract.params),
           "optimizer_state": sharded_bytes(abstract.opt_state),

@@ -66,6 +66,15 @@ def make_train_step(loss_fn, tx, schedule, seed: int):
   return train_step
 
 
+def jit_train_step(loss_fn, tx, schedule, seed: int, state_shardings, mesh):
+  """`make_train_step` jitted as the trainer runs it (and the planner compiles it): the state
+  keeps its shardings and is donated, the batch is split over the batch axes."""
+  return jax.jit(make_train_step(loss_fn, tx, schedule, seed),
+                 in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                 out_shardings=(state_shardings, NamedSharding(mesh, P())),
+                 donate_argnums=(0,))
+
+
 def average_metrics(history: list[dict[str, np.ndarray]]) -> dict[str, float]:
   """Averages each scalar over the log interval, on the host with numpy: no jax op here. (Eager
   jax ops run under the multi-process mesh have hung two-process runs on CPU.)"""
@@ -170,12 +179,7 @@ def _train(config, workdir, ckpt, stop_at_step):
                           after_step=last_checkpoint or 0)
 
   # ------------------------------------------------------------------------ Jitted update ---
-  replicated = NamedSharding(mesh, P())
-  train_step = jax.jit(
-      make_train_step(loss_fn, tx, schedule, int(config.seed)),
-      in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-      out_shardings=(state_shardings, replicated),
-      donate_argnums=(0,))
+  train_step = jit_train_step(loss_fn, tx, schedule, int(config.seed), state_shardings, mesh)
 
   # --------------------------------------------------------------------------------- Loop ---
   writer = metric_writing.create_writer(workdir, "train")

@@ -47,21 +47,25 @@ def prepare(data_config: ml_collections.ConfigDict, verify: bool = False) -> str
 def prepare_evals(config: ml_collections.ConfigDict, verify: bool = False) -> list[str]:
   """Builds the data sets that `config.evals` read besides the train data (without a tokenizer:
   evaluators encode with the train data's); returns their directories."""
-  from ig_captioner.evaluators import _common  # pylint: disable=g-import-not-at-top
   train_names = {s.data_config.name for s in train_mixture.train_sources(config.data)}
   done = {}
-  for eval_config in config.get("evals", {}).values():
-    data = _common.data_config(config, eval_config)
+  for data in _eval_data(config):
     key = (data.name, sources.data_dir(data))
     if data.name not in train_names | {config.data.name} and key not in done:
       done[key] = _build(data, verify, with_tokenizer=False)
   return list(done.values())
 
 
+def _eval_data(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """`config.data` as each evaluator reads it (with its `data` overrides)."""
+  from ig_captioner.evaluators import _common  # pylint: disable=g-import-not-at-top
+  return [_common.data_config(config, e) for e in config.get("evals", {}).values()]
+
+
 def _build(data_config: ml_collections.ConfigDict, verify: bool,
            with_tokenizer: bool = True) -> str:
   builder = sources.builder(data_config)
-  if not (builder.data_path / "dataset_info.json").exists():
+  if not sources.is_built(builder):
     if data_config.name != "digits_captions":
       logging.warning("Building %s with TFDS: this may need its source files to be available "
                       "(see the TFDS catalog for manual download instructions).", data_config.name)
@@ -92,17 +96,16 @@ def _missing(config: ml_collections.ConfigDict) -> list[tuple[ml_collections.Con
   """(data config, with its tokenizer) of each OFFLINE_BUILDABLE data set `config` reads that is
   not prepared: its own data (whose tokenizer every text is encoded with), its train mixture's
   and its evaluators' (`config.evals.*.data` overrides)."""
-  from ig_captioner.evaluators import _common  # pylint: disable=g-import-not-at-top
-  used = [config.data] + [s.data_config for s in train_mixture.train_sources(config.data)] + [
-      _common.data_config(config, e) for e in config.get("evals", {}).values()]
+  used = [config.data] + [s.data_config for s in train_mixture.train_sources(config.data)] + (
+      _eval_data(config))
   missing = {}
   for i, data_config in enumerate(used):
     if data_config.name not in OFFLINE_BUILDABLE:
       continue
-    data_path = sources.builder(data_config).data_path
+    builder = sources.builder(data_config)
     needs_tokenizer = i == 0 and not data_config.get("tokenizer")
-    if not (data_path / "dataset_info.json").exists() or (
-        needs_tokenizer and not (data_path / sources.TOKENIZER_FILENAME).exists()):
+    if not sources.is_built(builder) or (
+        needs_tokenizer and not (builder.data_path / sources.TOKENIZER_FILENAME).exists()):
       missing.setdefault(config_lib.data_key(data_config), (data_config, needs_tokenizer))
   return list(missing.values())
 

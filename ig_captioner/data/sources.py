@@ -68,10 +68,15 @@ def builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
                     f"({type(e).__name__}: {e})") from e
 
 
+def is_built(b: tfds.core.DatasetBuilder) -> bool:
+  """Whether TFDS finished building `b`'s data (it writes dataset_info.json last)."""
+  return (b.data_path / "dataset_info.json").exists()
+
+
 def prepared_builder(data_config: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   """The builder, checked to be prepared in ArrayRecord format."""
   b = builder(data_config)
-  if not (b.data_path / "dataset_info.json").exists():
+  if not is_built(b):
     raise DataError(f"data set {data_config.name} is not prepared at {b.data_path}. "
                     f"Prepare it with: {prepare_command(data_config)}")
   formats = {b.info.file_format.value} if b.info.file_format else set()
@@ -210,15 +215,17 @@ def tokenizer(data_config: ml_collections.ConfigDict) -> tokenizer_lib.Tokenizer
     if not data_config.get("tokenizer"):
       raise errors.ConfigError("config.data.tokenizer is unset; web shards need one: set it to "
                                "a SentencePiece .model path, which `prepare` trains if missing")
-    path = paths.path(data_config.tokenizer)
-    if not path.exists():
-      raise DataError(f"no tokenizer at {path}: train it with {prepare_command(data_config)}")
-    return tokenizer_lib.Tokenizer(path.read_bytes(), source=str(path))
+    return _stored_tokenizer(paths.path(data_config.tokenizer),
+                             f"train it with {prepare_command(data_config)}")
   if data_config.get("tokenizer"):
     return tokenizer_lib.Tokenizer.from_file(paths.resolve(data_config.tokenizer))
-  path = prepared_builder(data_config).data_path / TOKENIZER_FILENAME
+  return _stored_tokenizer(prepared_builder(data_config).data_path / TOKENIZER_FILENAME,
+                           f"prepare the data set with {prepare_command(data_config)}, or set "
+                           "config.data.tokenizer to a .model file")
+
+
+def _stored_tokenizer(path, fix: str) -> tokenizer_lib.Tokenizer:
+  """The SentencePiece model at `path` (an epath), or DataError ending with `fix`."""
   if not path.exists():
-    raise DataError(f"no tokenizer at {path}: prepare the data set with "
-                    f"{prepare_command(data_config)}, or set config.data.tokenizer to a .model "
-                    "file")
+    raise DataError(f"no tokenizer at {path}: {fix}")
   return tokenizer_lib.Tokenizer(path.read_bytes(), source=str(path))

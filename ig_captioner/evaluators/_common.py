@@ -57,6 +57,12 @@ def metric_stem(kind: str, name: str, prefix: str | None) -> str:
   return f"{kind}/{name}" + (f"/{prefix}_prefix" if prefix else "")
 
 
+def class_prompts(class_names, templates) -> list[str]:
+  """Every template filled with every class name, class-major: prompt c * K + k is class c in
+  template k (the layout the class scores average over)."""
+  return [t.format(c) for c in class_names for t in templates]
+
+
 def data_config(config: ml_collections.ConfigDict,
                 eval_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`config.data` with the evaluator's `data` overrides (which may add fields: `manual_dir`)."""

@@ -121,7 +121,7 @@ class Evaluator:
          for text in sources.texts(sources.field(prior_source[i], self._data.text_key))),
         self.class_names, templates)
     self._prompts_PxT = tokenizer.encode_batch(
-        [t.format(c) for c in self.class_names for t in templates], self._max_len, strict=True)
+        _common.class_prompts(self.class_names, templates), self._max_len, strict=True)
 
     def nll_sums(params, images, tokens_BxKxT, pair_valid_BxK):
       """Summed NLL with and without the image, and the number of scored tokens."""

@@ -118,7 +118,7 @@ class Evaluator(_common.EvaluatorBase):
     super().__init__(name, eval_config, config, predict_fns, mesh, "zeroshot")
     self.class_names = sources.readable_class_names(self._data_config, eval_config.label_key,
                                                     eval_config.get("class_names"))
-    self.prompts = [t.format(c) for c in self.class_names for t in eval_config.templates]
+    self.prompts = _common.class_prompts(self.class_names, eval_config.templates)
     prompts = self.prompts
     self.prefixes = tuple(eval_config.get("prefixes", (None,)))
     prompts_PxT = {p: tokenizer.encode_batch(prompts, config.model.max_text_len, strict=True,
