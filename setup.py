@@ -40,11 +40,15 @@ setuptools.setup(
     # plots: the study's figures (configs/ig_study.py); the tests draw them too.
     # captioning: CIDEr-D and BLEU-4 of the captioning evaluator (pycocoevalcap's pure-Python
     # scorers).
+    # notebooks: what runs notebooks/ headless (notebooks/manage.py, tests/test_notebooks.py) and
+    # keeps their .py/.ipynb pairs in sync; Colab has its own kernel and needs only `plots`.
     # planner: libtpu, so that `python -m ig_captioner.plan` compiles for TPU topologies on
     # any machine (the version jax[tpu]==0.10.2 pins).
     extras_require={"plots": ["matplotlib==3.11.2"],
                     "captioning": ["pycocoevalcap==1.2"],
                     "planner": ["libtpu==0.0.42.1"],
+                    "notebooks": ["matplotlib==3.11.2", "nbclient==0.11.0", "nbformat==5.11.1",
+                                  "ipykernel==7.4.0", "jupytext==1.19.6"],
                     "test": ["pytest==9.0.3", "matplotlib==3.11.2", "pycocoevalcap==1.2"]},
     entry_points={"console_scripts": [
         "ig-prepare=ig_captioner.data.prepare:main",

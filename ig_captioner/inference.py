@@ -6,6 +6,8 @@
     run.prior(["a handwritten seven"])                      # log P(t), captioners
     run.retrieval_scores(images, texts, alpha=1.0)          # images x texts
     run.caption(images, beam_size=4)                        # families with a cached decoder
+    task = run.task("digits")                               # an evaluator's data and prompts
+    examples = task.examples(num=16)                        # its records: images, labels, texts
 
 Every method is a thin layer over the evaluators' code: caption likelihoods come from
 `prompt_scoring.PromptScorer` (cached), embeddings follow CLIP's recipe as
@@ -70,6 +72,49 @@ def prompts(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
 def _top_k(scores_BxC: np.ndarray, k: int) -> np.ndarray:
   """Indices of the k best classes per row, best first."""
   return np.argsort(-scores_BxC, axis=-1, kind="stable")[:, :k]
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+  """Records of a split in record order: images as stored (uint8), and where asked for, each
+  record's label and texts."""
+  images_BxHxWx3: np.ndarray
+  labels_B: np.ndarray | None
+  texts_B: list[list[str]] | None
+
+
+def read_examples(data_config: ml_collections.ConfigDict, split: str, num: int | None = None,
+                  label_key: str | None = "label", text_key: str | None = None) -> Examples:
+  """The first `num` records (default: all) of `split` of the prepared data set `data_config`.
+  `text_key` may name one text or a sequence of texts (each record gets a list)."""
+  source = sources.open_split(data_config, split)
+  count = len(source) if num is None else min(int(num), len(source))
+  records = [source[i] for i in range(count)]
+  images = np.stack([np.asarray(sources.field(r, data_config.image_key)) for r in records])
+  labels = (None if label_key is None else
+            np.asarray([int(sources.field(r, label_key)) for r in records], np.int32))
+  texts = (None if text_key is None else
+           [sources.texts(sources.field(r, text_key)) for r in records])
+  return Examples(images, labels, texts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """One of a run's evaluators: its split of its data, and for zero-shot its class names and
+  prompt templates, as the evaluator reads them."""
+  name: str
+  kind: str  # 'zeroshot', 'retrieval' or 'captioning'.
+  split: str
+  data_config: ml_collections.ConfigDict
+  alphas: tuple[float, ...]
+  class_names: list[str] | None  # Zero-shot: in label order, as they enter the prompts.
+  templates: tuple[str, ...] | None
+  text_key: str | None  # Retrieval: the field holding each image's captions.
+
+  def examples(self, num: int | None = None) -> Examples:
+    """The first `num` records of the task's split (default: all)."""
+    label_key = "label" if self.kind == "zeroshot" else None
+    return read_examples(self.data_config, self.split, num, label_key, self.text_key)
 
 
 @dataclasses.dataclass
@@ -249,6 +294,28 @@ class Run:
     if kind == "embedding":
       return self.embed_images(images) @ self.embed_texts(texts).T
     raise errors.ConfigError(f"kind={kind!r} is not 'ig' or 'embedding'")
+
+  # --------------------------------------------------------------------------------- Tasks ---
+  def task(self, name: str | None = None, kind: str = "zeroshot") -> Task:
+    """The evaluator `name` of the run's config (default: its first of `kind`)."""
+    evals = self.config.get("evals", {})
+    if name is None:
+      name = next((n for n, e in evals.items() if e.type == kind), None)
+      if name is None:
+        raise errors.ConfigError(f"the run's config has no {kind} evaluator (config.evals: "
+                                 f"{sorted(evals)}); name one, or pass your own class names")
+    if name not in evals:
+      raise errors.ConfigError(f"config.evals has no evaluator {name!r}; it has {sorted(evals)}")
+    eval_config = evals[name]
+    data = _common.data_config(self.config, eval_config)
+    zeroshot_kind = eval_config.type == "zeroshot"
+    class_names = (sources.readable_class_names(data, eval_config.label_key,
+                                                eval_config.get("class_names"))
+                   if zeroshot_kind else None)
+    return Task(name, eval_config.type, eval_config.split, data,
+                tuple(float(a) for a in eval_config.get("alphas", (0.0,))), class_names,
+                tuple(eval_config.templates) if zeroshot_kind else None,
+                eval_config.get("captions_key"))
 
   # ------------------------------------------------------------------------------ Captions ---
   def caption(self, images, beam_size: int = 1, max_len: int | None = None, alpha: float = 0.0,

@@ -183,25 +183,57 @@ def write_summary(path: str, results: list[tuple[str, dict]]) -> None:
   paths.write_atomic(path, json.dumps(rows, indent=1))
 
 
-def table_rows(label: str, metrics: dict, columns: dict, alphas) -> list[list[str]]:
-  """Rows of one run: one per alpha if a column has `_alpha<a>` variants (caption scoring), and
-  one without alpha if a column has no variants or (a family scoring both ways) has both."""
+def read_summary(path: str) -> list[tuple[str, dict]]:
+  """(label, metrics) of a summary file, as `write_summary` was given them; [] if none."""
+  if not paths.path(path).exists():
+    return []
+  return [(row["label"], {k: Spread(**v) if isinstance(v, dict) else v
+                          for k, v in row["metrics"].items()})
+          for row in json.loads(paths.path(path).read_text())]
+
+
+def merge_summary(previous: list[tuple[str, dict]], results: list[tuple[str, dict]],
+                  order: list[str]) -> list[tuple[str, dict]]:
+  """`results` with the `previous` rows of the sweep's other runs (an `--only` sweep keeps what
+  the earlier ones wrote), ordered as the sweep lists its runs (`order`: labels or groups); a
+  previous row the sweep no longer lists is dropped."""
+  def point(label: str) -> str:
+    return re.sub(r" \(n=\d+\)$", "", label)  # aggregate_seeds' suffix.
+
+  rows = {point(label): (label, metrics) for label, metrics in previous if point(label) in order}
+  rows.update({point(label): (label, metrics) for label, metrics in results})
+  return [rows[p] for p in dict.fromkeys(order) if p in rows]
+
+
+def table_values(label: str, metrics: dict, columns: dict, alphas) -> list[tuple[str, list]]:
+  """(row label, values) of one run: a row per alpha if a column has `_alpha<a>` variants
+  (caption scoring), and one without alpha if a column has no variants or (a family scoring
+  both ways) has both. A value is a float, a `Spread` or None (not reported)."""
   variants = sorted({float(m.group(2)) for name in metrics if (m := _ALPHA.match(name))
                      and m.group(1) in columns.values() and float(m.group(2)) in alphas})
   both = any(metric in metrics and any(f"{metric}_alpha{a}" in metrics for a in variants)
              for metric in columns.values())
 
-  def cell(metric, alpha):
-    value = metrics.get(f"{metric}_alpha{alpha}")
-    if value is None and (alpha is None or not both):  # A metric alpha cannot change.
-      value = metrics.get(metric)
+  def value(metric, alpha):
+    found = metrics.get(f"{metric}_alpha{alpha}")
+    if found is None and (alpha is None or not both):  # A metric alpha cannot change.
+      found = metrics.get(metric)
+    return found
+
+  rows = [None] if both or not variants else []
+  return [(label if alpha is None else f"{label}, alpha={alpha:g}",
+           [value(metric, alpha) for metric in columns.values()]) for alpha in rows + variants]
+
+
+def table_rows(label: str, metrics: dict, columns: dict, alphas) -> list[list[str]]:
+  """`table_values` as table cells (%, a spread as mean ± std, '-' where not reported)."""
+  def cell(value):
     if isinstance(value, Spread):
       return f"{100 * value.mean:.1f} ± {100 * value.std:.1f}"
     return "-" if value is None else f"{100 * value:.1f}"
 
-  rows = [None] if both or not variants else []
-  return [[label if alpha is None else f"{label}, alpha={alpha:g}"] +
-          [cell(metric, alpha) for metric in columns.values()] for alpha in rows + variants]
+  return [[row] + [cell(v) for v in values]
+          for row, values in table_values(label, metrics, columns, alphas)]
 
 
 def format_table(results: list[tuple[str, dict]], columns: dict, alphas) -> str:
@@ -303,7 +335,10 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
           "(python -m ig_captioner.data.prepare).")
     return
   results = aggregate_seeds(results)
-  write_summary(paths.join(workdir, SUMMARY), results)
+  summary_path = paths.join(workdir, SUMMARY)
+  order = [run.group or run.label for run in sweep_runs(module)]
+  write_summary(summary_path, merge_summary(read_summary(summary_path), results, order)
+                if only else results)
 
   tables, alphas = (module.sweep_tables() if hasattr(module, "sweep_tables")
                     else default_tables(config))

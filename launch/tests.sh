@@ -3,5 +3,5 @@
 # extras). Arguments go to pytest, e.g. `bash launch/tests.sh -k retrieval`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source launch/venv.sh test
+source launch/venv.sh test,notebooks
 exec python -m pytest -q tests "$@"

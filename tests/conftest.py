@@ -54,3 +54,21 @@ def runlocal_config(data_dir):
   config = load_config_module("demo").get_config("runlocal")
   config.data.data_dir = data_dir
   return config
+
+
+# The runs of the demo sweep that the sweep's test and the notebooks share.
+DEMO_SWEEP_RUNS = ("standard captioner", "IG captioner", "CLIP")
+
+
+@pytest.fixture(scope="session")
+def demo_sweep(data_dir, tmp_path_factory) -> tuple[str, list[str], str]:
+  """(workdir, command, printed output) of the demo sweep's runlocal variant over
+  DEMO_SWEEP_RUNS (trained and evaluated once per session, ~1 min)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("demo_sweep"))
+  cmd = [sys.executable, "-m", "ig_captioner.sweep", "--config=configs/demo.py:runlocal",
+         f"--workdir={workdir}", f"--set=config.data.data_dir={data_dir}"]
+  cmd += [f"--only={label}" for label in DEMO_SWEEP_RUNS]
+  out = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True).stdout
+  return workdir, cmd, out

@@ -68,6 +68,31 @@ def test_classify_equals_the_zeroshot_evaluator(workdir, data_dir):
     assert out["ig"][alpha]["scores_BxC"].shape == (len(labels), 10)
 
 
+def test_tasks_read_the_evaluators_data_and_prompts(workdir):
+  run = inference.load_run(workdir)
+  task = run.task("digits")
+  assert task.kind == "zeroshot" and task.split == "zeroshot"
+  assert task.class_names == sources.readable_class_names(run.config.data)
+  assert task.templates == tuple(run.config.evals.digits.templates)
+  assert task.alphas == tuple(run.config.evals.digits.alphas)
+  assert run.task() == task  # The first zero-shot evaluator.
+  images, labels = zeroshot_split(run.config, 20)
+  examples = task.examples(num=20)
+  np.testing.assert_array_equal(examples.labels_B, labels)
+  assert examples.images_BxHxWx3.dtype == np.uint8 and examples.texts_B is None
+  np.testing.assert_allclose(run.images(examples.images_BxHxWx3), images, atol=1e-6)
+
+  retrieval = run.task(kind="retrieval")
+  assert (retrieval.name, retrieval.class_names) == ("digits_retrieval", None)
+  records = retrieval.examples(num=3)
+  assert records.labels_B is None and len(records.texts_B) == 3
+  assert all(len(texts) == 6 for texts in records.texts_B)  # Every phrasing of its class.
+  with pytest.raises(errors.ConfigError, match="has no evaluator 'nope'"):
+    run.task("nope")
+  with pytest.raises(errors.ConfigError, match="no captioning evaluator"):
+    run.task(kind="captioning")  # The runlocal config has none.
+
+
 def test_prior_and_retrieval_equal_the_reference_decode(workdir):
   run = inference.load_run(workdir)
   texts = ["a handwritten 7", "3", "the digit 5 written by hand"]

@@ -3,6 +3,7 @@ types, plain-orbax checkpoints) in separate processes and prints the comparison 
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from ig_captioner import metric_writing
 from ig_captioner import sweep
 from tests.conftest import load_config_module
 from tests.test_families import check_family_outputs
-from tests.conftest import REPO
+from tests.conftest import DEMO_SWEEP_RUNS, REPO
 
 
 def _tables(out: str) -> dict[str, dict[str, list[str]]]:
@@ -31,43 +32,56 @@ def _tables(out: str) -> dict[str, dict[str, list[str]]]:
   return tables
 
 
-def test_sweep_runs_every_model_and_prints_the_comparison(data_dir, tmp_path):
-  # Two runs of the six (the others' families are run end to end in test_families.py).
-  cmd = [sys.executable, "-m", "ig_captioner.sweep", "--config=configs/demo.py:runlocal",
-         f"--workdir={tmp_path}", f"--set=config.data.data_dir={data_dir}",
-         "--only=IG captioner", "--only=CLIP"]
-  out = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True).stdout
+def test_sweep_runs_every_model_and_prints_the_comparison(demo_sweep, data_dir):
+  # Three runs of the six (the others' families are run end to end in test_families.py).
+  workdir, cmd, out = demo_sweep
+  workdir = pathlib.Path(workdir)
   held_out = _tables(out)["held-out splits `zeroshot` and `retrieval`"]
-  assert list(held_out) == ["IG captioner, alpha=0", "IG captioner, alpha=1", "CLIP"]
+  assert list(held_out) == ["standard captioner, alpha=0", "standard captioner, alpha=1",
+                            "IG captioner, alpha=0", "IG captioner, alpha=1", "CLIP"]
 
   def cell(value):
     return f"{100 * value:.1f}"
 
-  for run, label in (("ig-captioner", "IG captioner"),):
-    (row,) = metric_writing.read_jsonl(metric_writing.jsonl_path(str(tmp_path / run), "eval"))
+  for run, label in (("standard-captioner", "standard captioner"),
+                     ("ig-captioner", "IG captioner")):
+    (row,) = metric_writing.read_jsonl(metric_writing.jsonl_path(str(workdir / run), "eval"))
     assert row["step"] == 6
     for alpha in (0, 1):
       assert held_out[f"{label}, alpha={alpha}"] == [
           cell(row[f"zeroshot/digits/top1_alpha{alpha:.1f}"]),
           cell(row[f"retrieval/digits_retrieval/i2t_r1_alpha{alpha:.1f}"]),
           cell(row["retrieval/digits_retrieval/t2i_r1"])]
-  for run, label in (("clip", "CLIP"),):
-    (row,) = metric_writing.read_jsonl(metric_writing.jsonl_path(str(tmp_path / run), "eval"))
-    assert held_out[label] == [cell(row["zeroshot/digits/top1"]),
-                               cell(row["retrieval/digits_retrieval/i2t_r1"]),
-                               cell(row["retrieval/digits_retrieval/t2i_r1"])]
-    summary = json.loads((tmp_path / sweep.SUMMARY).read_text())
-    assert [s["label"] for s in summary] == ["IG captioner", "CLIP"]
-    assert summary[1]["metrics"] == row
+  (row,) = metric_writing.read_jsonl(metric_writing.jsonl_path(str(workdir / "clip"), "eval"))
+  assert held_out["CLIP"] == [cell(row["zeroshot/digits/top1"]),
+                              cell(row["retrieval/digits_retrieval/i2t_r1"]),
+                              cell(row["retrieval/digits_retrieval/t2i_r1"])]
+  summary = json.loads((workdir / sweep.SUMMARY).read_text())
+  assert [s["label"] for s in summary] == list(DEMO_SWEEP_RUNS)
+  assert summary[2]["metrics"] == row
   for run, family in (("ig-captioner", "captioner"), ("clip", "clip")):
     config = load_config_module("demo").get_config(f"runlocal,family={family}")
     config.data.data_dir = data_dir
-    check_family_outputs(tmp_path / run, family, config)
+    check_family_outputs(workdir / run, family, config)
 
   # Rerunning reuses finished runs: no trainer or evaluator is started again.
   again = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True).stdout
   assert "ig_captioner.train" not in again and "ig_captioner.evaluate" not in again
   assert _tables(again) == _tables(out)
+
+
+def test_an_only_sweep_keeps_the_other_runs_in_the_summary(tmp_path):
+  path = str(tmp_path / sweep.SUMMARY)
+  order = ["a", "b", "seeded", "c"]
+  sweep.write_summary(path, [("a", {"top1": 0.1}), ("seeded (n=2)", {
+      "top1": sweep.Spread(0.5, 0.1, 2)}), ("gone", {"top1": 0.9})])
+  previous = sweep.read_summary(path)
+  assert previous[1] == ("seeded (n=2)", {"top1": sweep.Spread(0.5, 0.1, 2)})
+  merged = sweep.merge_summary(previous, [("c", {"top1": 0.3}), ("a", {"top1": 0.2})], order)
+  # 'a' replaced, 'seeded' kept, 'gone' (no longer in the sweep) dropped, sweep order.
+  assert merged == [("a", {"top1": 0.2}), ("seeded (n=2)", {"top1": sweep.Spread(0.5, 0.1, 2)}),
+                    ("c", {"top1": 0.3})]
+  assert sweep.merge_summary([], [("b", {})], order) == [("b", {})]
 
 
 def test_a_signal_is_passed_to_the_running_step_and_stops_the_sweep(tmp_path):
