@@ -4,6 +4,7 @@
     out = run.classify(images, ["zero", "one"], ["a handwritten {}"], alphas=(0, 1))
     out["ig"][1.0]["scores_BxC"], out["ig"][1.0]["topk_BxK"]
     run.prior(["a handwritten seven"])                      # log P(t), captioners
+    run.classify(..., prefix="caption")                     # after a prefix-conditioning token
     run.retrieval_scores(images, texts, alpha=1.0)          # images x texts
     run.caption(images, beam_size=4)                        # families with a cached decoder
     task = run.task("digits")                               # an evaluator's data and prompts
@@ -39,7 +40,7 @@ from ig_captioner import sharding
 from ig_captioner import train_state
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
-from ig_captioner.data.tokenizer import BOS_ID
+from ig_captioner.data.tokenizer import BOS_ID, PREFIX_IDS
 from ig_captioner.evaluators import _common
 from ig_captioner.evaluators import zeroshot
 from ig_captioner.models import generation
@@ -192,14 +193,16 @@ class Run:
       padded[:len(chunk)] = chunk
       yield jax.device_put(padded, self._batch_sharding), len(chunk)
 
-  def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-    """Tokens_PxT of `texts` (too long a text is an error naming max_text_len)."""
-    return self.tokenizer.encode_batch(list(texts), self.config.model.max_text_len, strict=True)
+  def encode_texts(self, texts: Sequence[str], prefix: str | None = None) -> np.ndarray:
+    """Tokens_PxT of `texts`, after the prefix-conditioning token `prefix` ('caption',
+    'classification'; None: none) if given. Too long a text is an error naming max_text_len."""
+    return self.tokenizer.encode_batch(list(texts), self.config.model.max_text_len, strict=True,
+                                       prefix=prefix)
 
-  def _scorer(self, texts: Sequence[str], groups_P=None):
-    key = (tuple(texts), None if groups_P is None else tuple(groups_P))
+  def _scorer(self, texts: Sequence[str], groups_P=None, prefix: str | None = None):
+    key = (tuple(texts), None if groups_P is None else tuple(groups_P), prefix)
     if key not in self._scorers:
-      scorer = prompt_scoring.PromptScorer(self._fns, self.encode_texts(texts), groups_P,
+      scorer = prompt_scoring.PromptScorer(self._fns, self.encode_texts(texts, prefix), groups_P,
                                            images_per_device=self.images_per_device)
       inputs = jax.device_put(scorer.inputs, self._replicated)
       jitted = (jax.jit(scorer.text_logprobs, out_shardings=self._replicated),
@@ -215,17 +218,21 @@ class Run:
     return self._jitted[name]
 
   # ------------------------------------------------------------------------------- Scoring ---
-  def prior(self, texts: Sequence[str]) -> np.ndarray:
+  # Every scoring method takes `prefix`: the prefix-conditioning token put before each text, as
+  # the evaluators' `prefixes` do (None: no prefix; runs trained with prefixes are tested with
+  # 'caption').
+  def prior(self, texts: Sequence[str], prefix: str | None = None) -> np.ndarray:
     """log P(t) per text (nats), from the decoder without an image: logp_P."""
     self._require_captions("prior")
-    inputs, text_only, _ = self._scorer(texts)
+    inputs, text_only, _ = self._scorer(texts, prefix=prefix)
     with sharding.activate(self.mesh):
       return np.asarray(jax.device_get(text_only(self.params, inputs)))
 
-  def likelihoods(self, images, texts: Sequence[str], groups_P=None) -> np.ndarray:
+  def likelihoods(self, images, texts: Sequence[str], groups_P=None,
+                  prefix: str | None = None) -> np.ndarray:
     """log P(t|I) for every image and text: logp_BxP."""
     self._require_captions("likelihoods")
-    inputs, _, image_text = self._scorer(texts, groups_P)
+    inputs, _, image_text = self._scorer(texts, groups_P, prefix)
     rows = []
     with sharding.activate(self.mesh):
       for batch, valid in self._image_batches(images):
@@ -240,14 +247,14 @@ class Run:
       return np.concatenate([np.asarray(jax.device_get(fn(self.params, batch)))[:valid]
                              for batch, valid in self._image_batches(images)])
 
-  def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+  def embed_texts(self, texts: Sequence[str], prefix: str | None = None) -> np.ndarray:
     """L2-normalised text embeddings z_PxE (two towers, CoCa)."""
     self._require_embeddings("embed_texts")
     chunk = 64
     fn = self._jit("embed_texts", lambda params, texts_PxT: _common.embed_texts_chunked(
         self._fns["embed_texts"], params, texts_PxT, chunk))
     with sharding.activate(self.mesh):
-      texts_PxT = jax.device_put(self.encode_texts(texts), self._replicated)
+      texts_PxT = jax.device_put(self.encode_texts(texts, prefix), self._replicated)
       return np.asarray(jax.device_get(fn(self.params, texts_PxT)))
 
   def _require_embeddings(self, what: str) -> None:
@@ -256,7 +263,8 @@ class Run:
                                f"{self.family!r} does not supply; use likelihoods or prior.")
 
   def classify(self, images, class_names: Sequence[str], templates: Sequence[str],
-               alphas: Sequence[float] = (0.0, 1.0), top_k: int = 5) -> dict:
+               alphas: Sequence[float] = (0.0, 1.0), top_k: int = 5,
+               prefix: str | None = None) -> dict:
     """Zero-shot classification, scored as `evaluators.zeroshot` does.
 
     Returns {'class_names', and per family: 'ig': {alpha: {'scores_BxC', 'topk_BxK'}} (caption
@@ -269,30 +277,31 @@ class Run:
     out = {"class_names": list(class_names)}
     if self.has_captions:
       groups_P = np.arange(len(texts)) % len(templates)  # A template's prompts share a prefix.
-      logp_txt_P = self.prior(texts)
-      logp_img_BxP = self.likelihoods(images, texts, groups_P)
+      logp_txt_P = self.prior(texts, prefix)
+      logp_img_BxP = self.likelihoods(images, texts, groups_P, prefix)
       scores_AxBxC = np.asarray(zeroshot.class_scores(logp_img_BxP, logp_txt_P, num_classes,
                                                       [float(a) for a in alphas]))
       out["ig"] = {float(a): {"scores_BxC": s, "topk_BxK": _top_k(s, k)}
                    for a, s in zip(alphas, scores_AxBxC)}
     if self.has_embeddings:
-      classes_CxE = np.asarray(zeroshot.class_embeddings(jnp.asarray(self.embed_texts(texts)),
-                                                         num_classes))
+      classes_CxE = np.asarray(zeroshot.class_embeddings(
+          jnp.asarray(self.embed_texts(texts, prefix)), num_classes))
       sims_BxC = self.embed_images(images) @ classes_CxE.T
       out["embedding"] = {"scores_BxC": sims_BxC, "topk_BxK": _top_k(sims_BxC, k),
                           "note": EMBEDDING_NOTE}
     return out
 
   def retrieval_scores(self, images, texts: Sequence[str], alpha: float = 0.0,
-                       kind: str | None = None) -> np.ndarray:
+                       kind: str | None = None, prefix: str | None = None) -> np.ndarray:
     """scores_BxP for every image and text: log P(t|I) - alpha * log P(t) (kind 'ig', the
     default where the family has a decoder) or the embeddings' cosine similarity (kind
     'embedding', alpha ignored), as `evaluators.retrieval` scores them."""
     kind = kind or ("ig" if self.has_captions else "embedding")
     if kind == "ig":
-      return self.likelihoods(images, texts) - float(alpha) * self.prior(texts)[None]
+      return (self.likelihoods(images, texts, prefix=prefix) -
+              float(alpha) * self.prior(texts, prefix)[None])
     if kind == "embedding":
-      return self.embed_images(images) @ self.embed_texts(texts).T
+      return self.embed_images(images) @ self.embed_texts(texts, prefix).T
     raise errors.ConfigError(f"kind={kind!r} is not 'ig' or 'embedding'")
 
   # --------------------------------------------------------------------------------- Tasks ---
@@ -319,24 +328,28 @@ class Run:
 
   # ------------------------------------------------------------------------------ Captions ---
   def caption(self, images, beam_size: int = 1, max_len: int | None = None, alpha: float = 0.0,
-              length_penalty: float = 0.0) -> list[str]:
+              length_penalty: float = 0.0, prefix: str | None = None) -> list[str]:
     """One caption per image (`models.generation`: greedy, or beam search with `beam_size` > 1;
-    `alpha` > 0 ranks hypotheses by log P(t|I) - alpha * log P(t)). `max_len`: generated
-    tokens at most (EOS included; default: as many as the model's text length allows)."""
+    `alpha` > 0 ranks hypotheses by log P(t|I) - alpha * log P(t)), decoded after the
+    prefix-conditioning token `prefix` if given. `max_len`: generated tokens at most (EOS
+    included; default: as many as the model's text length allows)."""
     if not self.has_captions:
       raise errors.ConfigError(f"caption needs a family that generates text; {self.family!r} "
                                "has no decoder (use captioner, cappa or coca)")
+    if prefix is not None and prefix not in PREFIX_IDS:
+      raise errors.ConfigError(f"prefix {prefix!r} is unknown; known: {sorted(PREFIX_IDS)}")
+    start = (BOS_ID,) + ((PREFIX_IDS[prefix],) if prefix else ())
     text_len = int(self.config.model.max_text_len)
-    max_tokens = int(max_len or text_len - 1)
-    if not 1 <= max_tokens <= text_len - 1:
-      raise errors.ConfigError(f"max_len={max_len} must be in [1, {text_len - 1}] "
-                               f"(config.model.max_text_len={text_len}, BOS first)")
+    max_tokens = int(max_len or text_len - len(start))
+    if not 1 <= max_tokens <= text_len - len(start):
+      raise errors.ConfigError(f"max_len={max_len} must be in [1, {text_len - len(start)}] "
+                               f"(config.model.max_text_len={text_len}, BOS and prefix first)")
     decode = generation.DecodeConfig(max_tokens=max_tokens, beam_size=int(beam_size),
                                      length_penalty=float(length_penalty),
                                      ig_alpha=float(alpha))
-    fn = self._jit(("caption", decode), lambda params, images: generation.generate(
+    fn = self._jit(("caption", decode, start), lambda params, images: generation.generate(
         self._fns, params, self._fns["encode_images"](params, images), decode, text_len,
-        (BOS_ID,))[0])
+        start)[0])
     captions = []
     with sharding.activate(self.mesh):
       for batch, valid in self._image_batches(images):

@@ -11,6 +11,8 @@ from ig_captioner import inference
 from ig_captioner import train
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
+from ig_captioner.data import tokenizer as tokenizer_lib
+from ig_captioner.models import generation
 from tests.conftest import load_config_module
 
 
@@ -55,6 +57,7 @@ def test_classify_equals_the_zeroshot_evaluator(workdir, data_dir):
   for name in list(config.evals):
     if name != "digits":
       del config.evals[name]
+  config.evals.digits.prefixes = (None, "caption")
   metrics = evaluate.evaluate(config, workdir, step=3, output_dir=workdir + "_eval")[3]
 
   run = inference.load_run(workdir, step=3)
@@ -66,6 +69,13 @@ def test_classify_equals_the_zeroshot_evaluator(workdir, data_dir):
     top1 = np.mean(out["ig"][alpha]["topk_BxK"][:, 0] == labels)
     assert top1 == pytest.approx(metrics[f"zeroshot/digits/top1_alpha{alpha}"], abs=1e-9)
     assert out["ig"][alpha]["scores_BxC"].shape == (len(labels), 10)
+  # With the caption prefix before every prompt, as the evaluator's `prefixes` test it.
+  out = run.classify(images, sources.readable_class_names(run.config.data),
+                     config.evals.digits.templates, alphas=(0.0, 1.0), prefix="caption")
+  for alpha in (0.0, 1.0):
+    top1 = np.mean(out["ig"][alpha]["topk_BxK"][:, 0] == labels)
+    assert top1 == pytest.approx(
+        metrics[f"zeroshot/digits/caption_prefix/top1_alpha{alpha}"], abs=1e-9)
 
 
 def test_tasks_read_the_evaluators_data_and_prompts(workdir):
@@ -98,6 +108,11 @@ def test_prior_and_retrieval_equal_the_reference_decode(workdir):
   texts = ["a handwritten 7", "3", "the digit 5 written by hand"]
   reference = run.model.predict_fns["text_logprobs"](run.params, run.encode_texts(texts), 8)
   np.testing.assert_allclose(run.prior(texts), np.asarray(reference), atol=1e-4)
+  with_prefix = run.model.predict_fns["text_logprobs"](
+      run.params, run.encode_texts(texts, prefix="caption"), 8)
+  np.testing.assert_allclose(run.prior(texts, prefix="caption"), np.asarray(with_prefix),
+                             atol=1e-4)
+  assert np.abs(np.asarray(with_prefix) - np.asarray(reference)).max() > 1e-3
 
   images, _ = zeroshot_split(run.config, 3)
   visual = run.model.predict_fns["encode_images"](run.params, images)
@@ -117,6 +132,18 @@ def test_uint8_images_of_any_size_and_captions(workdir):
   captions = run.caption(images, max_len=6)
   assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
   assert len(run.caption(images[:1], beam_size=2, alpha=1.0, max_len=4)) == 1
+
+  # After the caption prefix: decoding starts from [BOS, <caption>], as the captioning
+  # evaluator's `prefixes` do.
+  fns, batch = run.model.predict_fns, run.images(images)
+  start = (tokenizer_lib.BOS_ID, tokenizer_lib.PREFIX_IDS["caption"])
+  tokens_BxT = generation.generate(fns, run.params, fns["encode_images"](run.params, batch),
+                                   generation.DecodeConfig(max_tokens=5),
+                                   run.config.model.max_text_len, start)[0]
+  assert run.caption(images, max_len=5, prefix="caption") == [
+      run.tokenizer.decode(t) for t in np.asarray(tokens_BxT)]
+  with pytest.raises(errors.ConfigError, match="max_len=11 must be in"):
+    run.caption(images, max_len=11, prefix="caption")
 
 
 def test_two_towers_classify_with_embeddings(clip_workdir):
