@@ -110,12 +110,12 @@ class Task:
   alphas: tuple[float, ...]
   class_names: list[str] | None  # Zero-shot: in label order, as they enter the prompts.
   templates: tuple[str, ...] | None
-  text_key: str | None  # Retrieval: the field holding each image's captions.
+  label_key: str | None  # Zero-shot: the field holding each image's class.
+  text_key: str | None  # Retrieval, captioning: the field holding each image's captions.
 
   def examples(self, num: int | None = None) -> Examples:
     """The first `num` records of the task's split (default: all)."""
-    label_key = "label" if self.kind == "zeroshot" else None
-    return read_examples(self.data_config, self.split, num, label_key, self.text_key)
+    return read_examples(self.data_config, self.split, num, self.label_key, self.text_key)
 
 
 @dataclasses.dataclass
@@ -324,7 +324,7 @@ class Run:
     return Task(name, eval_config.type, eval_config.split, data,
                 tuple(float(a) for a in eval_config.get("alphas", (0.0,))), class_names,
                 tuple(eval_config.templates) if zeroshot_kind else None,
-                eval_config.get("captions_key"))
+                eval_config.label_key if zeroshot_kind else None, eval_config.get("captions_key"))
 
   # ------------------------------------------------------------------------------ Captions ---
   def caption(self, images, beam_size: int = 1, max_len: int | None = None, alpha: float = 0.0,
