@@ -86,6 +86,9 @@ def problems(name: str, directory: pathlib.Path = DIRECTORY) -> list[str]:
   badge = BADGE.format(repository=REPOSITORY, name=name)
   if not stored.cells or badge not in stored.cells[0].source:
     found.append(f"{name}: the first cell lacks the Colab badge {badge}")
+  clone = f'REPOSITORY = "https://github.com/{REPOSITORY}"'
+  if not any(clone in c.source for c in stored.cells if c.cell_type == "code"):
+    found.append(f"{name}: no set-up cell cloning {REPOSITORY} ({clone})")
   if sum(PICTURE_TAG in c.metadata.get("tags", ()) for c in stored.cells) != 1:
     found.append(f"{name}: tag exactly one cell {PICTURE_TAG!r} (its figure goes in the README)")
   return found

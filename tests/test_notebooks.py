@@ -51,8 +51,11 @@ def test_the_check_catches_drift_outputs_and_a_lone_file(tmp_path):
   notebook = json.loads(ipynb.read_text())
   code = next(c for c in notebook["cells"] if c["cell_type"] == "code")
   code["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "hello"}]
+  code["source"] = "".join(code["source"]).replace(manage.REPOSITORY, "someone/else")
   ipynb.write_text(json.dumps(notebook))
-  assert any("holds outputs" in p for p in manage.problems("quickstart", tmp_path))
+  found = manage.problems("quickstart", tmp_path)
+  assert any("holds outputs" in p for p in found)
+  assert any("no set-up cell cloning" in p for p in found)
 
   ipynb.unlink()
   assert manage.names(tmp_path) == ["quickstart"]
