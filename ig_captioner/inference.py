@@ -40,7 +40,7 @@ from ig_captioner import sharding
 from ig_captioner import train_state
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
-from ig_captioner.data.tokenizer import BOS_ID, PREFIX_IDS
+from ig_captioner.data import tokenizer as tokenizer_lib
 from ig_captioner.evaluators import _common
 from ig_captioner.evaluators import zeroshot
 from ig_captioner.models import generation
@@ -336,9 +336,7 @@ class Run:
     if not self.has_captions:
       raise errors.ConfigError(f"caption needs a family that generates text; {self.family!r} "
                                "has no decoder (use captioner, cappa or coca)")
-    if prefix is not None and prefix not in PREFIX_IDS:
-      raise errors.ConfigError(f"prefix {prefix!r} is unknown; known: {sorted(PREFIX_IDS)}")
-    start = (BOS_ID,) + ((PREFIX_IDS[prefix],) if prefix else ())
+    start = tokenizer_lib.start_tokens(prefix)
     text_len = int(self.config.model.max_text_len)
     max_tokens = int(max_len or text_len - len(start))
     if not 1 <= max_tokens <= text_len - len(start):

@@ -172,6 +172,11 @@ def aggregate_seeds(results: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
   return merged
 
 
+def point_label(label: str) -> str:
+  """The sweep point a result row belongs to: its label without `aggregate_seeds`' ' (n=K)'."""
+  return re.sub(r" \(n=\d+\)$", "", label)
+
+
 SUMMARY = "summary.json"  # Under the sweep's workdir: the aggregated results, for plots.
 
 
@@ -197,11 +202,9 @@ def merge_summary(previous: list[tuple[str, dict]], results: list[tuple[str, dic
   """`results` with the `previous` rows of the sweep's other runs (an `--only` sweep keeps what
   the earlier ones wrote), ordered as the sweep lists its runs (`order`: labels or groups); a
   previous row the sweep no longer lists is dropped."""
-  def point(label: str) -> str:
-    return re.sub(r" \(n=\d+\)$", "", label)  # aggregate_seeds' suffix.
-
-  rows = {point(label): (label, metrics) for label, metrics in previous if point(label) in order}
-  rows.update({point(label): (label, metrics) for label, metrics in results})
+  rows = {point_label(label): (label, metrics) for label, metrics in previous
+          if point_label(label) in order}
+  rows.update({point_label(label): (label, metrics) for label, metrics in results})
   return [rows[p] for p in dict.fromkeys(order) if p in rows]
 
 
@@ -266,7 +269,7 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
   prints the summary tables; with a remote `launcher`, submits the unfinished runs to it
   instead (`dry_run`: prints the submissions) and prints the tables once none is left."""
   module, config = config_lib.load_file(config_arg)
-  runs = sweep_runs(module)
+  runs = every_run = sweep_runs(module)
   if only:
     unknown = sorted(set(only) - {run.label for run in runs})
     if unknown:
@@ -336,7 +339,7 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
     return
   results = aggregate_seeds(results)
   summary_path = paths.join(workdir, SUMMARY)
-  order = [run.group or run.label for run in sweep_runs(module)]
+  order = [run.group or run.label for run in every_run]
   write_summary(summary_path, merge_summary(read_summary(summary_path), results, order)
                 if only else results)
 

@@ -116,7 +116,8 @@ plt.show()
 # retrieval evaluator does).
 
 # %%
-task = inference.load_run(run_dirs[labels[0]]).task(kind="retrieval")
+runs = {label: inference.load_run(run_dirs[label]) for label in labels}
+task = runs[labels[0]].task(kind="retrieval")
 examples = inference.read_examples(task.data_config, task.split, text_key=task.text_key)
 texts = [t for texts in examples.texts_B for t in texts]
 text_label_P = np.repeat(examples.labels_B, [len(t) for t in examples.texts_B])
@@ -125,8 +126,8 @@ queries = [p + 1 for p in np.unique(text_label_P, return_index=True)[1]][:QUERIE
 
 fig = plt.figure(figsize=(3.8 * len(queries) + 1.3, 0.85 * len(labels) + 0.8))
 panels = fig.subfigures(1, len(queries), width_ratios=[1.35] + [1] * (len(queries) - 1))
-scores = {label: inference.load_run(run_dirs[label]).retrieval_scores(
-    examples.images_BxHxWx3, [texts[p] for p in queries]) for label in labels}
+scores = {label: run.retrieval_scores(examples.images_BxHxWx3, [texts[p] for p in queries])
+          for label, run in runs.items()}
 for q, (panel, p) in enumerate(zip(np.atleast_1d(panels), queries)):
   panel.suptitle(f"\"{texts[p]}\"", fontsize=9)
   axes = panel.subplots(len(labels), 5, squeeze=False)

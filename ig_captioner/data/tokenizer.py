@@ -30,6 +30,16 @@ NUM_SPECIAL_IDS = 7
 UNSCORED_IDS = (PAD_ID,) + tuple(PREFIX_IDS.values())
 
 
+def start_tokens(prefix: str | None = None) -> tuple[int, ...]:
+  """What every text starts with: BOS, then the prefix-conditioning token `prefix` if given
+  (a `PREFIX_IDS` name; ConfigError for another)."""
+  if prefix is None:
+    return (BOS_ID,)
+  if prefix not in PREFIX_IDS:
+    raise errors.ConfigError(f"prefix {prefix!r} is unknown; known: {sorted(PREFIX_IDS)}")
+  return (BOS_ID, PREFIX_IDS[prefix])
+
+
 def scored_targets(tokens_BxT: np.ndarray) -> np.ndarray:
   """bool Bx(T-1): which next-token targets `tokens[:, 1:]` count (not PAD, not a prefix)."""
   return ~np.isin(tokens_BxT[:, 1:], UNSCORED_IDS)
@@ -109,12 +119,9 @@ class Tokenizer:
     Too long a text is cut (losing EOS), or raises if `strict` (used for class prompts, whose
     score would silently change if cut).
     """
-    head = [BOS_ID]
+    head = list(start_tokens(prefix))
     if prefix is not None:
-      if prefix not in PREFIX_IDS:
-        raise errors.ConfigError(f"prefix {prefix!r} is unknown; known: {sorted(PREFIX_IDS)}")
       self.require_reserved_ids(f"the {prefix!r} prefix")
-      head.append(PREFIX_IDS[prefix])
     pieces = self._sp.encode(text)
     if len(head) + len(pieces) + 1 > max_len:
       if strict:

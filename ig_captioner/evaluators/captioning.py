@@ -22,7 +22,7 @@ from ig_captioner import models
 from ig_captioner import sharding
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
-from ig_captioner.data.tokenizer import BOS_ID, PREFIX_IDS
+from ig_captioner.data import tokenizer as tokenizer_lib
 from ig_captioner.evaluators import _common
 from ig_captioner.evaluators import caption_metrics
 from ig_captioner.models import generation
@@ -77,7 +77,7 @@ class Evaluator(_common.EvaluatorBase):
     replicated = NamedSharding(mesh, P())
     self._generate = {}
     for prefix in self.prefixes:
-      start = (BOS_ID,) + ((PREFIX_IDS[prefix],) if prefix else ())
+      start = tokenizer_lib.start_tokens(prefix)
       max_tokens = eval_config.max_tokens or text_len - len(start)
       for alpha in self.alphas:
         decode = generation.DecodeConfig(max_tokens=max_tokens, beam_size=eval_config.beam_size,
