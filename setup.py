@@ -42,7 +42,7 @@ setuptools.setup(
     # scorers).
     # notebooks: what runs notebooks/ headless (notebooks/manage.py, tests/test_notebooks.py) and
     # keeps their .py/.ipynb pairs in sync; Colab has its own kernel and needs only `plots`.
-    # planner: libtpu, so that `python -m ig_captioner.plan` compiles for TPU topologies on
+    # planner: libtpu, so that `python -m ig_captioner.tools.plan` compiles for TPU topologies on
     # any machine (the version jax[tpu]==0.10.2 pins).
     extras_require={"plots": ["matplotlib==3.11.2"],
                     "captioning": ["pycocoevalcap==1.2"],
@@ -56,6 +56,6 @@ setuptools.setup(
         "ig-prepare=ig_captioner.data.prepare:main",
         "ig-train=ig_captioner.train:main",
         "ig-evaluate=ig_captioner.evaluate:main",
-        "ig-sweep=ig_captioner.sweep:main",
+        "ig-sweep=ig_captioner.tools.sweep:main",
     ]},
 )

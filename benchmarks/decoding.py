@@ -16,7 +16,7 @@ import numpy as np
 
 from benchmarks import measure
 from benchmarks import shapes as shapes_lib
-from ig_captioner.models import generation
+from ig_captioner.scoring import generation
 
 
 def main():

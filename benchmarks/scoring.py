@@ -26,7 +26,7 @@ from benchmarks import measure
 from benchmarks import shapes as shapes_lib
 from ig_captioner.data import imagenet_metadata
 from ig_captioner.data import tokenizer as tokenizer_lib
-from ig_captioner.models import prompt_scoring
+from ig_captioner.scoring import prompt_scoring
 
 
 def minimum_flops(shape: shapes_lib.Shape, num_classes: int, prefix_len: int = 1,

@@ -41,16 +41,20 @@ SHAPES = {
 }
 
 
-def build(shape: Shape, dtype: str = "float32"):
-  """The captioner (`models.Model`) of `shape`; its encoder size is registered under a
+def model_config(shape: Shape, dtype: str = "float32") -> ml_collections.ConfigDict:
+  """`config.model` of the captioner of `shape`; its encoder size is registered under a
   benchmark-only name."""
   size_name = f"bench_{shape.name}"
   layers.SIZES[size_name] = dataclasses.replace(shape.size, depth=shape.encoder_depth)
-  config = ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(dict(
       name="captioner", encoder=f"{size_name}/{shape.patch}", decoder=size_name,
       decoder_depth=shape.decoder_depth, vocab_size=VOCAB, image_size=shape.image_size,
       max_text_len=shape.text_len, dtype=dtype))
-  return models.build(config)
+
+
+def build(shape: Shape, dtype: str = "float32"):
+  """The captioner (`models.Model`) of `shape`."""
+  return models.build(model_config(shape, dtype))
 
 
 def random_params(model, seed: int = 0):

@@ -2,7 +2,8 @@
 decoder) or, with `family=clip|siglip`, a two-tower model with the same image tower and CLIP's
 B/16 text tower (width 512, 12 layers, 8 heads; 512-d joint space); `family=coca` splits the
 6-layer decoder into 3 unimodal and 3 multimodal layers; `family=cappa` is the captioner trained
-with parallel prediction.
+with parallel prediction. CoCa and CapPa train with their papers' losses; `family=coca,ig` and
+`family=cappa,ig` add the IG term (lambda 1), IG variants of those baselines.
 
   S='--config.data.shards=gs://my-bucket/laion400m/{00000..41407}.parquet'
   T='--config.data.tokenizer=gs://my-bucket/laion400m/tokenizer.model'
@@ -22,25 +23,34 @@ the shards to ArrayRecord files.
 The evaluator reports ImageNet zero-shot top-1 (OpenAI's class names, CLIP's 80 templates,
 streamed) and COCO retrieval (Karpathy test split, all captions), from TFDS data under
 `config.data.data_dir`; `prepare` builds them too, `imagenet2012` from the ILSVRC2012 tars in
-`--config.evals.imagenet.data.manual_dir` (see `ig_captioner/data/catalog.py`).
+`--config.evals.imagenet.data.manual_dir` (see `ig_captioner/evaluators/catalog.py`).
 
 Optimizer and schedule values are starting points, not a reproduction of a published run; scale
 `total_steps` and `batch_size` to your budget.
 
-Arguments: `family=captioner|clip|siglip|coca|cappa` (default captioner); `runlocal` (tiny model
-on the embedded digits data, as exercised by the tests).
+Arguments: `family=captioner|clip|siglip|coca|cappa` (default captioner: the IG captioner,
+lambda 1); `ig` (coca, cappa: the IG term, lambda 1); `runlocal` (tiny model on the embedded
+digits data, as exercised by the tests).
 """
 
 import ml_collections
 
 from ig_captioner import config_lib
 from ig_captioner import errors
-from ig_captioner.data import catalog
+from ig_captioner import recipes
+from ig_captioner.data import presets
+from ig_captioner.evaluators import catalog
 from ig_captioner.evaluators import zeroshot
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, runlocal=False, family="captioner")
+  arg = config_lib.parse_arg(arg, runlocal=False, family="captioner", ig=False)
+  recipes.check_family(arg.family)
+  if arg.ig and arg.family not in ("coca", "cappa"):
+    raise errors.ConfigError(f"config argument ig is for family=coca or cappa (their IG "
+                             f"variants); family={arg.family} "
+                             + ("is the IG captioner already" if arg.family == "captioner"
+                                else "has no decoder"))
   config = ml_collections.ConfigDict()
   config.seed = 0
 
@@ -65,39 +75,18 @@ def get_config(arg=None):
 
   config.model = ml_collections.ConfigDict(dict(
       encoder="B/16", vocab_size=32_000, image_size=224, max_text_len=64, dtype="bfloat16"))
+  # The IG captioner (lambda 1); CoCa and CapPa with their papers' losses unless `ig`.
+  config.objective = recipes.objective(arg.family, text_only_weight=1.0 if arg.ig else None,
+                                       logits_chunk=0)
   if arg.family in ("captioner", "cappa"):
     # remat='block' recomputes each block in the backward pass (less memory, more compute).
     config.model.update(name="captioner", decoder="B", decoder_depth=6, remat="none")
-    # lambda: 1 = IG captioner, 0 = standard captioner.
-    config.objective = ml_collections.ConfigDict(dict(
-        name="captioning", text_only_weight=1.0, text_only_fraction=1.0,
-        text_only_batch="paired", text_only_warmup_steps=0,
-        text_only_trainable=ml_collections.FieldReference(None, field_type=str),
-        logits_chunk=0))  # > 0: the cross-entropy this many positions at a time (memory).
-    if arg.family == "cappa":
-      config.objective = ml_collections.ConfigDict(dict(
-          name="cappa", parallel_fraction=0.75,
-          text_only_weight=config.objective.text_only_weight, logits_chunk=0))
   elif arg.family == "coca":
     config.model.update(name="coca", decoder="B", unimodal_depth=3, multimodal_depth=3,
                         embed_dim=512, temperature_init=1 / 0.07)
-    config.objective = ml_collections.ConfigDict(dict(
-        name="coca", contrastive_weight=1.0, caption_weight=2.0, text_only_weight=1.0,
-        max_temperature=100.0))
-  elif arg.family in ("clip", "siglip"):
-    config.model.update(name="two_towers", text_encoder="M", text_depth=12, embed_dim=512)
-    if arg.family == "clip":
-      config.model.update(temperature_init=1 / 0.07,
-                          bias_init=ml_collections.FieldReference(None, field_type=float))
-      config.objective = ml_collections.ConfigDict(dict(name="softmax_contrastive",
-                                                        max_temperature=100.0))
-    else:
-      config.model.update(temperature_init=10.0,
-                          bias_init=ml_collections.FieldReference(-10.0, field_type=float))
-      config.objective = ml_collections.ConfigDict(dict(name="sigmoid_contrastive"))
   else:
-    raise errors.ConfigError(f"config argument family={arg.family!r} is unknown; known: "
-                             "['captioner', 'clip', 'siglip', 'coca', 'cappa']")
+    config.model.update(name="two_towers", text_encoder="M", text_depth=12, embed_dim=512,
+                        **recipes.contrastive_head(arg.family))
 
   config.total_steps = 100_000
   config.batch_size = 8192
@@ -119,7 +108,7 @@ def get_config(arg=None):
 
   if arg.runlocal:
     config.evals = ml_collections.ConfigDict()
-    config.data = config_lib.digits_data(num_train_examples=512)
+    config.data = presets.digits(num_train_examples=512)
     config.model.update(encoder="nano/8", vocab_size=128, image_size=32, max_text_len=12,
                         dtype="float32")
     if arg.family in ("captioner", "cappa"):

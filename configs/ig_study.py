@@ -1,7 +1,7 @@
 """The IG-objective study: when does training with lambda * CE(t | no image) help zero-shot
 classification, and which variant of it is robust? Captioners only, on the embedded digits data.
 
-  bash launch/ig_study.sh [WORKDIR]     # the whole study (README: "IG training: the study")
+  bash launch/ig_study.sh [WORKDIR]     # the whole study (docs/ig_study.md)
 
 Grid (`sweep(add)`), every point with 3 training seeds:
 - lambda (objective.text_only_weight) in LAMBDAS, for the caption regimes of REGIMES with the
@@ -9,7 +9,7 @@ Grid (`sweep(add)`), every point with 3 training seeds:
   decoder as well;
 - the variants of VARIANTS (objectives/captioning.py), at lambda = 1, `noisy` regime, `mu`.
 Each run is scored for every alpha of ALPHAS from the same passes, on the validation split
-(for choices) and the held-out split; the study's report (`ig_captioner.study_report`) picks
+(for choices) and the held-out split; the study's report (`ig_captioner.tools.study_report`) picks
 alpha on validation only, prints the tables and saves `accuracy_vs_alpha.png` and
 `diagnostics_over_steps.png` under the workdir. Every kept checkpoint is evaluated, with
 the held-out diagnostics of `evaluators/caption_diagnostics.py`.
@@ -21,16 +21,12 @@ Arguments (`--config=configs/ig_study.py:ARGS`, comma-separated):
   runlocal      seconds-long smoke-test variant (used by the tests).
 """
 
-import os
-
-import ml_collections
-
 from ig_captioner import config_lib
 from ig_captioner import errors
-from ig_captioner import study_report
+from ig_captioner import recipes
 from ig_captioner.data import digits_captions
 from ig_captioner.evaluators import caption_diagnostics
-from ig_captioner.evaluators import zeroshot
+from ig_captioner.tools import study_report
 
 # Caption regimes: (Zipf exponent of concept frequency, share of captions naming a popular
 # concept instead of the image's). `noisy` is the main job's (configs/demo.py); `steep` is it
@@ -54,37 +50,28 @@ VAL_METRIC = "zeroshot/digits_val/top1"
 TEST_METRIC = "zeroshot/digits/top1"
 
 
-def _demo_config(arg: str) -> ml_collections.ConfigDict:
-  """configs/demo.py's config (the main job's model, optimizer and mesh) for `arg`."""
-  return config_lib.load_file(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                           f"demo.py:{arg}"))[1]
-
-
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, runlocal=False, steps=800, regime="noisy", decoder="mu")
   if arg.regime not in REGIMES:
     raise errors.ConfigError(f"config argument regime={arg.regime!r} is unknown; known: "
                              f"{list(REGIMES)}")
   # The main job's captioner: its runlocal variant has a nano decoder whatever `decoder` says.
-  config = _demo_config(f"family=captioner,steps={arg.steps}" +
-                        (",runlocal" if arg.runlocal else ""))
+  config = recipes.digits_config("captioner", arg.steps, arg.runlocal)
   config.data.prior_exponent, config.data.caption_noise = REGIMES[arg.regime]
   if not arg.runlocal:
     config.model.decoder = arg.decoder
   config.checkpoint_every = max(arg.steps // 2, 1)  # Diagnostics at mid-training and the end.
   config.keep_checkpoints = None  # Every checkpoint is evaluated: the diagnostics' curve.
 
-  config.evals = ml_collections.ConfigDict()
-  config.evals.digits = zeroshot.default_config(alphas=ALPHAS)  # Held out.
-  config.evals.digits_val = zeroshot.default_config(split="validation", alphas=ALPHAS)
+  config.evals.digits = recipes.digits_zeroshot(arg.runlocal, alphas=ALPHAS)  # Held out.
+  config.evals.digits_val = recipes.digits_zeroshot(arg.runlocal, split="validation",
+                                                    alphas=ALPHAS)
   config.evals.diagnostics = caption_diagnostics.default_config(
       prior_templates=digits_captions.CAPTION_TEMPLATES)  # On the validation split.
 
   if arg.runlocal:
     config.total_steps = 4
     config.checkpoint_every = 2
-    for name in ("digits", "digits_val"):
-      config.evals[name].templates = ("a handwritten {}", "{}")
     config.evals.diagnostics.max_captions = 2
   return config
 

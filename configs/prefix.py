@@ -12,15 +12,14 @@ data's style) and on `zeroshot_inverted` (the same images in the classification 
   bash launch/prefix_study.sh [WORKDIR]   # the sweep below: CLIP and the IG captioner, +- prefixes
 
 Arguments (`--config=configs/prefix.py:ARGS`): family=clip (default) or any of configs/demo.py's;
-prefix (train with the prefix tokens); runlocal; steps=N. Everything else is configs/demo.py's.
+prefix (train with the prefix tokens); runlocal; steps=N. Everything else is the main job's
+(`recipes.digits_config`, as configs/demo.py).
 """
-
-import os
 
 import ml_collections
 
 from ig_captioner import config_lib
-from ig_captioner.evaluators import zeroshot
+from ig_captioner import recipes
 
 # Label texts in a phrasing of their own (the caption data says "a handwritten seven", ...).
 LABEL_TEMPLATES = ("a photo of the number {}", "the number {}", "a picture of a {}")
@@ -28,10 +27,7 @@ LABEL_TEMPLATES = ("a photo of the number {}", "the number {}", "a picture of a 
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, runlocal=False, steps=1200, family="clip", prefix=False)
-  demo, _ = config_lib.load_file(os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                              "demo.py"))
-  config = demo.get_config(f"family={arg.family},steps={arg.steps}" +
-                           (",runlocal" if arg.runlocal else ""))
+  config = recipes.digits_config(arg.family, arg.steps, arg.runlocal)
   config.data.mixture = ml_collections.ConfigDict({
       "captions": dict(split="train", weight=0.5, kind="caption",
                        prefix="caption" if arg.prefix else None),
@@ -40,12 +36,10 @@ def get_config(arg=None):
                      templates=LABEL_TEMPLATES, label_key="label"),
   })
   prefixes = (None, "caption", "classification") if arg.prefix else (None,)
-  templates = config.evals.digits.templates
-  config.evals = ml_collections.ConfigDict()
-  config.evals.digits = zeroshot.default_config(prefixes=prefixes, alphas=(0.0, 1.0),
-                                                templates=templates)
-  config.evals.digits_inverted = zeroshot.default_config(
-      split="zeroshot_inverted", prefixes=prefixes, alphas=(0.0, 1.0), templates=templates)
+  config.evals.digits = recipes.digits_zeroshot(arg.runlocal, prefixes=prefixes,
+                                                alphas=(0.0, 1.0))
+  config.evals.digits_inverted = recipes.digits_zeroshot(
+      arg.runlocal, split="zeroshot_inverted", prefixes=prefixes, alphas=(0.0, 1.0))
   return config
 
 

@@ -42,6 +42,12 @@ def directory(workdir: str) -> str:
   return paths.join(workdir, "checkpoints")
 
 
+def missing_step(step: int, checkpoint_dir: str, available: list[int]) -> CheckpointError:
+  """The error for a checkpoint step asked for but not in `checkpoint_dir`."""
+  return CheckpointError(f"no checkpoint for step {step} in {checkpoint_dir}; available: "
+                         f"{available}")
+
+
 def run_meta(config: ml_collections.ConfigDict) -> dict:
   """What a checkpoint must agree with to be restored: the model's shapes."""
   return {"model": config.model.to_dict()}
@@ -290,8 +296,7 @@ class Checkpointer:
                      config: ml_collections.ConfigDict) -> Any:
     """Restores and verifies only the params (no optimizer state, no iterator)."""
     if multihost.most(step not in self.all_steps()):  # Agreed: the next read is collective.
-      raise CheckpointError(f"no checkpoint for step {step} in {self.directory}; "
-                            f"available: {self.all_steps()}")
+      raise missing_step(step, self.directory, self.all_steps())
     digests = self._check_meta(step, config)
     params = self._restore(step, params=ocp.args.StandardRestore(abstract_params))["params"]
     self._verify(step, digests, "params", params)

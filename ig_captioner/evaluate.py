@@ -24,10 +24,10 @@ import ml_collections
 from ml_collections import config_flags
 
 from ig_captioner import checkpointing
-from ig_captioner import config_lib
-from ig_captioner import distributed
 from ig_captioner import cli
+from ig_captioner import distributed
 from ig_captioner import evaluators
+from ig_captioner import experiment
 from ig_captioner import metric_writing
 from ig_captioner import models
 from ig_captioner import multihost
@@ -36,6 +36,7 @@ from ig_captioner import sharding
 from ig_captioner import train_state
 from ig_captioner.data import prepare
 from ig_captioner.data import sources
+
 
 def evaluated_steps(workdir: str) -> set[int]:
   """Steps with a row in `eval_metrics.jsonl`: evaluated, or recorded as skipped or failed."""
@@ -54,8 +55,7 @@ def _pending_steps(available: list[int], directory: str, done: set[int], *, step
   """Steps to evaluate now, oldest first; raises if `step` (or, with `once`, any) is missing."""
   if step is not None:
     if step not in available:
-      raise checkpointing.CheckpointError(
-          f"no checkpoint for step {step} in {directory}; available: {available}")
+      raise checkpointing.missing_step(step, directory, available)
     todo = [step]
   elif once:
     if not available:
@@ -111,7 +111,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
   `{"step": s, "status": "skipped" | "failed", "reason": ...}` and the watch goes on; with
   `step` or `once`, a corrupt checkpoint is recorded as failed and raises CheckpointError.
   """
-  config_lib.validate(config)
+  experiment.validate(config)
   workdir = paths.resolve(workdir)
   prepare.ensure_prepared(config)
   mesh = sharding.make_mesh(config.eval_mesh)

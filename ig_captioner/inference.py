@@ -7,16 +7,16 @@
     run.classify(..., prefix="caption")                     # after a prefix-conditioning token
     run.retrieval_scores(images, texts, alpha=1.0)          # images x texts
     run.caption(images, beam_size=4)                        # families with a cached decoder
-    task = run.task("digits")                               # an evaluator's data and prompts
-    examples = task.examples(num=16)                        # its records: images, labels, texts
+    task = run.task("digits")                  # an evaluator's data and prompts (`tasks.py`)
+    examples = task.examples(num=16)           # its records: images, labels, texts
 
-Every method is a thin layer over the evaluators' code: caption likelihoods come from
-`prompt_scoring.PromptScorer` (cached), embeddings follow CLIP's recipe as
-`evaluators.zeroshot` does, captions come from `models.generation`. Params are restored onto a
-mesh of this process's devices (batch axis over all of them).
+Every method is a thin layer over the scoring code the evaluators use (`ig_captioner.scoring`):
+caption likelihoods come from `prompt_scoring.PromptScorer` (cached), class scores from
+`class_scores` (the IG score; CLIP's prompt ensemble), captions from `generation`. Params are
+restored onto a mesh of this process's devices (batch axis over all of them).
 
 Images: uint8 HxWx3 (or HxW) arrays of any size, one by one in a list or stacked (resized with
-`pipeline.resize_image` and normalised), or a float batch BxSxSx3 already in [-1, 1].
+`image_ops.resize_image` and normalised), or a float batch BxSxSx3 already in [-1, 1].
 
 Shape letters: B images, C classes, K templates, P prompts (C x K, class-major), E embedding
 width, T text length.
@@ -34,32 +34,42 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ig_captioner import checkpointing
 from ig_captioner import errors
+from ig_captioner import evaluators
 from ig_captioner import models
+from ig_captioner import objectives
 from ig_captioner import paths
 from ig_captioner import sharding
+from ig_captioner import tasks
+from ig_captioner import token_ids
 from ig_captioner import train_state
-from ig_captioner.data import pipeline
+from ig_captioner.data import image_ops
 from ig_captioner.data import sources
-from ig_captioner.data import tokenizer as tokenizer_lib
-from ig_captioner.evaluators import _common
-from ig_captioner.evaluators import zeroshot
-from ig_captioner.models import generation
-from ig_captioner.models import prompt_scoring
+from ig_captioner.scoring import class_scores
+from ig_captioner.scoring import embeddings
+from ig_captioner.scoring import generation
+from ig_captioner.scoring import prompt_scoring
 
 EMBEDDING_NOTE = "two-tower cosine similarity of embeddings: alpha does not apply"
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config the trainer wrote to `<workdir>/config.json`."""
+  """The config the trainer wrote to `<workdir>/config.json` (plugins renamed since it was
+  written take their new names)."""
   path = paths.join(workdir, "config.json")
   if not paths.path(path).exists():
     raise errors.ConfigError(f"{path} does not exist: {workdir} is not a trainer's workdir, or "
                              "it predates config.json; pass config= (e.g. "
                              "config_lib.load_file('configs/demo.py')[1]).")
   try:
-    return ml_collections.ConfigDict(json.loads(paths.path(path).read_text()))
+    config = ml_collections.ConfigDict(json.loads(paths.path(path).read_text()))
   except ValueError as e:
     raise errors.ConfigError(f"{path} is not valid JSON ({e}); pass config= instead.") from e
+  if config.get("objective"):
+    name = config.objective.get("name")
+    config.objective.name = objectives.RENAMED.get(name, name)
+  for eval_config in config.get("evals", {}).values():
+    eval_config.type = evaluators.RENAMED.get(eval_config.type, eval_config.type)
+  return config
 
 
 def prompts(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -67,55 +77,12 @@ def prompts(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
   if not len(templates) or not all("{}" in t for t in templates):
     raise errors.ConfigError(f"templates={list(templates)!r}: give at least one, each with a "
                              "'{}' for the class name")
-  return _common.class_prompts(class_names, templates)
+  return class_scores.class_prompts(class_names, templates)
 
 
 def _top_k(scores_BxC: np.ndarray, k: int) -> np.ndarray:
   """Indices of the k best classes per row, best first."""
   return np.argsort(-scores_BxC, axis=-1, kind="stable")[:, :k]
-
-
-@dataclasses.dataclass(frozen=True)
-class Examples:
-  """Records of a split in record order: images as stored (uint8), and where asked for, each
-  record's label and texts."""
-  images_BxHxWx3: np.ndarray
-  labels_B: np.ndarray | None
-  texts_B: list[list[str]] | None
-
-
-def read_examples(data_config: ml_collections.ConfigDict, split: str, num: int | None = None,
-                  label_key: str | None = "label", text_key: str | None = None) -> Examples:
-  """The first `num` records (default: all) of `split` of the prepared data set `data_config`.
-  `text_key` may name one text or a sequence of texts (each record gets a list)."""
-  source = sources.open_split(data_config, split)
-  count = len(source) if num is None else min(int(num), len(source))
-  records = [source[i] for i in range(count)]
-  images = np.stack([np.asarray(sources.field(r, data_config.image_key)) for r in records])
-  labels = (None if label_key is None else
-            np.asarray([int(sources.field(r, label_key)) for r in records], np.int32))
-  texts = (None if text_key is None else
-           [sources.texts(sources.field(r, text_key)) for r in records])
-  return Examples(images, labels, texts)
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-  """One of a run's evaluators: its split of its data, and for zero-shot its class names and
-  prompt templates, as the evaluator reads them."""
-  name: str
-  kind: str  # 'zeroshot', 'retrieval' or 'captioning'.
-  split: str
-  data_config: ml_collections.ConfigDict
-  alphas: tuple[float, ...]
-  class_names: list[str] | None  # Zero-shot: in label order, as they enter the prompts.
-  templates: tuple[str, ...] | None
-  label_key: str | None  # Zero-shot: the field holding each image's class.
-  text_key: str | None  # Retrieval, captioning: the field holding each image's captions.
-
-  def examples(self, num: int | None = None) -> Examples:
-    """The first `num` records of the task's split (default: all)."""
-    return read_examples(self.data_config, self.split, num, self.label_key, self.text_key)
 
 
 @dataclasses.dataclass
@@ -177,10 +144,10 @@ class Run:
       if image.dtype != np.uint8:
         raise errors.ConfigError(f"image of dtype {image.dtype} in a list: give uint8 images, "
                                  "or one normalised float batch")
-      uint8.append(pipeline.resize_image(image, size))
+      uint8.append(image_ops.resize_image(image, size))
     if not uint8:
       raise errors.ConfigError("no images given")
-    return pipeline.normalize_images(np.stack(uint8))
+    return image_ops.normalize_images(np.stack(uint8))
 
   def _image_batches(self, images):
     """(device batch, valid rows) for consecutive slices of the images, padded to whole
@@ -251,7 +218,7 @@ class Run:
     """L2-normalised text embeddings z_PxE (two towers, CoCa)."""
     self._require_embeddings("embed_texts")
     chunk = 64
-    fn = self._jit("embed_texts", lambda params, texts_PxT: _common.embed_texts_chunked(
+    fn = self._jit("embed_texts", lambda params, texts_PxT: embeddings.embed_texts_chunked(
         self._fns["embed_texts"], params, texts_PxT, chunk))
     with sharding.activate(self.mesh):
       texts_PxT = jax.device_put(self.encode_texts(texts, prefix), self._replicated)
@@ -265,7 +232,7 @@ class Run:
   def classify(self, images, class_names: Sequence[str], templates: Sequence[str],
                alphas: Sequence[float] = (0.0, 1.0), top_k: int = 5,
                prefix: str | None = None) -> dict:
-    """Zero-shot classification, scored as `evaluators.zeroshot` does.
+    """Zero-shot classification, scored as the zero-shot evaluator does.
 
     Returns {'class_names', and per family: 'ig': {alpha: {'scores_BxC', 'topk_BxK'}} (caption
     likelihoods: mean over templates of log P(t|I) - alpha * log P(t)), 'embedding':
@@ -279,12 +246,12 @@ class Run:
       groups_P = np.arange(len(texts)) % len(templates)  # A template's prompts share a prefix.
       logp_txt_P = self.prior(texts, prefix)
       logp_img_BxP = self.likelihoods(images, texts, groups_P, prefix)
-      scores_AxBxC = np.asarray(zeroshot.class_scores(logp_img_BxP, logp_txt_P, num_classes,
-                                                      [float(a) for a in alphas]))
+      scores_AxBxC = np.asarray(class_scores.ig_class_scores(
+          logp_img_BxP, logp_txt_P, num_classes, [float(a) for a in alphas]))
       out["ig"] = {float(a): {"scores_BxC": s, "topk_BxK": _top_k(s, k)}
                    for a, s in zip(alphas, scores_AxBxC)}
     if self.has_embeddings:
-      classes_CxE = np.asarray(zeroshot.class_embeddings(
+      classes_CxE = np.asarray(class_scores.class_embeddings(
           jnp.asarray(self.embed_texts(texts, prefix)), num_classes))
       sims_BxC = self.embed_images(images) @ classes_CxE.T
       out["embedding"] = {"scores_BxC": sims_BxC, "topk_BxK": _top_k(sims_BxC, k),
@@ -295,7 +262,7 @@ class Run:
                        kind: str | None = None, prefix: str | None = None) -> np.ndarray:
     """scores_BxP for every image and text: log P(t|I) - alpha * log P(t) (kind 'ig', the
     default where the family has a decoder) or the embeddings' cosine similarity (kind
-    'embedding', alpha ignored), as `evaluators.retrieval` scores them."""
+    'embedding', alpha ignored), as the retrieval evaluator scores them."""
     kind = kind or ("ig" if self.has_captions else "embedding")
     if kind == "ig":
       return (self.likelihoods(images, texts, prefix=prefix) -
@@ -305,38 +272,21 @@ class Run:
     raise errors.ConfigError(f"kind={kind!r} is not 'ig' or 'embedding'")
 
   # --------------------------------------------------------------------------------- Tasks ---
-  def task(self, name: str | None = None, kind: str = "zeroshot") -> Task:
+  def task(self, name: str | None = None, kind: str = "zeroshot") -> tasks.Task:
     """The evaluator `name` of the run's config (default: its first of `kind`)."""
-    evals = self.config.get("evals", {})
-    if name is None:
-      name = next((n for n, e in evals.items() if e.type == kind), None)
-      if name is None:
-        raise errors.ConfigError(f"the run's config has no {kind} evaluator (config.evals: "
-                                 f"{sorted(evals)}); name one, or pass your own class names")
-    if name not in evals:
-      raise errors.ConfigError(f"config.evals has no evaluator {name!r}; it has {sorted(evals)}")
-    eval_config = evals[name]
-    data = _common.data_config(self.config, eval_config)
-    zeroshot_kind = eval_config.type == "zeroshot"
-    class_names = (sources.readable_class_names(data, eval_config.label_key,
-                                                eval_config.get("class_names"))
-                   if zeroshot_kind else None)
-    return Task(name, eval_config.type, eval_config.split, data,
-                tuple(float(a) for a in eval_config.get("alphas", (0.0,))), class_names,
-                tuple(eval_config.templates) if zeroshot_kind else None,
-                eval_config.label_key if zeroshot_kind else None, eval_config.get("captions_key"))
+    return tasks.task(self.config, name, kind)
 
   # ------------------------------------------------------------------------------ Captions ---
   def caption(self, images, beam_size: int = 1, max_len: int | None = None, alpha: float = 0.0,
               length_penalty: float = 0.0, prefix: str | None = None) -> list[str]:
-    """One caption per image (`models.generation`: greedy, or beam search with `beam_size` > 1;
+    """One caption per image (`scoring.generation`: greedy, or beam search with `beam_size` > 1;
     `alpha` > 0 ranks hypotheses by log P(t|I) - alpha * log P(t)), decoded after the
     prefix-conditioning token `prefix` if given. `max_len`: generated tokens at most (EOS
     included; default: as many as the model's text length allows)."""
     if not self.has_captions:
       raise errors.ConfigError(f"caption needs a family that generates text; {self.family!r} "
                                "has no decoder (use captioner, cappa or coca)")
-    start = tokenizer_lib.start_tokens(prefix)
+    start = token_ids.start_tokens(prefix)
     text_len = int(self.config.model.max_text_len)
     max_tokens = int(max_len or text_len - len(start))
     if not 1 <= max_tokens <= text_len - len(start):
@@ -382,8 +332,7 @@ def load_run(workdir: str, step: int | None = None,
           "steps; train first, or check the workdir.")
     step = available[-1] if step is None else int(step)
     if step not in available:
-      raise checkpointing.CheckpointError(
-          f"no checkpoint for step {step} in {directory}; available: {available}")
+      raise checkpointing.missing_step(step, directory, available)
     params = ckpt.restore_params(step, abstract_params, config)
   finally:
     ckpt.close()

@@ -24,8 +24,12 @@ def members(package: str, marker: str) -> list[str]:
   return sorted(names)
 
 
-def resolve(package: str, marker: str, name: str, field: str) -> ModuleType:
-  """The member `name` of `package`; a ConfigError naming `field` and the known names else."""
+def resolve(package: str, marker: str, name: str, field: str,
+            renamed: dict[str, str] | None = None) -> ModuleType:
+  """The member `name` of `package`; a ConfigError naming `field` and the known names else
+  (and the new name of a member `renamed` maps from its old one)."""
+  if renamed and name in renamed:
+    raise errors.ConfigError(f"{field}={name!r} was renamed: set {field}={renamed[name]!r}")
   known = members(package, marker)
   if name not in known:
     raise errors.ConfigError(f"{field}={name!r} is unknown; known: {known}")

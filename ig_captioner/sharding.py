@@ -1,7 +1,8 @@
 """The device mesh and the ONE table that maps logical axis names onto it.
 
-Params and activations name logical axes only (`embed`, `mlp`, `activation_batch`, ...). This
-module is the single place where those names meet the mesh axes `data`, `fsdp` and `tensor`:
+Params and activations name logical axes only (`EMBED`, `MLP`, `ACTIVATION_BATCH`, ...: the
+constants below, which every model module uses). This module is the single place where those
+names meet the mesh axes `data`, `fsdp` and `tensor`:
 
 - `data`: pure data parallelism (params replicated).
 - `fsdp`: data parallelism with params and optimizer state split along `embed` (ZeRO-3 style).
@@ -23,24 +24,49 @@ from ig_captioner import errors
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
+# Logical axis names, the only names model code gives axes (as these constants).
+# Params:
+EMBED = "embed"  # Model width.
+MLP = "mlp"  # MLP hidden units.
+HEADS = "heads"  # Attention heads x head width.
+VOCAB = "vocab"
+JOINT_EMBED = "joint_embed"  # Two towers' projection output.
+PATCH = "patch"  # Pixels of an image patch.
+POSITIONS = "positions"  # Learned position embeddings.
+NORM = "norm"  # Layer-norm scales and offsets.
+# Activations:
+ACTIVATION_BATCH = "activation_batch"
+ACTIVATION_LENGTH = "activation_length"
+ACTIVATION_EMBED = "activation_embed"
+ACTIVATION_MLP = "activation_mlp"
+ACTIVATION_HEADS = "activation_heads"
+ACTIVATION_KV = "activation_kv"
+ACTIVATION_VOCAB = "activation_vocab"
+# Activation layouts, named once.
+BATCH_LENGTH_EMBED = (ACTIVATION_BATCH, ACTIVATION_LENGTH, ACTIVATION_EMBED)
+BATCH_LENGTH_MLP = (ACTIVATION_BATCH, ACTIVATION_LENGTH, ACTIVATION_MLP)
+BATCH_LENGTH_HEADS_KV = (ACTIVATION_BATCH, ACTIVATION_LENGTH, ACTIVATION_HEADS, ACTIVATION_KV)
+BATCH_LENGTH_VOCAB = (ACTIVATION_BATCH, ACTIVATION_LENGTH, ACTIVATION_VOCAB)
+BATCH_EMBED = (ACTIVATION_BATCH, ACTIVATION_EMBED)
+
 LOGICAL_AXIS_RULES = (
     # Activations.
-    ("activation_batch", ("data", "fsdp")),
-    ("activation_length", None),
-    ("activation_embed", None),
-    ("activation_mlp", "tensor"),
-    ("activation_heads", "tensor"),
-    ("activation_kv", None),
-    ("activation_vocab", "tensor"),
+    (ACTIVATION_BATCH, ("data", "fsdp")),
+    (ACTIVATION_LENGTH, None),
+    (ACTIVATION_EMBED, None),
+    (ACTIVATION_MLP, "tensor"),
+    (ACTIVATION_HEADS, "tensor"),
+    (ACTIVATION_KV, None),
+    (ACTIVATION_VOCAB, "tensor"),
     # Params.
-    ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    ("vocab", "tensor"),
-    ("joint_embed", None),  # Two towers' projection output: small, replicated.
-    ("patch", None),
-    ("positions", None),
-    ("norm", None),
+    (EMBED, "fsdp"),
+    (MLP, "tensor"),
+    (HEADS, "tensor"),
+    (VOCAB, "tensor"),
+    (JOINT_EMBED, None),  # Small, replicated.
+    (PATCH, None),
+    (POSITIONS, None),
+    (NORM, None),
 )
 
 
@@ -121,6 +147,14 @@ def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
 
 def batch_axis_size(mesh: jax.sharding.Mesh) -> int:
   return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def check_batch_divides(batch_size: int, mesh: jax.sharding.Mesh, field: str) -> None:
+  """ConfigError unless the batch `field` splits evenly over the mesh's batch axes."""
+  if batch_size % batch_axis_size(mesh):
+    raise errors.ConfigError(
+        f"{field}={batch_size} is not divisible by the batch axes of the mesh (data x fsdp = "
+        f"{batch_axis_size(mesh)})")
 
 
 def global_batch_from_local(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict:

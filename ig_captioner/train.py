@@ -17,27 +17,21 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 import numpy as np
-import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ig_captioner import checkpointing
 from ig_captioner import cli
-from ig_captioner import config_lib
 from ig_captioner import distributed
 from ig_captioner import errors
+from ig_captioner import experiment
 from ig_captioner import metric_writing
 from ig_captioner import multihost
-from ig_captioner import models
 from ig_captioner import objectives
-from ig_captioner import optimizer as optimizer_lib
 from ig_captioner import paths
 from ig_captioner import preemption
 from ig_captioner import sharding
-from ig_captioner import train_state as train_state_lib
 from ig_captioner.data import prepare
 from ig_captioner.data import sources
 from ig_captioner.data import train_mixture
-from ig_captioner.data import verify
 
 
 class NonFiniteLossError(errors.UserError, FloatingPointError):
@@ -46,33 +40,6 @@ class NonFiniteLossError(errors.UserError, FloatingPointError):
 
 # What the processes vote on after each step (`multihost.StepVote`); the largest vote wins.
 CARRY_ON, STOP_REQUESTED, SAVE_FAILED = 0, 1, 2
-
-
-def make_train_step(loss_fn, tx, schedule, seed: int):
-  """The update: `loss_fn(params, batch, rng, step) -> (loss, metrics)`, gradients, optax step.
-  Returns (new_state, metrics). `rng` depends only on `seed` and the step, so a resumed run
-  draws the same numbers as an uninterrupted one; `step` (traced) is for loss schedules."""
-  def train_step(state: train_state_lib.TrainState, batch: dict):
-    rng = jax.random.fold_in(jax.random.key(seed), state.step)
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng,
-                                                               state.step)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics.update(grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step),
-                   # The loss above is of the params *before* this update: the norm of the new
-                   # ones tells whether the state about to be checkpointed is still finite.
-                   param_norm=optax.tree.norm(params))
-    return train_state_lib.TrainState(state.step + 1, params, opt_state), metrics
-  return train_step
-
-
-def jit_train_step(loss_fn, tx, schedule, seed: int, state_shardings, mesh):
-  """`make_train_step` jitted as the trainer runs it (and the planner compiles it): the state
-  keeps its shardings and is donated, the batch is split over the batch axes."""
-  return jax.jit(make_train_step(loss_fn, tx, schedule, seed),
-                 in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-                 out_shardings=(state_shardings, NamedSharding(mesh, P())),
-                 donate_argnums=(0,))
 
 
 def average_metrics(history: list[dict[str, np.ndarray]]) -> dict[str, float]:
@@ -110,7 +77,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, stop_at_step: int | N
   """Trains until `config.total_steps`, or until SIGTERM/SIGINT (or `stop_at_step`, to simulate
   one) stops it with a checkpoint. Returns the final TrainState.
   """
-  config_lib.validate(config)
+  experiment.validate(config)
   workdir = paths.resolve(workdir)
   # Checked first, so that an unwritable or full disk fails in seconds, not at the first save.
   ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
@@ -131,10 +98,7 @@ def _train(config, workdir, ckpt, stop_at_step):
 
   # ----------------------------------------------------------------------------------- Mesh ---
   mesh = sharding.make_mesh(config.mesh)
-  if config.batch_size % sharding.batch_axis_size(mesh):
-    raise errors.ConfigError(
-        f"config.batch_size={config.batch_size} is not divisible by the batch axes of the mesh "
-        f"(data x fsdp = {sharding.batch_axis_size(mesh)})")
+  sharding.check_batch_divides(config.batch_size, mesh, "config.batch_size")
   logging.info("Mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
                jax.process_count())
 
@@ -146,22 +110,16 @@ def _train(config, workdir, ckpt, stop_at_step):
         f"the tokenizer ({tokenizer.source}) has {tokenizer.vocab_size} pieces but "
         f"config.model.vocab_size={config.model.vocab_size}: raise the latter")
   for source in train_mixture.train_sources(config.data):  # Before the first step, not during.
-    verify.verify_split(source.data_config, source.split)
+    sources.verify_split(source.data_config, source.split)
   if config.data.get("text_only_split"):
-    verify.verify_split(config.data, config.data.text_only_split)
+    sources.verify_split(config.data, config.data.text_only_split)
   loader = train_mixture.train_loader(config, tokenizer)
   data_iter = iter(loader)
 
   # ---------------------------------------------- Model, objective, optimizer, abstract state ---
-  model = models.build(config.model)
-  loss_fn = objectives.make_loss(config, model.predict_fns)
+  exp = experiment.build(config, mesh)
   objectives.check_tokenizer(config, tokenizer)
-  schedule = optimizer_lib.learning_rate_schedule(config.optimizer, config.total_steps)
-  tx = optimizer_lib.build(config.optimizer, config.total_steps)
-  abstract_state, state_shardings = train_state_lib.abstract_state_and_shardings(
-      model.init_params, tx, mesh)
-  num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
-  logging.info("Model has %.2fM params", num_params / 1e6)
+  logging.info("Model has %.2fM params", exp.num_params / 1e6)
 
   # ------------------------------------------------------------------------ Resume or init ---
   # Process 0's view decides, so that every process restores the same step.
@@ -170,16 +128,15 @@ def _train(config, workdir, ckpt, stop_at_step):
   last_checkpoint = None if last_checkpoint < 0 else last_checkpoint
   if last_checkpoint is not None:
     logging.info("Resuming from checkpoint step %d in %s", last_checkpoint, ckpt.directory)
-    state = ckpt.restore_train(last_checkpoint, abstract_state, data_iter, config)
+    state = ckpt.restore_train(last_checkpoint, exp.abstract_state, data_iter, config)
   else:
-    state = train_state_lib.init(model.init_params, tx, mesh, state_shardings,
-                                 jax.random.key(config.seed))
+    state = exp.init_state(jax.random.key(config.seed))
   if jax.process_index() == 0:  # Rows logged after that checkpoint are about to be logged again.
     metric_writing.repair(metric_writing.jsonl_path(workdir, "train"),
                           after_step=last_checkpoint or 0)
 
   # ------------------------------------------------------------------------ Jitted update ---
-  train_step = jit_train_step(loss_fn, tx, schedule, int(config.seed), state_shardings, mesh)
+  train_step = exp.jit_train_step()
 
   # --------------------------------------------------------------------------------- Loop ---
   writer = metric_writing.create_writer(workdir, "train")
@@ -212,7 +169,7 @@ def _train(config, workdir, ckpt, stop_at_step):
           values = average_metrics(interval)
           now = time.perf_counter()
           values["steps_per_sec"] = (step - interval_step) / (now - interval_start)
-          for source, counts in getattr(loader, "skip_counts", {}).items():  # Web shards.
+          for source, counts in loader.skip_counts.items():  # Sources that skip records.
             values.update({f"data_skipped/{source}/{k}": v for k, v in counts.totals().items()})
           writer.write_scalars(step, values)
           eta = (config.total_steps - step) / max(values["steps_per_sec"], 1e-9)

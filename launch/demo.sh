@@ -13,4 +13,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKDIR="${1:-/tmp/ig_captioner_demo}"
 source launch/venv.sh captioning
-exec python -m ig_captioner.sweep --config=configs/demo.py --workdir="$WORKDIR"
+exec python -m ig_captioner.tools.sweep --config=configs/demo.py --workdir="$WORKDIR"

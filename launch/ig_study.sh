@@ -11,4 +11,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKDIR="${1:-/tmp/ig_captioner_study}"
 source launch/venv.sh "plots"
-exec python -m ig_captioner.sweep --config=configs/ig_study.py --workdir="$WORKDIR" "${@:2}"
+exec python -m ig_captioner.tools.sweep --config=configs/ig_study.py --workdir="$WORKDIR" "${@:2}"

@@ -8,4 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WORKDIR="${1:-/tmp/ig_captioner_prefix}"
 source launch/venv.sh ""
-exec python -m ig_captioner.sweep --config=configs/prefix.py --workdir="$WORKDIR"
+exec python -m ig_captioner.tools.sweep --config=configs/prefix.py --workdir="$WORKDIR"

@@ -13,5 +13,5 @@ if [ $# -lt 2 ]; then
   echo "usage: bash launch/slurm.sh CONFIG WORKDIR [options] [-- overrides]" >&2
   exit 2
 fi
-exec env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 -m ig_captioner.launchers slurm \
+exec env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 -m ig_captioner.tools.launchers slurm \
   --config="$1" --workdir="$2" ${DRY_RUN:+--dry_run} "${@:3}"

@@ -15,5 +15,5 @@ if [ $# -lt 4 ]; then
   echo "usage: bash launch/tpu_vm.sh TPU_NAME ZONE CONFIG WORKDIR [options] [-- overrides]" >&2
   exit 2
 fi
-exec env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 -m ig_captioner.launchers tpu_vm \
+exec env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 -m ig_captioner.tools.launchers tpu_vm \
   --tpu_name="$1" --zone="$2" --config="$3" --workdir="$4" ${DRY_RUN:+--dry_run} "${@:5}"

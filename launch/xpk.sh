@@ -16,6 +16,6 @@ if [ $# -lt 4 ]; then
   exit 2
 fi
 XPK="${XPK:-$([ -x .venv-xpk/bin/xpk ] && echo "$PWD/.venv-xpk/bin/xpk" || echo xpk)}"
-exec env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 -m ig_captioner.launchers xpk \
+exec env PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 -m ig_captioner.tools.launchers xpk \
   --cluster="$1" --tpu_type="$2" --config="$3" --workdir="$4" --xpk_binary="$XPK" \
   ${DRY_RUN:+--xpk_dry_run} "${@:5}"

@@ -66,13 +66,16 @@ QUERIES = 3  # Texts (one per class) and images shown in the retrieval examples.
 # %%
 from ig_captioner import config_lib
 from ig_captioner import inference
-from ig_captioner import sweep
+from ig_captioner import tasks
+from ig_captioner.tools import sweep
+from ig_captioner.tools import sweep_hooks
+from ig_captioner.tools import sweep_tables
 
 module, config = config_lib.load_file(CONFIG)
 all_runs = sweep.sweep_runs(module)
 labels = [r.strip() for r in RUNS.split(",") if r.strip()] or [r.label for r in all_runs]
 sweep.run_sweep(CONFIG, DEMO_DIR, [], only=labels)
-summary = dict(sweep.read_summary(os.path.join(DEMO_DIR, sweep.SUMMARY)))
+summary = dict(sweep_tables.read_summary(os.path.join(DEMO_DIR, sweep_tables.SUMMARY)))
 run_dirs = {r.label: os.path.join(DEMO_DIR, r.directory) for r in all_runs}
 
 # %% [markdown]
@@ -83,19 +86,19 @@ run_dirs = {r.label: os.path.join(DEMO_DIR, r.directory) for r in all_runs}
 # text), so those rows repeat it.
 
 # %% tags=["readme-picture"]
-tables, alphas = (module.sweep_tables() if hasattr(module, "sweep_tables")
-                  else sweep.default_tables(config))
+hooks = sweep_hooks.of(module, CONFIG)
+tables, alphas = hooks.tables() if hooks.tables else sweep_tables.default_tables(config)
 title, columns = tables[0]
 
 rows = [(label, row, values) for label in labels
-        for row, values in sweep.table_values(label, summary[label], columns, alphas)]
+        for row, values in sweep_tables.table_values(label, summary[label], columns, alphas)]
 colors = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
 fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 0.32 * len(rows) + 1.4),
                          sharey=True, squeeze=False)
 for c, (ax, column) in enumerate(zip(axes[0], columns)):
   for y, (label, row, values) in enumerate(rows):
     v = values[c]
-    v = v.mean if isinstance(v, sweep.Spread) else v  # Seeds: their mean.
+    v = v.mean if isinstance(v, sweep_tables.Spread) else v  # Seeds: their mean.
     if v is not None:
       ax.barh(y, 100 * v, color=colors[label], hatch="//" if "alpha=0" in row else None,
               edgecolor="white")
@@ -118,7 +121,7 @@ plt.show()
 # %%
 runs = {label: inference.load_run(run_dirs[label]) for label in labels}
 task = runs[labels[0]].task(kind="retrieval")
-examples = inference.read_examples(task.data_config, task.split, text_key=task.text_key)
+examples = tasks.read_examples(task.data_config, task.split, text_key=task.text_key)
 texts = [t for texts in examples.texts_B for t in texts]
 text_label_P = np.repeat(examples.labels_B, [len(t) for t in examples.texts_B])
 # A query per class, its second phrasing, for the first QUERIES classes met.

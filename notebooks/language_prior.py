@@ -70,7 +70,8 @@ ALPHAS = np.linspace(0.0, 2.0, 9)
 # %%
 from ig_captioner import config_lib
 from ig_captioner import inference
-from ig_captioner import sweep
+from ig_captioner import tasks
+from ig_captioner.tools import sweep
 
 module, config = config_lib.load_file(CONFIG)
 sweep.run_sweep(CONFIG, DEMO_DIR, [], only=list(RUNS))
@@ -91,7 +92,7 @@ print(f"classes {names}\ntemplates {templates}")
 # the prior as well (r = 0.99 against the log frequency, 1.00 for the IG captioner).
 
 # %%
-train_split = inference.read_examples(task.data_config, config.data.train_split,
+train_split = tasks.read_examples(task.data_config, config.data.train_split,
                                       label_key=None, text_key=config.data.text_key)
 words = [set(text.split()) for texts in train_split.texts_B for text in texts]
 frequency_C = np.array([np.mean([name in w for w in words]) for name in names])

@@ -17,7 +17,7 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/ig-captioner/ig-captioner/blob/main/notebooks/planning_a_pod_run.ipynb)
 #
 # Will the train step fit a chip's HBM, and how long will a step take? The memory planner
-# (`python -m ig_captioner.plan`) answers on this machine: it compiles the step ahead of time
+# (`python -m ig_captioner.tools.plan`) answers on this machine: it compiles the step ahead of time
 # for a TPU topology with libtpu, and reads the compiler's memory and cost analyses. This
 # notebook plans a config on a few topologies, and with the memory options.
 
@@ -55,7 +55,7 @@ MFU = 0.4  # Model FLOPs utilisation assumed for the step time.
 
 # %% [markdown]
 # ## The planner
-# `ig_captioner.plan` compiles the trainer's step exactly as `train.py` jits it (and the
+# `ig_captioner.tools.plan` compiles the trainer's step exactly as `train.py` jits it (and the
 # zero-shot evaluator's cached scoring of one image batch) for compile-only TPU devices that
 # libtpu describes; nothing runs on a TPU. It is imported before anything else touches jax, so
 # that jax itself stays on the CPU.
@@ -66,8 +66,8 @@ import importlib.util
 if importlib.util.find_spec("libtpu") is None:
   raise ModuleNotFoundError("the planner compiles with libtpu: pip install -e '.[planner]' "
                             "in the repository (the set-up cell does on Colab)")
-from ig_captioner import plan  # pylint: disable=g-import-not-at-top
-from ig_captioner import config_lib
+from ig_captioner.tools import plan  # pylint: disable=g-import-not-at-top
+from ig_captioner import config_lib  # pylint: disable=g-import-not-at-top
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -147,4 +147,4 @@ plt.show()
 # set `CONFIG = "configs/ig_b16_laion.py"` and `TOPOLOGIES = "v5e:4x4"`. Each compile takes
 # minutes and 8-17 GB of host memory (more than a free Colab runtime has for the larger
 # batches); the README's *Planning a pod run* lists the figures measured that way. From a
-# shell: `python -m ig_captioner.plan --config=configs/ig_b16_laion.py --topology=v5e:4x4`.
+# shell: `python -m ig_captioner.tools.plan --config=configs/ig_b16_laion.py --topology=v5e:4x4`.

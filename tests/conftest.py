@@ -67,7 +67,7 @@ def demo_sweep(data_dir, tmp_path_factory) -> tuple[str, list[str], str]:
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path_factory.mktemp("demo_sweep"))
-  cmd = [sys.executable, "-m", "ig_captioner.sweep", "--config=configs/demo.py:runlocal",
+  cmd = [sys.executable, "-m", "ig_captioner.tools.sweep", "--config=configs/demo.py:runlocal",
          f"--workdir={workdir}", f"--set=config.data.data_dir={data_dir}"]
   cmd += [f"--only={label}" for label in DEMO_SWEEP_RUNS]
   out = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True).stdout

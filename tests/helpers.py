@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 
 from ig_captioner import models
-from ig_captioner.data import tokenizer
+from ig_captioner import token_ids
 
 
 def tiny_model_config(**overrides) -> ml_collections.ConfigDict:
@@ -55,9 +55,9 @@ def random_tokens(rng: np.random.Generator, batch: int, length: int, vocab: int)
   tokens = np.zeros((batch, length), np.int32)
   for i in range(batch):
     n = rng.integers(1, length - 1)
-    tokens[i, 0] = tokenizer.BOS_ID
-    tokens[i, 1:n + 1] = rng.integers(tokenizer.NUM_SPECIAL_IDS, vocab, size=n)
-    tokens[i, n + 1] = tokenizer.EOS_ID
+    tokens[i, 0] = token_ids.BOS_ID
+    tokens[i, 1:n + 1] = rng.integers(token_ids.NUM_SPECIAL_IDS, vocab, size=n)
+    tokens[i, n + 1] = token_ids.EOS_ID
   return tokens
 
 

@@ -13,7 +13,7 @@ from ig_captioner import models
 from ig_captioner import sharding
 from ig_captioner.data import sources
 from ig_captioner.evaluators import caption_metrics
-from ig_captioner.evaluators import captioning
+from ig_captioner.evaluators import caption_generation
 from tests import helpers
 
 CANDIDATES = ["a cat sits on the mat", "A dog runs, in the park!", "two birds"]
@@ -90,13 +90,14 @@ def test_normalize_lowercases_and_drops_punctuation():
 
 def test_captioning_evaluator_reports_cider_and_bleu(runlocal_config):
   config = runlocal_config
-  config.evals = {"captions": captioning.default_config(batch_size=32, alphas=(0.0, 1.0),
-                                                        beam_size=2, prefixes=("caption",))}
+  config.evals = {"captions": caption_generation.default_config(
+      batch_size=32, alphas=(0.0, 1.0), beam_size=2, prefixes=("caption",))}
   built = models.build(config.model)
   params = helpers.random_params(built, scale=1.0)
   mesh = sharding.make_mesh(config.eval_mesh)
-  evaluator = captioning.Evaluator("captions", config.evals.captions, config,
-                                   built.predict_fns, mesh, sources.tokenizer(config.data))
+  evaluator = caption_generation.Evaluator("captions", config.evals.captions, config,
+                                           built.predict_fns, mesh,
+                                           sources.tokenizer(config.data))
   metrics = evaluator.run(jax.device_put(params))
   stems = ("captioning/captions/caption_prefix",)
   assert set(metrics) == {f"{stem}/{m}_alpha{a}" for stem in stems
@@ -110,6 +111,6 @@ def test_captioning_needs_a_caption_family(runlocal_config):
   config = runlocal_config
   config.model = helpers.tiny_two_towers_config()
   built = models.build(config.model)
-  with pytest.raises(errors.ConfigError, match="captioning.*cross_kv"):
-    captioning.Evaluator("captions", captioning.default_config(), config, built.predict_fns,
-                         sharding.make_mesh(config.eval_mesh), None)
+  with pytest.raises(errors.ConfigError, match="caption_generation.*cross_kv"):
+    caption_generation.Evaluator("captions", caption_generation.default_config(), config,
+                                 built.predict_fns, sharding.make_mesh(config.eval_mesh), None)

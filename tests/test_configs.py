@@ -4,14 +4,14 @@ import jax
 import numpy as np
 import pytest
 
+from ig_captioner import experiment
 from ig_captioner import cli
-from ig_captioner import config_lib
 from ig_captioner import errors
 from ig_captioner import models
 from ig_captioner import objectives
 from ig_captioner import optimizer as optimizer_lib
 from ig_captioner import sharding
-from ig_captioner import sweep
+from ig_captioner.tools import sweep
 from ig_captioner import train
 from ig_captioner import train_state
 from tests.conftest import CONFIG_NAMES, load_config_module
@@ -31,7 +31,7 @@ def test_config_and_sweep_are_valid(name):
     families = [""]
   for arg in ("", "runlocal,"):
     for family in families:
-      config_lib.validate(module.get_config(f"{arg}{family}".rstrip(",") or None))
+      experiment.validate(module.get_config(f"{arg}{family}".rstrip(",") or None))
   runs = sweep.sweep_runs(module)
   assert len({run.directory for run in runs}) == len(runs)
   for run in runs:  # Every override names an existing field: checked on a *locked* config.
@@ -40,7 +40,7 @@ def test_config_and_sweep_are_valid(name):
     for field, value in run.overrides.items():
       assert cli.unknown_field(config, field) is None, (run, field)
       config.update_from_flattened_dict({field: value})
-    config_lib.validate(config)
+    experiment.validate(config)
 
 
 def test_demo_sweep_is_the_papers_comparison():
@@ -58,7 +58,7 @@ def test_demo_sweep_is_the_papers_comparison():
                     ("IG captioner", "captioner", "captioning", 1.0),
                     ("CLIP", "two_towers", "softmax_contrastive", None),
                     ("SigLIP", "two_towers", "sigmoid_contrastive", None),
-                    ("CoCa", "coca", "coca", 0.0),
+                    ("CoCa", "coca", "contrastive_captioning", 0.0),
                     ("CapPa", "captioner", "cappa", 0.0)]
 
 
@@ -98,8 +98,8 @@ def test_paper_config_builds_abstractly_on_a_mesh():
            "tokens": jax.ShapeDtypeStruct((config.batch_size, 64), np.int32),
            "target_mask": jax.ShapeDtypeStruct((config.batch_size, 63), np.bool_)}
   schedule = optimizer_lib.learning_rate_schedule(config.optimizer, config.total_steps)
-  step = train.make_train_step(objectives.make_loss(config, model.predict_fns), tx, schedule,
-                               seed=0)
+  step = experiment.make_train_step(objectives.make_loss(config, model.predict_fns), tx,
+                                    schedule, seed=0)
   with sharding.activate(mesh):
     new_state, metrics = jax.eval_shape(step, abstract, batch)
   assert set(metrics) >= {"loss", "ce_with_image", "ce_text_only", "info_gain_per_token"}
@@ -125,7 +125,7 @@ def test_command_line_overrides_are_checked_before_parsing():
 def test_keep_checkpoints_none_is_valid_and_zero_is_not():
   config = load_config_module("demo").get_config("runlocal")
   config.keep_checkpoints = None
-  config_lib.validate(config)
+  experiment.validate(config)
   config.keep_checkpoints = 0
   with pytest.raises(errors.ConfigError, match=r"keep_checkpoints=0 .* or None to keep all"):
-    config_lib.validate(config)
+    experiment.validate(config)

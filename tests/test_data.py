@@ -11,14 +11,15 @@ import sentencepiece as spm
 
 from ig_captioner import checkpointing
 from ig_captioner import metric_writing
+from ig_captioner import token_ids
 from ig_captioner import train
 from ig_captioner.data import digits_captions
 from ig_captioner.data import pipeline
 from ig_captioner.data import prepare
+from ig_captioner.data import records
 from ig_captioner.data import sources
 from ig_captioner.data import tokenizer as tokenizer_lib
 from ig_captioner.data import train_mixture
-from ig_captioner.data import verify
 from tests import helpers
 
 
@@ -94,7 +95,7 @@ def test_tokenizer_layout_and_errors(runlocal_config):
   tok = sources.tokenizer(runlocal_config.data)
   tokens = tok.encode("a handwritten seven", 8)
   n = int((tokens != 0).sum())
-  assert tokens[0] == tokenizer_lib.BOS_ID and tokens[n - 1] == tokenizer_lib.EOS_ID
+  assert tokens[0] == token_ids.BOS_ID and tokens[n - 1] == token_ids.EOS_ID
   assert (tokens[n:] == 0).all()
   assert tok.decode(tokens) == "a handwritten seven"
   with pytest.raises(ValueError, match="max_text_len"):
@@ -180,7 +181,7 @@ def test_missing_tokenizer_file_is_named(runlocal_config, tmp_path):
 def test_corrupt_record_names_the_record_and_the_fix(runlocal_config, data_dir, tmp_path):
   shutil.copytree(data_dir, tmp_path / "tfds")
   runlocal_config.data.data_dir = str(tmp_path / "tfds")
-  path = sources.prepared_builder(runlocal_config.data).data_path
+  path = sources.get(runlocal_config.data).prepared_builder().data_path
   (record_file,) = [f for f in os.listdir(path) if "zeroshot.array_record" in f]
   helpers.corrupt_middle_third(path / record_file)
   with pytest.raises(sources.DataError, match="record .* could not be read.*prepare it again"):
@@ -202,7 +203,7 @@ def test_garbage_tokenizer_file_is_named_with_the_fix(runlocal_config, tmp_path)
 def _corrupt_copy(runlocal_config, data_dir, tmp_path, split):
   shutil.copytree(data_dir, tmp_path / "tfds")
   runlocal_config.data.data_dir = str(tmp_path / "tfds")
-  path = sources.prepared_builder(runlocal_config.data).data_path
+  path = sources.get(runlocal_config.data).prepared_builder().data_path
   (record_file,) = [f for f in os.listdir(path) if f"{split}.array_record" in f]
   helpers.corrupt_middle_third(path / record_file)
 
@@ -222,9 +223,9 @@ def test_corrupt_record_stops_the_trainer_before_its_first_step(runlocal_config,
 def test_verified_splits_are_not_read_again_until_their_files_change(runlocal_config,
                                                                      monkeypatch):
   reads = []
-  monkeypatch.setattr(sources.CheckedSource, "unreadable",
+  monkeypatch.setattr(records.CheckedSource, "unreadable",
                       lambda self, indices: reads.append(len(indices)) or [])
-  verify.verify_split(runlocal_config.data, "zeroshot")  # Passed when the data was prepared.
+  sources.verify_split(runlocal_config.data, "zeroshot")  # Passed when the data was prepared.
   assert reads == []
-  verify.verify_split(runlocal_config.data, "zeroshot", force=True)
+  sources.verify_split(runlocal_config.data, "zeroshot", force=True)
   assert sum(reads) == 500  # Every record once.

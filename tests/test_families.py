@@ -14,9 +14,9 @@ from ig_captioner import metric_writing
 from ig_captioner import models
 from ig_captioner import objectives
 from ig_captioner import sharding
+from ig_captioner import token_ids
 from ig_captioner import train
 from ig_captioner import train_state
-from ig_captioner.data import tokenizer as tokenizer_lib
 from ig_captioner.objectives import cappa
 from tests import helpers
 from tests.conftest import load_config_module
@@ -93,7 +93,7 @@ def test_cappa_parallel_inputs_are_mask_tokens_and_keep_prefixes():
   inputs = np.array([[1, 5, 9, 10, 2], [1, 9, 10, 11, 2], [1, 6, 9, 2, 0]], np.int32)
   parallel = np.array([True, False, True])
   out = np.asarray(cappa.parallel_inputs(inputs, parallel))
-  mask = tokenizer_lib.MASK_ID
+  mask = token_ids.MASK_ID
   np.testing.assert_array_equal(out, [[mask, 5, mask, mask, mask], inputs[1],
                                       [mask, 6, mask, mask, mask]])
 
@@ -102,7 +102,7 @@ def test_parallel_decoding_has_no_causal_mask():
   model = models.build(helpers.tiny_model_config())
   params = helpers.random_params(model)
   decode = model.predict_fns["decode_parallel"]
-  tokens = np.full((2, 7), tokenizer_lib.MASK_ID, np.int32)
+  tokens = np.full((2, 7), token_ids.MASK_ID, np.int32)
   changed = tokens.copy()
   changed[:, 5] = 9  # A later input.
   visual = model.predict_fns["encode_images"](params, np.zeros((2, 16, 16, 3), np.float32))
@@ -128,7 +128,7 @@ def test_cappa_draws_the_configured_share_reproducibly():
   rng = np.random.default_rng(0)
   tokens = helpers.random_tokens(rng, 16, 8, 32)
   batch = {"image": rng.normal(size=(16, 16, 16, 3)).astype(np.float32), "tokens": tokens,
-           "target_mask": tokenizer_lib.scored_targets(tokens)}
+           "target_mask": token_ids.scored_targets(tokens)}
   key = jax.random.key(0)
   for step in range(40):  # As the train step derives it: seed and step.
     loss_fn(params, batch, jax.random.fold_in(key, step))
@@ -136,7 +136,7 @@ def test_cappa_draws_the_configured_share_reproducibly():
   assert abs(drawn.mean() - 0.75) < 4.5 * np.sqrt(0.75 * 0.25 / drawn.size)
   assert 0 < drawn.mean() < 1 and len({tuple(d) for d in drawn}) > 30  # Varies with the step.
   for inputs, par in calls:
-    assert (inputs[par] == tokenizer_lib.MASK_ID).all()
+    assert (inputs[par] == token_ids.MASK_ID).all()
     np.testing.assert_array_equal(inputs[~par], tokens[~par, :-1])
   calls.clear()
   loss_fn(params, batch, jax.random.fold_in(key, 7))  # The same step draws the same examples.

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ig_captioner import models
-from ig_captioner.data.tokenizer import BOS_ID, EOS_ID, NUM_SPECIAL_IDS, PAD_ID
-from ig_captioner.models import generation
+from ig_captioner.token_ids import BOS_ID, EOS_ID, NUM_SPECIAL_IDS, PAD_ID
+from ig_captioner.scoring import generation
 from tests import helpers
 from tests.test_objective import numpy_sequence_logprob
 

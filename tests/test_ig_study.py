@@ -5,7 +5,6 @@ choices (alpha on validation only) and figures, and the study end to end on two 
 import json
 import os
 
-import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -13,14 +12,15 @@ import pytest
 from ig_captioner import config_lib
 from ig_captioner import models
 from ig_captioner import sharding
-from ig_captioner import study_report
-from ig_captioner import sweep
+from ig_captioner.tools import study_report
+from ig_captioner.tools import sweep
+from ig_captioner.tools import sweep_tables
 from ig_captioner.data import digits_captions
-from ig_captioner.data import pipeline
+from ig_captioner.data import image_ops
 from ig_captioner.data import sources
 from ig_captioner.data import train_mixture
 from ig_captioner.evaluators import caption_diagnostics
-from ig_captioner.models import likelihood
+from ig_captioner.scoring import likelihood
 from tests import helpers
 from tests.conftest import REPO, load_config_module
 
@@ -101,10 +101,10 @@ def test_diagnostics_evaluator_matches_an_independent_computation(data_dir):
     record = split[i]
     for text in [t.decode() for t in record["captions"]][:k]:
       texts.append(text)
-      images.append(pipeline.resize_image(record["image"], config.model.image_size))
+      images.append(image_ops.resize_image(record["image"], config.model.image_size))
   tokens = tokenizer.encode_batch(texts, config.model.max_text_len)
   inputs, targets = likelihood.inputs_and_targets(tokens)
-  visual = predict["encode_images"](params, pipeline.normalize_images(np.stack(images)))
+  visual = predict["encode_images"](params, image_ops.normalize_images(np.stack(images)))
   nll_img = -float(np.sum(likelihood.sequence_logprob(
       predict["decode"](params, inputs, visual), targets)))
   nll_txt = -float(np.sum(likelihood.sequence_logprob(
@@ -122,8 +122,9 @@ def test_diagnostics_evaluator_matches_an_independent_computation(data_dir):
   counts = np.array([sum(n in t.split() for t in train_texts) for n in names])
   pi = counts / counts.sum()
   prompts = [t.format(c) for c in names for t in digits_captions.CAPTION_TEMPLATES]
-  logp = np.asarray(predict["text_logprobs"](
-      params, tokenizer.encode_batch(prompts, config.model.max_text_len), 8), np.float64)
+  logp = np.asarray(likelihood.text_logprobs(
+      predict, params, tokenizer.encode_batch(prompts, config.model.max_text_len), 8),
+                    np.float64)
   mass = np.exp(logp).reshape(len(names), -1).sum(-1)
   q = mass / mass.sum()
   keep = pi > 0
@@ -155,7 +156,7 @@ def test_data_is_prepared_once_per_distinct_data_config():
 
 
 def _spread(mean, std=0.01):
-  return sweep.Spread(mean, std, 3)
+  return sweep_tables.Spread(mean, std, 3)
 
 
 def test_alpha_is_chosen_on_validation_only():
@@ -185,7 +186,7 @@ def test_study_runs_end_to_end_with_report_and_figures(data_dir, tmp_path, monke
   for name in ("accuracy_vs_alpha.png", "diagnostics_over_steps.png"):
     with open(tmp_path / name, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-  summary = json.load(open(tmp_path / sweep.SUMMARY))
+  summary = json.load(open(tmp_path / sweep_tables.SUMMARY))
   assert {r["label"] for r in summary} == {o.split(" seed=")[0] for o in only}
   for row in summary:
     assert "diagnostics/diagnostics/info_gain_per_token" in row["metrics"]

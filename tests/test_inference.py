@@ -8,11 +8,12 @@ from ig_captioner import checkpointing
 from ig_captioner import errors
 from ig_captioner import evaluate
 from ig_captioner import inference
+from ig_captioner import token_ids
 from ig_captioner import train
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
-from ig_captioner.data import tokenizer as tokenizer_lib
-from ig_captioner.models import generation
+from ig_captioner.scoring import generation
+from ig_captioner.scoring import likelihood
 from tests.conftest import load_config_module
 
 
@@ -99,25 +100,26 @@ def test_tasks_read_the_evaluators_data_and_prompts(workdir):
   assert all(len(texts) == 6 for texts in records.texts_B)  # Every phrasing of its class.
   with pytest.raises(errors.ConfigError, match="has no evaluator 'nope'"):
     run.task("nope")
-  with pytest.raises(errors.ConfigError, match="no captioning evaluator"):
-    run.task(kind="captioning")  # The runlocal config has none.
+  with pytest.raises(errors.ConfigError, match="no caption_generation evaluator"):
+    run.task(kind="caption_generation")  # The runlocal config has none.
 
 
 def test_prior_and_retrieval_equal_the_reference_decode(workdir):
   run = inference.load_run(workdir)
   texts = ["a handwritten 7", "3", "the digit 5 written by hand"]
-  reference = run.model.predict_fns["text_logprobs"](run.params, run.encode_texts(texts), 8)
+  reference = likelihood.text_logprobs(run.model.predict_fns, run.params,
+                                       run.encode_texts(texts), 8)
   np.testing.assert_allclose(run.prior(texts), np.asarray(reference), atol=1e-4)
-  with_prefix = run.model.predict_fns["text_logprobs"](
-      run.params, run.encode_texts(texts, prefix="caption"), 8)
+  with_prefix = likelihood.text_logprobs(
+      run.model.predict_fns, run.params, run.encode_texts(texts, prefix="caption"), 8)
   np.testing.assert_allclose(run.prior(texts, prefix="caption"), np.asarray(with_prefix),
                              atol=1e-4)
   assert np.abs(np.asarray(with_prefix) - np.asarray(reference)).max() > 1e-3
 
   images, _ = zeroshot_split(run.config, 3)
   visual = run.model.predict_fns["encode_images"](run.params, images)
-  logp_img = np.asarray(run.model.predict_fns["image_text_logprobs"](
-      run.params, visual, run.encode_texts(texts), 8))
+  logp_img = np.asarray(likelihood.image_text_logprobs(
+      run.model.predict_fns, run.params, visual, run.encode_texts(texts), 8))
   np.testing.assert_allclose(run.retrieval_scores(images, texts, alpha=1.0),
                              logp_img - np.asarray(reference)[None], atol=1e-4)
 
@@ -136,7 +138,7 @@ def test_uint8_images_of_any_size_and_captions(workdir):
   # After the caption prefix: decoding starts from [BOS, <caption>], as the captioning
   # evaluator's `prefixes` do.
   fns, batch = run.model.predict_fns, run.images(images)
-  start = (tokenizer_lib.BOS_ID, tokenizer_lib.PREFIX_IDS["caption"])
+  start = (token_ids.BOS_ID, token_ids.PREFIX_IDS["caption"])
   tokens_BxT = generation.generate(fns, run.params, fns["encode_images"](run.params, batch),
                                    generation.DecodeConfig(max_tokens=5),
                                    run.config.model.max_text_len, start)[0]

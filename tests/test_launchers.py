@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ig_captioner import launchers
+from ig_captioner.tools import launchers
 from ig_captioner import metric_writing
 from tests.conftest import REPO
 
@@ -200,7 +200,7 @@ def test_bad_options_are_refused_naming_the_fix(kind, values, message):
 
 def test_cli_errors_are_one_line_and_a_relative_workdir_is_refused_for_remote_hosts():
   def cli(*args):
-    return subprocess.run([sys.executable, "-m", "ig_captioner.launchers", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "ig_captioner.tools.launchers", *args], cwd=REPO,
                           capture_output=True, text=True, check=False)
   relative = cli("slurm", "--config=configs/demo.py", "--workdir=runs/a", "--dry_run")
   assert relative.returncode == 2 and relative.stderr.startswith("error: --workdir=runs/a is "
@@ -220,7 +220,8 @@ def test_job_names_suit_every_launcher_and_stay_distinct():
 
 
 def _sweep(*args):
-  cmd = [sys.executable, "-m", "ig_captioner.sweep", "--config=configs/demo.py:runlocal", *args]
+  cmd = [sys.executable, "-m", "ig_captioner.tools.sweep", "--config=configs/demo.py:runlocal",
+         *args]
   return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
 
 

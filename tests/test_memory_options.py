@@ -10,7 +10,7 @@ import pytest
 from ig_captioner import errors
 from ig_captioner import models
 from ig_captioner import objectives
-from ig_captioner.data import tokenizer as tokenizer_lib
+from ig_captioner import token_ids
 from tests import helpers
 
 
@@ -31,7 +31,7 @@ def _batch():
   rng = np.random.default_rng(3)
   tokens = helpers.random_tokens(rng, 6, 12, 32)
   return {"image": rng.normal(size=(6, 16, 16, 3)).astype(np.float32), "tokens": tokens,
-          "target_mask": tokenizer_lib.scored_targets(tokens)}
+          "target_mask": token_ids.scored_targets(tokens)}
 
 
 def _loss_and_grads(config, params, batch):
@@ -64,7 +64,8 @@ def test_bad_memory_options_are_refused_by_name():
   with pytest.raises(errors.ConfigError, match=r"config.model.remat='all' is not one of"):
     models.build(helpers.tiny_model_config(remat="all"))
   config = _config("captioning", chunk=4)
-  config.objective.name = "coca"
+  config.objective.name = "contrastive_captioning"
   config.objective.update(contrastive_weight=1.0, caption_weight=2.0, max_temperature=100.0)
-  with pytest.raises(errors.ConfigError, match=r"logits_chunk is not supported by 'coca'"):
+  with pytest.raises(errors.ConfigError,
+                     match=r"logits_chunk is not supported by 'contrastive_captioning'"):
     objectives.validate(config)

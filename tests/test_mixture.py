@@ -7,16 +7,17 @@ import numpy as np
 
 from ig_captioner import evaluate
 from ig_captioner import models
+from ig_captioner import token_ids
 from ig_captioner import train
 from ig_captioner.data import sources
-from ig_captioner.data import tokenizer as tokenizer_lib
+from ig_captioner.data import records
 from ig_captioner.data import train_mixture
-from ig_captioner.models import likelihood
+from ig_captioner.scoring import likelihood
 from tests import helpers
 from tests.conftest import load_config_module
 from tests.test_objective import numpy_sequence_logprob
 
-CAPTION, CLASSIFICATION = (tokenizer_lib.PREFIX_IDS[k] for k in ("caption", "classification"))
+CAPTION, CLASSIFICATION = (token_ids.PREFIX_IDS[k] for k in ("caption", "classification"))
 
 
 def test_the_prefix_token_is_never_scored():
@@ -33,7 +34,7 @@ def test_the_prefix_token_is_never_scored():
                              rtol=1e-5)
   assert not np.allclose(ours, numpy_sequence_logprob(logits, np.where(
       targets == CAPTION, 9, targets)))  # Scoring the prefix position would change it.
-  mask = tokenizer_lib.scored_targets(with_prefix)
+  mask = token_ids.scored_targets(with_prefix)
   assert not mask[:, 0].any() and mask[:, 1].all()
 
 
@@ -85,7 +86,7 @@ def test_processes_read_disjoint_shards_reshuffled_every_epoch(monkeypatch):
   for p in range(num_processes):
     monkeypatch.setattr(jax, "process_index", lambda p=p: p)
     monkeypatch.setattr(jax, "process_count", lambda: num_processes)
-    shard = train_mixture.shuffled_shard(list(range(num_records)), seed=0)
+    shard = records.shuffled_shard(list(range(num_records)), seed=0)
     epochs.append([shard[i] for i in range(2 * num_records // num_processes)])  # Two epochs.
   shards = [set(e) for e in epochs]
   assert sorted(x for s in shards for x in s) == list(range(num_records))  # Disjoint, complete.

@@ -8,7 +8,7 @@ import pytest
 from ig_captioner import errors
 from ig_captioner import models
 from ig_captioner.models import captioner
-from ig_captioner.models import layers
+from ig_captioner.models import mixed_precision
 from ig_captioner.models import vit
 from tests import helpers
 
@@ -90,7 +90,7 @@ def test_bfloat16_products_and_their_gradients_match_float32(spec, shape_a, shap
   a, b = rng.normal(size=shape_a), rng.normal(size=shape_b)
   cotangent = rng.normal(size=np.einsum(spec, a, b).shape)
 
-  mixed_einsum = layers._mixed_einsum  # pylint: disable=protected-access
+  mixed_einsum = mixed_precision.mixed_einsum
 
   def loss(a, b, dtype):
     return (mixed_einsum(spec, a, b, dtype) * cotangent).sum()

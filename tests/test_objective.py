@@ -9,19 +9,19 @@ import numpy as np
 import optax
 import pytest
 
+from ig_captioner import experiment
 from ig_captioner import errors
 from ig_captioner import models
 from ig_captioner import objectives
 from ig_captioner import sharding
-from ig_captioner import train
+from ig_captioner import token_ids
 from ig_captioner import train_state
 from ig_captioner import tree_paths
-from ig_captioner.data import tokenizer as tokenizer_lib
-from ig_captioner.data.tokenizer import PAD_ID
-from ig_captioner.models import likelihood
+from ig_captioner.token_ids import PAD_ID
+from ig_captioner.objectives import base
 from ig_captioner.objectives import captioning
+from ig_captioner.scoring import likelihood
 from ig_captioner.objectives import sigmoid_contrastive
-from ig_captioner.objectives import softmax_contrastive
 from tests import helpers
 
 
@@ -69,8 +69,8 @@ def test_caption_loss_matches_numpy(captioner_model, weight):
   rng = np.random.default_rng(1)
   images = rng.normal(size=(4, 16, 16, 3)).astype(np.float32)
   tokens = helpers.random_tokens(rng, 4, 8, 32)
-  loss, metrics = captioning.caption_loss(predict, params, images, tokens,
-                                          tokenizer_lib.scored_targets(tokens), weight)
+  loss, metrics = base.caption_loss(predict, params, images, tokens,
+                                          token_ids.scored_targets(tokens), weight)
 
   inputs, targets = tokens[:, :-1], tokens[:, 1:]
   visual = predict["encode_images"](params, images)
@@ -101,7 +101,7 @@ def test_text_only_pass_on_a_fraction_of_the_batch_matches_numpy(captioner_model
       dict(name="captioning", text_only_weight=0.7, text_only_fraction=fraction))
   captioning.validate(objective_config)
   loss_fn = captioning.make_loss(objective_config, predict)
-  batch = dict(image=images, tokens=tokens, target_mask=tokenizer_lib.scored_targets(tokens))
+  batch = dict(image=images, tokens=tokens, target_mask=token_ids.scored_targets(tokens))
   loss, metrics = loss_fn(params, batch, None)
 
   inputs, targets = tokens[:, :-1], tokens[:, 1:]
@@ -123,12 +123,12 @@ def test_lambda_warmup_ramps_the_text_only_weight_with_the_train_step(captioner_
   rng = np.random.default_rng(4)
   images = rng.normal(size=(4, 16, 16, 3)).astype(np.float32)
   tokens = helpers.random_tokens(rng, 4, 8, 32)
-  batch = dict(image=images, tokens=tokens, target_mask=tokenizer_lib.scored_targets(tokens))
+  batch = dict(image=images, tokens=tokens, target_mask=token_ids.scored_targets(tokens))
   objective_config = ml_collections.ConfigDict(
       dict(name="captioning", text_only_weight=0.8, text_only_warmup_steps=10))
   captioning.validate(objective_config)
   loss_fn = captioning.make_loss(objective_config, predict)
-  _, full = captioning.caption_loss(predict, params, images, tokens, batch["target_mask"], 1.0)
+  _, full = base.caption_loss(predict, params, images, tokens, batch["target_mask"], 1.0)
   for step, ramp in ((0, 0.0), (5, 0.5), (10, 1.0), (30, 1.0)):
     loss, metrics = loss_fn(params, batch, None, step)
     np.testing.assert_allclose(
@@ -140,7 +140,7 @@ def test_lambda_warmup_ramps_the_text_only_weight_with_the_train_step(captioner_
   # The train step hands the loss its step.
   tx = optax.sgd(0.0)
   state = train_state.TrainState(jnp.asarray(5, jnp.int32), params, tx.init(params))
-  step_fn = train.make_train_step(loss_fn, tx, optax.constant_schedule(0.0), seed=0)
+  step_fn = experiment.make_train_step(loss_fn, tx, optax.constant_schedule(0.0), seed=0)
   _, metrics = jax.jit(step_fn)(state, batch)
   np.testing.assert_allclose(metrics["text_only_weight"], 0.4, rtol=1e-6)
 
@@ -176,8 +176,8 @@ def test_lambda_zero_never_runs_the_text_only_pass(captioner_model):
 
   def grad_fn(weight, calls):
     predict = spying(calls)
-    mask = tokenizer_lib.scored_targets(tokens)
-    return jax.grad(lambda p: captioning.caption_loss(predict, p, images, tokens, mask,
+    mask = token_ids.scored_targets(tokens)
+    return jax.grad(lambda p: base.caption_loss(predict, p, images, tokens, mask,
                                                       weight)[0])
 
   calls0, calls1 = [], []
@@ -192,7 +192,7 @@ def test_lambda_zero_never_runs_the_text_only_pass(captioner_model):
 def _batch(rng, b=4):
   images = rng.normal(size=(b, 16, 16, 3)).astype(np.float32)
   tokens = helpers.random_tokens(rng, b, 8, 32)
-  return dict(image=images, tokens=tokens, target_mask=tokenizer_lib.scored_targets(tokens))
+  return dict(image=images, tokens=tokens, target_mask=token_ids.scored_targets(tokens))
 
 
 def test_a_separate_text_only_batch_is_what_the_text_only_pass_scores(captioner_model):
@@ -201,7 +201,7 @@ def test_a_separate_text_only_batch_is_what_the_text_only_pass_scores(captioner_
   rng = np.random.default_rng(5)
   batch = _batch(rng)
   texts = helpers.random_tokens(rng, 4, 8, 32)
-  batch.update(text_only_tokens=texts, text_only_target_mask=tokenizer_lib.scored_targets(texts))
+  batch.update(text_only_tokens=texts, text_only_target_mask=token_ids.scored_targets(texts))
   objective_config = ml_collections.ConfigDict(
       dict(name="captioning", text_only_weight=0.6, text_only_batch="separate"))
   captioning.validate(objective_config)
@@ -280,7 +280,7 @@ def test_softmax_contrastive_loss_matches_numpy():
   rng = np.random.default_rng(3)
   z_img, z_txt, scale = _unit_rows(rng, 6, 5), _unit_rows(rng, 6, 5), 7.5
   sims = z_img @ z_txt.T
-  loss, _ = softmax_contrastive.softmax_contrastive_loss(sims.astype(np.float32), scale)
+  loss, _ = base.softmax_contrastive_loss(sims.astype(np.float32), scale)
   logits = scale * sims
   expected = -(np.mean(np.diag(_log_softmax(logits, 1))) +
                np.mean(np.diag(_log_softmax(logits, 0)))) / 2

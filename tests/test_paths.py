@@ -13,7 +13,7 @@ import pytest
 from ig_captioner import checkpointing
 from ig_captioner import metric_writing
 from ig_captioner import paths
-from ig_captioner import sweep
+from ig_captioner.tools import sweep_tables
 from ig_captioner import train
 from ig_captioner.data import tokenizer as tokenizer_lib
 from tests.fake_bucket import fake_bucket
@@ -30,7 +30,9 @@ ALLOWED = {
     "console.py": "the package's own directory, to shorten tracebacks",
     "data/imagenet_metadata.py": "data files shipped inside the package",
     "config_lib.py": "config files are Python modules, imported from local disk",
-    "launchers.py": "the launching machine's own files (repository, batch scripts), read and "
+    "__init__.py": "the machine's PCI devices and device files, to see whether a TPU or a GPU is "
+                   "attached before jax looks (never data or outputs)",
+    "tools/launchers.py": "the launching machine's own files (repository, batch scripts), read and "
                     "written without the package's dependencies",
 }
 
@@ -79,7 +81,7 @@ def test_writers_work_in_a_bucket(tmp_path):
     metric_writing.repair(metrics, after_step=2)
     assert [r["step"] for r in metric_writing.read_jsonl(metrics)] == [1, 2]
 
-    sweep.write_summary(paths.join(workdir, sweep.SUMMARY), [("run", {"acc": 0.5})])
+    sweep_tables.write_summary(paths.join(workdir, sweep_tables.SUMMARY), [("run", {"acc": 0.5})])
     train._write_config(ml_collections.ConfigDict({"seed": 3}), workdir)
     checkpointing.check_writable(checkpointing.directory(workdir))
 

@@ -1,5 +1,5 @@
-"""The memory and compile planner (`python -m ig_captioner.plan`): the demo config compiled for a
-v5e:2x2 TPU topology on this CPU machine, its per-chip figures against an independent count,
+"""The memory and compile planner (`python -m ig_captioner.tools.plan`): the demo config compiled
+for a v5e:2x2 TPU topology on this CPU machine, its per-chip figures against an independent count,
 and a config that does not fit ending with the knobs to turn. The compiling tests need libtpu
 (`pip install -e '.[planner]'`, which `.ci/run` installs) and skip without it."""
 
@@ -17,7 +17,7 @@ import pytest
 
 from ig_captioner import models
 from ig_captioner import optimizer as optimizer_lib
-from ig_captioner import plan
+from ig_captioner.tools import plan
 from tests.conftest import REPO, load_config_module
 
 needs_libtpu = pytest.mark.skipif(
@@ -28,7 +28,7 @@ needs_libtpu = pytest.mark.skipif(
 
 def _plan(*args, timeout=300):
   """Runs the planner in its own process (this one has 8 fake CPU devices set up)."""
-  return subprocess.run([sys.executable, "-m", "ig_captioner.plan", *args], cwd=REPO,
+  return subprocess.run([sys.executable, "-m", "ig_captioner.tools.plan", *args], cwd=REPO,
                         capture_output=True, text=True, timeout=timeout,
                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
 

@@ -9,9 +9,10 @@ import pytest
 
 from ig_captioner import models
 from ig_captioner import sharding
-from ig_captioner.data.tokenizer import BOS_ID, EOS_ID, PREFIX_IDS
-from ig_captioner.evaluators import zeroshot
-from ig_captioner.models import prompt_scoring
+from ig_captioner.token_ids import BOS_ID, EOS_ID, PREFIX_IDS
+from ig_captioner.scoring import class_scores
+from ig_captioner.scoring import prompt_plan
+from ig_captioner.scoring import prompt_scoring
 from tests import helpers
 from tests.test_scoring import _model_and_params
 
@@ -64,8 +65,9 @@ def test_cached_scores_equal_the_reference(family, template_lens, prefix, block)
   np.testing.assert_allclose(logp_img["cached"], logp_img["reference"], rtol=0, atol=1e-4)
   np.testing.assert_allclose(logp_txt["cached"], logp_txt["reference"], rtol=0, atol=1e-4)
   alphas = (0.0, 0.5, 1.0, 1.5)
-  scores = {name: np.asarray(zeroshot.class_scores(logp_img[name], logp_txt[name], num_classes,
-                                                   alphas)) for name in logp_img}
+  scores = {name: np.asarray(class_scores.ig_class_scores(logp_img[name], logp_txt[name],
+                                                          num_classes, alphas))
+            for name in logp_img}
   np.testing.assert_allclose(scores["cached"], scores["reference"], rtol=0, atol=1e-4)
 
 
@@ -74,7 +76,7 @@ def test_plan_decodes_each_template_prefix_once_and_pads_only_a_remainder():
   template_lens = (3, 1, 2)
   prompts = templated_prompts(rng, 7, template_lens)
   groups = np.arange(len(prompts)) % 3
-  plan = prompt_scoring.plan_prompts(prompts, groups, max_block=4)
+  plan = prompt_plan.plan_prompts(prompts, groups, max_block=4)
   # The prefix is BOS plus the template's own words (the class name follows).
   np.testing.assert_array_equal(plan.arrays["prefix_len_R"], [1 + w for w in template_lens])
   block = 4  # 7 prompts per group, blocks of at most 4: balanced to 4 + 3.
@@ -83,7 +85,7 @@ def test_plan_decodes_each_template_prefix_once_and_pads_only_a_remainder():
   assert (rows == len(prompts)).sum() == 3 * (2 * block - 7)  # One padding row per group.
   assert plan.decoded_tokens < plan.scored_tokens
   # 10 prompts in one group: a single block of 10, no padding (not one block of max_block).
-  small = prompt_scoring.plan_prompts(prompts[:10], None, max_block=64)
+  small = prompt_plan.plan_prompts(prompts[:10], None, max_block=64)
   assert [b["prompt_GxC"].shape for b in small.arrays["buckets"]] == [(1, 10)] * len(
       small.arrays["buckets"])
 
@@ -98,16 +100,16 @@ def full_length_prompts(rng, num: int, text_len: int = 16) -> np.ndarray:
 def test_block_shape_fills_blocks_with_a_whole_group_per_image_first():
   rng = np.random.default_rng(0)
   # (images, prompts) per block: 14 suffix positions each (BOS shared), 32 images per device.
-  assert prompt_scoring.block_shape(full_length_prompts(rng, 100), None, 4096, 32) == (2, 100)
-  assert prompt_scoring.block_shape(full_length_prompts(rng, 10), None, 4096, 32) == (16, 10)
-  assert prompt_scoring.block_shape(full_length_prompts(rng, 10), None, 300, 6) == (2, 10)
-  assert prompt_scoring.block_shape(full_length_prompts(rng, 10), None, 10, 6) == (1, 1)
+  assert prompt_plan.block_shape(full_length_prompts(rng, 100), None, 4096, 32) == (2, 100)
+  assert prompt_plan.block_shape(full_length_prompts(rng, 10), None, 4096, 32) == (16, 10)
+  assert prompt_plan.block_shape(full_length_prompts(rng, 10), None, 300, 6) == (2, 10)
+  assert prompt_plan.block_shape(full_length_prompts(rng, 10), None, 10, 6) == (1, 1)
   # 1000 prompts of 31 positions: 132 fit in 4096 (the plan balances them to 8 blocks of 125).
-  assert prompt_scoring.block_shape(full_length_prompts(rng, 1000, 33), None, 4096, 8) == (
+  assert prompt_plan.block_shape(full_length_prompts(rng, 1000, 33), None, 4096, 8) == (
       1, 132)
   # Two groups: sizes follow the largest.
   groups = np.arange(30) % 2
-  assert prompt_scoring.block_shape(full_length_prompts(rng, 30), groups, 4096, 4) == (4, 15)
+  assert prompt_plan.block_shape(full_length_prompts(rng, 30), groups, 4096, 4) == (4, 15)
 
 
 def test_block_shape_keeps_prompts_of_mixed_lengths_in_blocks_that_pad_little():
@@ -117,8 +119,8 @@ def test_block_shape_keeps_prompts_of_mixed_lengths_in_blocks_that_pad_little():
   rng = np.random.default_rng(1)
   prompts = full_length_prompts(rng, 64, 14)
   prompts[:32, 3], prompts[:32, 4:] = EOS_ID, 0
-  assert prompt_scoring.block_shape(prompts, None, 4096, 8) == (8, 32)
-  plan = prompt_scoring.plan_prompts(prompts, None, 32)
+  assert prompt_plan.block_shape(prompts, None, 4096, 8) == (8, 32)
+  plan = prompt_plan.plan_prompts(prompts, None, 32)
   assert plan.decoded_tokens == 1 + 32 * 4 + 32 * 12  # BOS once, then the two blocks.
 
 

@@ -1,20 +1,21 @@
-"""Real data sets by name (data/catalog.py), each prepared offline by its REAL TFDS builder from
-tiny fake source files (tests/fake_tfds_sources.py), then trained on or evaluated through our
-pipeline: imagenet2012, cifar10, cifar100 and fashion_mnist zero-shot, coco_captions training
-(one random caption per image per epoch) and retrieval on Karpathy's test split."""
+"""Real data sets by name (evaluators/catalog.py, data/presets.py), each prepared offline by
+its REAL TFDS builder from tiny fake source files (tests/fake_tfds_sources.py), then trained on
+or evaluated through our pipeline: imagenet2012, cifar10, cifar100 and fashion_mnist zero-shot,
+coco_captions training (one random caption per image per epoch) and retrieval on Karpathy's test
+split."""
 
 import collections
 import os
 
 import ml_collections
-import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from ig_captioner import evaluate
 from ig_captioner import evaluators
 from ig_captioner import train
-from ig_captioner.data import catalog
+from ig_captioner.data import presets
+from ig_captioner.evaluators import catalog
 from ig_captioner.data import imagenet_metadata
 from ig_captioner.data import prepare
 from ig_captioner.data import sources
@@ -51,7 +52,7 @@ def world(tmp_path_factory):
                                        CIFAR100_COARSE, [0, 1, 2, 3], TEST_LABELS["cifar100"]))
 
   config = conftest.load_config_module("demo").get_config("runlocal")
-  config.data = catalog.coco_captions_data(data_dir=tfds_dir, tokenizer_vocab_size=64)
+  config.data = presets.coco_captions(data_dir=tfds_dir, tokenizer_vocab_size=64)
   config.evals = ml_collections.ConfigDict(dict(
       imagenet=catalog.imagenet_zeroshot(manual_dir=os.path.join(root, "imagenet_manual"),
                                          templates="clip7"),

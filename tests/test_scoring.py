@@ -8,8 +8,9 @@ import pytest
 
 from ig_captioner import models
 from ig_captioner import objectives
-from ig_captioner.data import tokenizer as tokenizer_lib
-from ig_captioner.evaluators import zeroshot
+from ig_captioner import token_ids
+from ig_captioner.scoring import class_scores
+from ig_captioner.scoring import likelihood
 from tests import helpers
 from tests.test_objective import numpy_sequence_logprob
 
@@ -23,7 +24,7 @@ def _model_and_params(family: str):
     rng = np.random.default_rng(5)
     tokens = helpers.random_tokens(rng, 4, 8, 32)
     batch = {"image": rng.normal(size=(4, 16, 16, 3)).astype(np.float32), "tokens": tokens,
-             "target_mask": tokenizer_lib.scored_targets(tokens)}
+             "target_mask": token_ids.scored_targets(tokens)}
     loss_fn = objectives.make_loss(ml_collections.ConfigDict(dict(model=config, objective=dict(
         name="cappa", parallel_fraction=0.5, text_only_weight=1.0))), built.predict_fns)
     grads = jax.jit(jax.grad(lambda p: loss_fn(p, batch, jax.random.key(0))[0]))(params)
@@ -43,9 +44,9 @@ def test_ig_scores_match_per_pair_numpy(family, chunk):
   alphas = (0.0, 0.5, 1.0, 2.0)
 
   visual = predict["encode_images"](params, images)
-  logp_txt = predict["text_logprobs"](params, prompts, chunk)
-  logp_img = predict["image_text_logprobs"](params, visual, prompts, chunk)
-  scores = np.asarray(zeroshot.class_scores(logp_img, logp_txt, num_classes, alphas))
+  logp_txt = likelihood.text_logprobs(predict, params, prompts, chunk)
+  logp_img = likelihood.image_text_logprobs(predict, params, visual, prompts, chunk)
+  scores = np.asarray(class_scores.ig_class_scores(logp_img, logp_txt, num_classes, alphas))
 
   # Reference: one decoder call per (image, prompt) pair, numpy log-softmax, numpy template mean.
   ref_txt = np.array([numpy_sequence_logprob(
@@ -69,7 +70,7 @@ def test_ig_score_removes_a_class_prior():
   log_prior = np.log(np.array([0.7, 0.2, 0.1]))
   log_lik = np.log(np.array([[0.2, 0.5, 0.3]]))  # log P(I|c) for one image (true class 1).
   logp_img = log_lik + log_prior - np.log(np.exp(log_lik + log_prior).sum())
-  scores = np.asarray(zeroshot.class_scores(logp_img, log_prior, 3, (0.0, 1.0)))
+  scores = np.asarray(class_scores.ig_class_scores(logp_img, log_prior, 3, (0.0, 1.0)))
   assert scores[0].argmax() == 0  # The captioner picks the frequent class...
   assert scores[1].argmax() == 1  # ...IG picks the class the image supports.
   np.testing.assert_allclose(scores[1] - scores[1].max(), log_lik - log_lik.max(), rtol=1e-6)
@@ -79,7 +80,7 @@ def test_clip_prompt_ensemble_is_the_normalised_mean_of_normalised_templates():
   rng = np.random.default_rng(1)
   z = rng.normal(size=(3 * 4, 5))
   z /= np.linalg.norm(z, axis=1, keepdims=True)  # 3 classes x 4 templates, class-major.
-  classes = np.asarray(zeroshot.class_embeddings(z.astype(np.float32), 3))
+  classes = np.asarray(class_scores.class_embeddings(z.astype(np.float32), 3))
   for c in range(3):
     mean = z[4 * c:4 * (c + 1)].mean(0)
     np.testing.assert_allclose(classes[c], mean / np.linalg.norm(mean), rtol=1e-5, atol=1e-6)

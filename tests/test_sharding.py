@@ -5,13 +5,13 @@ import ml_collections
 import numpy as np
 import pytest
 
+from ig_captioner import experiment
 from ig_captioner import models
 from ig_captioner import objectives
 from ig_captioner import optimizer as optimizer_lib
 from ig_captioner import sharding
-from ig_captioner import train
+from ig_captioner import token_ids
 from ig_captioner import train_state
-from ig_captioner.data import tokenizer as tokenizer_lib
 from tests import helpers
 
 
@@ -80,11 +80,11 @@ def test_sharded_train_step_matches_single_device():
   rng = np.random.default_rng(0)
   tokens = helpers.random_tokens(rng, 8, 8, 64)
   batch = {"image": rng.normal(size=(8, 16, 16, 3)).astype(np.float32), "tokens": tokens,
-           "target_mask": tokenizer_lib.scored_targets(tokens)}
+           "target_mask": token_ids.scored_targets(tokens)}
   config = ml_collections.ConfigDict(dict(
       model=helpers.tiny_model_config(), objective=dict(name="captioning", text_only_weight=1.0)))
-  step_fn = train.make_train_step(objectives.make_loss(config, model.predict_fns), tx, schedule,
-                                  seed=0)
+  step_fn = experiment.make_train_step(objectives.make_loss(config, model.predict_fns), tx,
+                                       schedule, seed=0)
 
   def run(mesh):
     _, shardings = train_state.abstract_state_and_shardings(model.init_params, tx, mesh)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from ig_captioner import metric_writing
-from ig_captioner import sweep
+from ig_captioner.tools import sweep
+from ig_captioner.tools import sweep_tables
 from tests.conftest import load_config_module
 from tests.test_families import check_family_outputs
 from tests.conftest import DEMO_SWEEP_RUNS, REPO
@@ -56,7 +57,7 @@ def test_sweep_runs_every_model_and_prints_the_comparison(demo_sweep, data_dir):
   assert held_out["CLIP"] == [cell(row["zeroshot/digits/top1"]),
                               cell(row["retrieval/digits_retrieval/i2t_r1"]),
                               cell(row["retrieval/digits_retrieval/t2i_r1"])]
-  summary = json.loads((workdir / sweep.SUMMARY).read_text())
+  summary = json.loads((workdir / sweep_tables.SUMMARY).read_text())
   assert [s["label"] for s in summary] == list(DEMO_SWEEP_RUNS)
   assert summary[2]["metrics"] == row
   for run, family in (("ig-captioner", "captioner"), ("clip", "clip")):
@@ -71,17 +72,17 @@ def test_sweep_runs_every_model_and_prints_the_comparison(demo_sweep, data_dir):
 
 
 def test_an_only_sweep_keeps_the_other_runs_in_the_summary(tmp_path):
-  path = str(tmp_path / sweep.SUMMARY)
+  path = str(tmp_path / sweep_tables.SUMMARY)
   order = ["a", "b", "seeded", "c"]
-  sweep.write_summary(path, [("a", {"top1": 0.1}), ("seeded (n=2)", {
-      "top1": sweep.Spread(0.5, 0.1, 2)}), ("gone", {"top1": 0.9})])
-  previous = sweep.read_summary(path)
-  assert previous[1] == ("seeded (n=2)", {"top1": sweep.Spread(0.5, 0.1, 2)})
-  merged = sweep.merge_summary(previous, [("c", {"top1": 0.3}), ("a", {"top1": 0.2})], order)
+  sweep_tables.write_summary(path, [("a", {"top1": 0.1}), ("seeded (n=2)", {
+      "top1": sweep_tables.Spread(0.5, 0.1, 2)}), ("gone", {"top1": 0.9})])
+  previous = sweep_tables.read_summary(path)
+  assert previous[1] == ("seeded (n=2)", {"top1": sweep_tables.Spread(0.5, 0.1, 2)})
+  merged = sweep_tables.merge_summary(previous, [("c", {"top1": 0.3}), ("a", {"top1": 0.2})], order)
   # 'a' replaced, 'seeded' kept, 'gone' (no longer in the sweep) dropped, sweep order.
-  assert merged == [("a", {"top1": 0.2}), ("seeded (n=2)", {"top1": sweep.Spread(0.5, 0.1, 2)}),
+  assert merged == [("a", {"top1": 0.2}), ("seeded (n=2)", {"top1": sweep_tables.Spread(0.5, 0.1, 2)}),
                     ("c", {"top1": 0.3})]
-  assert sweep.merge_summary([], [("b", {})], order) == [("b", {})]
+  assert sweep_tables.merge_summary([], [("b", {})], order) == [("b", {})]
 
 
 def test_a_signal_is_passed_to_the_running_step_and_stops_the_sweep(tmp_path):
@@ -112,10 +113,10 @@ def test_seeds_expand_to_runs_and_aggregate_to_mean_and_sample_std():
   top1 = [0.5, 0.625, 0.75]
   results = [("IG", {"top1": t, "top1_alpha1.0": t + 0.125, "step": 9}) for t in top1]
   results.insert(1, ("CLIP", {"top1": 0.8}))
-  merged = dict(sweep.aggregate_seeds(results))
+  merged = dict(sweep_tables.aggregate_seeds(results))
   assert list(merged) == ["IG (n=3)", "CLIP"] and merged["CLIP"] == {"top1": 0.8}
   spread = merged["IG (n=3)"]["top1"]
   assert (spread.mean, spread.n) == (pytest.approx(np.mean(top1)), 3)
   assert spread.std == pytest.approx(np.std(top1, ddof=1))
-  rows = sweep.table_rows("IG (n=3)", merged["IG (n=3)"], {"top-1": "top1"}, (1.0,))
+  rows = sweep_tables.table_rows("IG (n=3)", merged["IG (n=3)"], {"top-1": "top1"}, (1.0,))
   assert rows == [["IG (n=3)", "62.5 ± 12.5"], ["IG (n=3), alpha=1", "75.0 ± 12.5"]]

@@ -19,6 +19,7 @@ from ig_captioner import sharding
 from ig_captioner import train
 from ig_captioner import train_state
 from ig_captioner.data import sources
+from ig_captioner.data import tfds_source
 from ig_captioner.data import train_mixture
 from tests import helpers
 
@@ -176,8 +177,8 @@ def test_missing_embedded_data_is_prepared_on_first_use(runlocal_config, tmp_pat
   state = train.train(runlocal_config, str(tmp_path / "wd"))
   assert int(state.step) == runlocal_config.total_steps
   assert "Preparing digits_captions under " + str(tmp_path / "empty") in capsys.readouterr().out
-  assert (sources.prepared_builder(runlocal_config.data).data_path /
-          sources.TOKENIZER_FILENAME).exists()
+  assert (sources.get(runlocal_config.data).prepared_builder().data_path /
+          tfds_source.TOKENIZER_FILENAME).exists()
 
 
 def test_missing_data_set_that_needs_source_files_says_how_to_prepare(runlocal_config,

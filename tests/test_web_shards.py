@@ -20,7 +20,9 @@ from ig_captioner import errors
 from ig_captioner import metric_writing
 from ig_captioner import train
 from ig_captioner.data import prepare
+from ig_captioner.data import shard_files
 from ig_captioner.data import shards_to_array_record
+from ig_captioner.data import skip_counts
 from ig_captioner.data import sources
 from ig_captioner.data import train_mixture
 from ig_captioner.data import web_shards
@@ -117,7 +119,7 @@ def test_corrupt_records_and_a_truncated_shard_are_skipped_and_counted(corrupt_s
   assert sorted(_texts(records)) == sorted(usable)
   assert len(usable) == NUM_SHARDS * ROWS - ROWS - 2
   assert counts.snapshot() == {web_shards.BAD_IMAGE: 1, web_shards.NO_TEXT: 1,
-                               web_shards.UNREADABLE_SHARD: 1}
+                               skip_counts.UNREADABLE_SHARD: 1}
   assert (counts.corrupt_records, counts.unreadable_shards) == (2, 1)
   warnings = caplog.text
   assert "row 2 of row group 0 of" in warnings and "00001.parquet" in warnings
@@ -160,7 +162,7 @@ def test_shards_are_split_over_processes(clean_shards, monkeypatch):
   seen = []
   for index in range(2):
     monkeypatch.setattr(jax, "process_index", lambda index=index: index)
-    assert web_shards.process_shards(web_shards.shard_paths(_data(pattern))) == [
+    assert shard_files.process_shards(shard_files.shard_paths(_data(pattern))) == [
         p for i, p in enumerate(sorted(glob.glob(pattern))) if i % 2 == index]
     seen.append(_texts(web_shards.load(_data(pattern), num_epochs=1)[0]))
   assert not set(seen[0]) & set(seen[1])
@@ -174,12 +176,12 @@ def test_shard_lists_take_paths_globs_and_ranges(clean_shards):
   pattern, _ = clean_shards
   directory = os.path.dirname(pattern)
   listed = sorted(glob.glob(pattern))
-  assert web_shards.shard_paths(_data(f"{directory}/{{00001..00003}}.parquet")) == listed[1:]
-  assert web_shards.shard_paths(_data([listed[2], pattern])) == [listed[2]] + [
+  assert shard_files.shard_paths(_data(f"{directory}/{{00001..00003}}.parquet")) == listed[1:]
+  assert shard_files.shard_paths(_data([listed[2], pattern])) == [listed[2]] + [
       p for p in listed if p != listed[2]]
-  assert web_shards.shard_paths(_data(f"{listed[3]}, {listed[0]}")) == [listed[3], listed[0]]
+  assert shard_files.shard_paths(_data(f"{listed[3]}, {listed[0]}")) == [listed[3], listed[0]]
   with pytest.raises(errors.ConfigError, match="config.data.shards is empty"):
-    web_shards.shard_paths(_data(""))
+    shard_files.shard_paths(_data(""))
 
 
 def test_shards_and_the_conversion_in_a_bucket(tmp_path):

@@ -73,7 +73,7 @@ def test_bad_mode_settings_are_named(field, value, match):
 
 
 def test_progress_reports_images_rate_and_eta():
-  from ig_captioner.evaluators import prompt_streaming  # pylint: disable=g-import-not-at-top
+  from ig_captioner.scoring import prompt_streaming  # pylint: disable=g-import-not-at-top
   progress = prompt_streaming.Progress("zeroshot/x", total_images=100, prompts=10, every_s=0)
   line = progress.update(25)
   assert line.startswith("zeroshot/x: 25/100 images (25%)") and "pairs/s, ETA 0h00m" in line

@@ -21,11 +21,12 @@ import tempfile
 
 from absl import flags
 from array_record.python import array_record_module
-import grain
 import ml_collections
 
 from ig_captioner import cli
 from ig_captioner import paths
+from ig_captioner.data import shard_files
+from ig_captioner.data import skip_counts
 from ig_captioner.data import web_shards
 
 _HEADER = struct.Struct("<I")  # Length of the UTF-8 text that follows it; the image bytes last.
@@ -44,11 +45,11 @@ def decode_record(record: bytes) -> tuple[bytes, str]:
 
 
 def convert_shard(path: str, output_dir: str, image_column: str, text_column: str,
-                  counts: web_shards.SkipCounts) -> int:
+                  counts: skip_counts.SkipCounts) -> int:
   """Writes the usable records of one shard (those before a failed read, if one fails); returns
   how many. A shard that does not open writes no file."""
   try:
-    rows = iter(web_shards.parquet_rows(path))
+    rows = iter(shard_files.parquet_rows(path))
   except Exception as e:  # pylint: disable=broad-except  # pyarrow raises many types.
     counts.shard_failed(path, e)
     return 0
@@ -61,7 +62,7 @@ def convert_shard(path: str, output_dir: str, image_column: str, text_column: st
 
 
 def _write_records(rows, path: str, local_file: str, image_column: str, text_column: str,
-                   counts: web_shards.SkipCounts) -> int:
+                   counts: skip_counts.SkipCounts) -> int:
   # group_size:1: every record is its own chunk, so a random read decodes one record.
   writer = array_record_module.ArrayRecordWriter(local_file, "group_size:1")
   written = 0
@@ -87,12 +88,12 @@ def _write_records(rows, path: str, local_file: str, image_column: str, text_col
 
 
 def convert(shards, output_dir: str, image_column: str = "jpg",
-            text_column: str = "caption") -> tuple[int, web_shards.SkipCounts]:
+            text_column: str = "caption") -> tuple[int, skip_counts.SkipCounts]:
   """Converts every shard of `shards` (as `config.data.shards` takes them); returns the records
   written and the counts of what was skipped."""
-  shard_list = web_shards.shard_paths(ml_collections.ConfigDict(dict(shards=shards)))
+  shard_list = shard_files.shard_paths(ml_collections.ConfigDict(dict(shards=shards)))
   paths.path(output_dir).mkdir(parents=True, exist_ok=True)
-  counts = web_shards.SkipCounts(len(shard_list))
+  counts = skip_counts.SkipCounts(len(shard_list))
   written = sum(convert_shard(p, output_dir, image_column, text_column, counts)
                 for p in shard_list)
   return written, counts

@@ -1,16 +1,9 @@
 """SentencePiece tokenizer: train one in-process from a corpus, or load any `.model` file.
 
-The id layout is fixed, because the models, the objectives and the pipeline rely on it:
-
-    0 <pad>   1 <s> (BOS)   2 </s> (EOS)   3 <unk>
-    4 <mask>                          CapPa's parallel-prediction decoder input
-    5 <caption>   6 <classification>  prefix-conditioning tokens (the type of a text's source)
-    7 ...                             the pieces
-
-A text becomes `[BOS, (prefix,) pieces..., EOS]` right-padded with PAD to `max_len` tokens.
-PAD and the prefixes are never scored: `scored_targets` gives the mask of the targets that are.
-Tokenizers trained here reserve ids 4-6; one trained elsewhere (pad=0, bos=1, eos=2 required)
-works for everything but CapPa and prefixes, which then fail naming the problem.
+Texts become the fixed id layout of `token_ids` (pad 0, BOS 1, EOS 2, unk 3, <mask> 4, the
+prefix tokens 5-6, then the pieces): `[BOS, (prefix,) pieces..., EOS]` right-padded with PAD to
+`max_len` tokens. Tokenizers trained here reserve ids 4-6; one trained elsewhere (pad=0, bos=1,
+eos=2 required) works for everything but CapPa and prefixes, which then fail naming the problem.
 """
 
 import io
@@ -21,28 +14,8 @@ import sentencepiece as spm
 
 from ig_captioner import errors
 from ig_captioner import paths
-
-PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
-MASK_ID = 4
-PREFIX_IDS = {"caption": 5, "classification": 6}
-RESERVED_SYMBOLS = ("<mask>", "<caption>", "<classification>")  # Ids 4, 5, 6.
-NUM_SPECIAL_IDS = 7
-UNSCORED_IDS = (PAD_ID,) + tuple(PREFIX_IDS.values())
-
-
-def start_tokens(prefix: str | None = None) -> tuple[int, ...]:
-  """What every text starts with: BOS, then the prefix-conditioning token `prefix` if given
-  (a `PREFIX_IDS` name; ConfigError for another)."""
-  if prefix is None:
-    return (BOS_ID,)
-  if prefix not in PREFIX_IDS:
-    raise errors.ConfigError(f"prefix {prefix!r} is unknown; known: {sorted(PREFIX_IDS)}")
-  return (BOS_ID, PREFIX_IDS[prefix])
-
-
-def scored_targets(tokens_BxT: np.ndarray) -> np.ndarray:
-  """bool Bx(T-1): which next-token targets `tokens[:, 1:]` count (not PAD, not a prefix)."""
-  return ~np.isin(tokens_BxT[:, 1:], UNSCORED_IDS)
+from ig_captioner import token_ids
+from ig_captioner.data import records
 
 
 def train(texts: Iterable[str], vocab_size: int) -> bytes:
@@ -55,8 +28,9 @@ def train(texts: Iterable[str], vocab_size: int) -> bytes:
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
       model_type="bpe", character_coverage=1.0,
-      pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
-      user_defined_symbols=list(RESERVED_SYMBOLS),
+      pad_id=token_ids.PAD_ID, bos_id=token_ids.BOS_ID, eos_id=token_ids.EOS_ID,
+      unk_id=token_ids.UNK_ID,
+      user_defined_symbols=list(token_ids.RESERVED_SYMBOLS),
       # Small corpora cannot fill a large vocabulary: let it be smaller than asked.
       hard_vocab_limit=False, minloglevel=2,
       # Large corpora: train on a random million sentences.
@@ -77,6 +51,14 @@ _FIX = ("set config.data.tokenizer to a SentencePiece .model file trained with "
         "`python -m ig_captioner.data.prepare` once the bad file is deleted)")
 
 
+def stored(path, fix: str) -> "Tokenizer":
+  """The SentencePiece model prepared with the data at `path` (an epath), or DataError ending
+  with `fix` (the data is not prepared)."""
+  if not path.exists():
+    raise records.DataError(f"no tokenizer at {path}: {fix}")
+  return Tokenizer(path.read_bytes(), source=str(path))
+
+
 class Tokenizer:
   """Encodes texts into fixed-length int32 token arrays."""
 
@@ -88,17 +70,19 @@ class Tokenizer:
       raise TokenizerError(f"tokenizer {source} is not a readable SentencePiece model "
                            f"({type(e).__name__}: {e}): {_FIX}") from e
     ids = (self._sp.pad_id(), self._sp.bos_id(), self._sp.eos_id())
-    if ids != (PAD_ID, BOS_ID, EOS_ID):
+    needed = (token_ids.PAD_ID, token_ids.BOS_ID, token_ids.EOS_ID)
+    if ids != needed:
       raise TokenizerError(f"tokenizer {source} has (pad, bos, eos) ids {ids}; ig-captioner needs "
-                           f"{(PAD_ID, BOS_ID, EOS_ID)}: {_FIX}")
-    self.has_reserved_ids = [self._sp.piece_to_id(s) for s in RESERVED_SYMBOLS] == [
-        MASK_ID, *PREFIX_IDS.values()]
+                           f"{needed}: {_FIX}")
+    self.has_reserved_ids = [self._sp.piece_to_id(s) for s in token_ids.RESERVED_SYMBOLS] == [
+        token_ids.MASK_ID, *token_ids.PREFIX_IDS.values()]
 
   def require_reserved_ids(self, feature: str) -> None:
     """TokenizerError unless ids 4-6 are <mask>, <caption>, <classification>."""
     if not self.has_reserved_ids:
       raise TokenizerError(f"{feature} needs a tokenizer that reserves ids 4-6 for "
-                           f"{', '.join(RESERVED_SYMBOLS)}, and {self.source} does not: {_FIX}")
+                           f"{', '.join(token_ids.RESERVED_SYMBOLS)}, and {self.source} does "
+                           f"not: {_FIX}")
 
   @classmethod
   def from_file(cls, path: str) -> "Tokenizer":
@@ -114,12 +98,12 @@ class Tokenizer:
   def encode(self, text: str, max_len: int, strict: bool = False,
              prefix: str | None = None) -> np.ndarray:
     """`[BOS, (prefix,) pieces..., EOS, PAD...]` of length max_len; `prefix` names a
-    `PREFIX_IDS` entry.
+    `token_ids.PREFIX_IDS` entry.
 
     Too long a text is cut (losing EOS), or raises if `strict` (used for class prompts, whose
     score would silently change if cut).
     """
-    head = list(start_tokens(prefix))
+    head = list(token_ids.start_tokens(prefix))
     if prefix is not None:
       self.require_reserved_ids(f"the {prefix!r} prefix")
     pieces = self._sp.encode(text)
@@ -131,8 +115,8 @@ class Tokenizer:
             "config.model.max_text_len")
       tokens = (head + pieces)[:max_len]
     else:
-      tokens = head + pieces + [EOS_ID]
-    out = np.full((max_len,), PAD_ID, np.int32)
+      tokens = head + pieces + [token_ids.EOS_ID]
+    out = np.full((max_len,), token_ids.PAD_ID, np.int32)
     out[:len(tokens)] = tokens
     return out
 
@@ -141,5 +125,5 @@ class Tokenizer:
     return np.stack([self.encode(t, max_len, strict, prefix) for t in texts])
 
   def decode(self, tokens: Sequence[int]) -> str:
-    return self._sp.decode([int(t) for t in tokens if int(t) >= NUM_SPECIAL_IDS or
-                            int(t) == UNK_ID])
+    return self._sp.decode([int(t) for t in tokens if int(t) >= token_ids.NUM_SPECIAL_IDS or
+                            int(t) == token_ids.UNK_ID])

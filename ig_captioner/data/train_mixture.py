@@ -18,10 +18,10 @@ API, deterministic, resumable and sharded per process.
 
 Without a mixture, the train split alone is one caption source without prefix.
 
-A source whose data is `name="web_shards"` (img2dataset's parquet shards, `web_shards.py`) is
-read in order as a grain IterDataset, not by index: a mixture holding one is mixed with
-`IterDataset.mix`, and the loader's `skip_counts` ({source name: SkipCounts}) counts the corrupt
-records and unreadable shards it skipped.
+Each entry's records come from its data source (`sources.train_records`). A source read in
+order rather than by index (web shards: a grain IterDataset) makes the mixture mix with
+`IterDataset.mix`; the loader's `skip_counts` ({entry name: counts}) holds what the sources that
+skip corrupt records and unreadable shards skipped.
 
 Each process reads a disjoint slice of each source (`[process_index::process_count]`), shuffled
 again every epoch; mixing, batching and the random crops/templates are all deterministic given
@@ -34,24 +34,26 @@ split's `text_key`, shuffled with its own seed, no prefix): `text_only_tokens` (
 """
 
 import dataclasses
-from typing import Any
 
 import grain
-import jax
 import ml_collections
 import numpy as np
 
 from ig_captioner import errors
+from ig_captioner import token_ids
+from ig_captioner.data import image_ops
 from ig_captioner.data import pipeline
+from ig_captioner.data import presets
+from ig_captioner.data import records
 from ig_captioner.data import sources
 from ig_captioner.data import tokenizer as tokenizer_lib
-from ig_captioner.data import web_shards
 
-KINDS = ("caption", "classification")
+TEXT_KINDS = ("caption", "classification")
 
 
 @dataclasses.dataclass(frozen=True)
-class Source:
+class MixtureSource:
+  """One entry of `config.data.mixture` (or the train split alone), checked."""
   name: str
   data_config: ml_collections.ConfigDict  # config.data with the entry's overrides.
   split: str
@@ -63,57 +65,46 @@ class Source:
   class_names_file: str | None = None
 
 
-def train_sources(data_config: ml_collections.ConfigDict) -> list[Source]:
+def train_sources(data_config: ml_collections.ConfigDict) -> list[MixtureSource]:
   """The sources of `config.data` (its `mixture`, or its train split alone), checked."""
   mixture = data_config.get("mixture")
   if not mixture:
-    return [Source("train", data_config, data_config.get("train_split", "train"), 1.0,
-                   "caption", None)]
+    return [MixtureSource("train", data_config, data_config.get("train_split", "train"), 1.0,
+                          "caption", None)]
   out = []
   for name, entry in mixture.items():
     field = f"config.data.mixture.{name}"
     kind, prefix, weight = entry.get("kind", "caption"), entry.get("prefix"), entry.get("weight")
-    if kind not in KINDS:
-      raise errors.ConfigError(f"{field}.kind={kind!r} is unknown; known: {list(KINDS)}")
-    if prefix is not None and prefix not in tokenizer_lib.PREFIX_IDS:
+    if kind not in TEXT_KINDS:
+      raise errors.ConfigError(f"{field}.kind={kind!r} is unknown; known: {list(TEXT_KINDS)}")
+    if prefix is not None and prefix not in token_ids.PREFIX_IDS:
       raise errors.ConfigError(f"{field}.prefix={prefix!r} is unknown; known: None, "
-                               f"{sorted(tokenizer_lib.PREFIX_IDS)}")
+                               f"{sorted(token_ids.PREFIX_IDS)}")
     if not isinstance(weight, (int, float)) or weight <= 0:
       raise errors.ConfigError(f"{field}.weight={weight!r} must be positive")
     templates = tuple(entry.get("templates", ()))
     if kind == "classification" and not (templates and all("{}" in t for t in templates)):
       raise errors.ConfigError(f"{field}.templates={templates!r}: a classification source needs "
                                "templates, each with a '{}' for the class name")
-    source_data = data_config.copy_and_resolve_references()
-    with source_data.unlocked():  # Overrides may add fields (`manual_dir`).
-      source_data.update(entry.get("data", {}))
-    out.append(Source(name, source_data, entry.get("split", "train"), float(weight), kind,
-                      prefix, templates, entry.get("label_key", "label"),
-                      entry.get("class_names_file")))
+    source_data = presets.with_overrides(data_config, entry.get("data", {}))
+    out.append(MixtureSource(name, source_data, entry.get("split", "train"), float(weight), kind,
+                             prefix, templates, entry.get("label_key", "label"),
+                             entry.get("class_names_file")))
   return out
 
 
-def class_names(source: Source) -> list[str]:
+def class_names(source: MixtureSource) -> list[str]:
   return sources.readable_class_names(source.data_config, source.label_key,
                                       source.class_names_file)
-
-
-def shuffled_shard(records: Any, seed: int) -> grain.MapDataset:
-  """This process's slice of `records` (disjoint across processes, complete together),
-  repeated forever and shuffled differently every epoch."""
-  shard = grain.MapDataset.source(records)[jax.process_index()::jax.process_count()]
-  if not len(shard):
-    raise errors.ConfigError(f"{len(records)} records cannot be split over "
-                             f"{jax.process_count()} processes")
-  return shard.shuffle(seed=seed).repeat()
 
 
 class _ToExample:
   """Record -> {'image': uint8 HxWx3, 'tokens': int32 T}, with the source's text and prefix."""
 
-  def __init__(self, source: Source, image_size: int, max_text_len: int,
+  def __init__(self, source: MixtureSource, image_size: int, max_text_len: int,
                tokenizer: tokenizer_lib.Tokenizer, max_shift: int):
     self._source = source
+    self._image_key, self._text_key = sources.get(source.data_config).record_keys()
     self._image_size = image_size
     self._max_text_len = max_text_len
     self._tokenizer = tokenizer
@@ -121,26 +112,25 @@ class _ToExample:
     self._class_names = class_names(source) if source.kind == "classification" else None
 
   def __call__(self, record, rng: np.random.Generator) -> dict:
-    data = self._source.data_config
     if self._class_names is None:
       # Records with several captions (COCO: 5 per image) give one at random: the rng is
       # grain's, derived from the seed and the example's index, so another epoch draws anew.
-      texts = sources.texts(sources.field(record, data.text_key))
+      texts = records.texts(records.field(record, self._text_key))
       text = texts[rng.integers(len(texts))] if len(texts) > 1 else texts[0]
     else:
       template = self._source.templates[rng.integers(len(self._source.templates))]
       text = template.format(self._class_names[int(record[self._source.label_key])])
-    image = pipeline.resize_image(record[data.image_key], self._image_size)
-    return {"image": pipeline.random_shift(image, self._max_shift, rng),
+    image = image_ops.resize_image(record[self._image_key], self._image_size)
+    return {"image": image_ops.random_shift(image, self._max_shift, rng),
             "tokens": self._tokenizer.encode(text, self._max_text_len,
                                              prefix=self._source.prefix)}
 
 
 def _finish_batch(batch: dict) -> dict:
-  batch = dict(batch, image=pipeline.normalize_images(batch["image"]),
-               target_mask=tokenizer_lib.scored_targets(batch["tokens"]))
+  batch = dict(batch, image=image_ops.normalize_images(batch["image"]),
+               target_mask=token_ids.scored_targets(batch["tokens"]))
   if "text_only_tokens" in batch:
-    batch["text_only_target_mask"] = tokenizer_lib.scored_targets(batch["text_only_tokens"])
+    batch["text_only_target_mask"] = token_ids.scored_targets(batch["text_only_tokens"])
   return batch
 
 
@@ -151,7 +141,7 @@ class _ToText:
     self._key, self._max_text_len, self._tokenizer = data_config.text_key, max_text_len, tokenizer
 
   def __call__(self, record):
-    return self._tokenizer.encode(sources.texts(sources.field(record, self._key))[0],
+    return self._tokenizer.encode(records.texts(records.field(record, self._key))[0],
                                   self._max_text_len)
 
 
@@ -162,9 +152,9 @@ def with_text_only(examples: grain.MapDataset, config: ml_collections.ConfigDict
   split = config.data.get("text_only_split")
   if not split:
     return examples
-  texts = shuffled_shard(sources.open_split(config.data, split),
-                         int(config.data.shuffle_seed) + 7919).map(
-                             _ToText(config.data, config.model.max_text_len, tokenizer))
+  texts = records.shuffled_shard(sources.open_split(config.data, split),
+                                 int(config.data.shuffle_seed) + 7919).map(
+                                     _ToText(config.data, config.model.max_text_len, tokenizer))
   return examples.map_with_index(lambda i, example: dict(example, text_only_tokens=texts[i]))
 
 
@@ -178,20 +168,23 @@ def train_loader(config: ml_collections.ConfigDict,
   seed = int(config.data.shuffle_seed)
   datasets, skip_counts = [], {}
   for i, source in enumerate(mixture):
-    if source.data_config.name == sources.WEB_SHARDS:
-      datasets.append(web_shard_examples(source, config, tokenizer, seed + 1000 * i + 1,
-                                         skip_counts))
-      continue
-    records = sources.open_split(source.data_config, source.split)
+    examples, skipped = sources.train_records(source.data_config, source.split, seed + 1000 * i,
+                                              config.model.image_size)
+    if skipped is not None:
+      skip_counts[source.name] = skipped
+      if source.kind != "caption":
+        raise errors.ConfigError(f"config.data.mixture.{source.name}.kind={source.kind!r}: "
+                                 f"{source.data_config.name} holds captions, not labels; use "
+                                 "kind='caption'")
     to_example = _ToExample(source, config.model.image_size, config.model.max_text_len,
                             tokenizer, int(config.data.augment_shift))
-    datasets.append(shuffled_shard(records, seed + 1000 * i).random_map(
-        to_example, seed=seed + 1000 * i + 1))
+    datasets.append(examples.random_map(to_example, seed=seed + 1000 * i + 1))
   # Reader threads pay off for remote storage; on local disk their bookkeeping costs more than
   # the reads (measured: 2x slower per batch on a 2-core machine), hence `read_threads=0` there.
   threads = int(config.data.read_threads)
   read_options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(1, 64 * threads))
-  if skip_counts:  # Web shards are read in order: every source mixes as an IterDataset.
+  in_order = any(isinstance(d, grain.IterDataset) for d in datasets)
+  if in_order:  # A source read in order: every source mixes as an IterDataset.
     datasets = [d if isinstance(d, grain.IterDataset) else d.to_iter_dataset(read_options)
                 for d in datasets]
     mixed = datasets[0] if len(datasets) == 1 else grain.IterDataset.mix(
@@ -202,29 +195,10 @@ def train_loader(config: ml_collections.ConfigDict,
   mixed = with_text_only(mixed, config, tokenizer)
   batches = mixed.batch(pipeline.local_batch_size(config.batch_size),
                         drop_remainder=True).map(_finish_batch)
-  loader = batches if skip_counts else batches.to_iter_dataset(read_options)
+  loader = batches if in_order else batches.to_iter_dataset(read_options)
   workers = int(config.data.get("num_workers", 0))
   if workers:  # Batches prepared in worker processes (each a slice); the state still resumes.
     loader = loader.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
-  # {source name: web_shards.SkipCounts}: what the web-shard sources skipped, for the log.
+  # {source name: skip_counts.SkipCounts}: what the sources read in order skipped, for the log.
   loader.skip_counts = skip_counts
   return loader
-
-
-def web_shard_examples(source: Source, config: ml_collections.ConfigDict,
-                       tokenizer: tokenizer_lib.Tokenizer, seed: int,
-                       skip_counts: dict) -> grain.IterDataset:
-  """A `web_shards` source's examples, as `_ToExample` makes them (an IterDataset: parquet
-  shards are read in order); puts its SkipCounts in `skip_counts[source.name]`."""
-  if source.kind != "caption":
-    raise errors.ConfigError(f"config.data.mixture.{source.name}.kind={source.kind!r}: web "
-                             "shards hold captions, not labels; use kind='caption'")
-  records, skip_counts[source.name] = web_shards.load(source.data_config,
-                                                      image_size=config.model.image_size)
-  record_keys = source.data_config.copy_and_resolve_references()
-  with record_keys.unlocked():
-    record_keys.image_key, record_keys.text_key = web_shards.IMAGE_KEY, web_shards.TEXT_KEY
-  to_example = _ToExample(dataclasses.replace(source, data_config=record_keys),
-                          config.model.image_size, config.model.max_text_len, tokenizer,
-                          int(config.data.augment_shift))
-  return records.random_map(to_example, seed=seed)

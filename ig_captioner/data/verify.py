@@ -11,11 +11,10 @@ import json
 
 from absl import logging
 import jax
-import ml_collections
 
 from ig_captioner import multihost
 from ig_captioner import paths
-from ig_captioner.data import sources
+from ig_captioner.data import records
 
 MARKER_FILENAME = "verified.json"
 _BATCH = 1000  # Records per batched read.
@@ -38,16 +37,13 @@ def _read_marker(path: str) -> dict:
     return {}
 
 
-def verify_split(data_config: ml_collections.ConfigDict, split: str, *, force: bool = False):
-  """Reads every record of `split`; raises DataError naming the unreadable ones and the fix.
+def verify_split(source: records.CheckedSource, data_path: str, split: str, *,
+                 force: bool = False) -> None:
+  """Reads every record of `split` (`source`, whose files lie in `data_path`); raises DataError
+  naming the unreadable ones and the fix.
 
   Skipped if `verified.json` says the split's files passed before and have not changed since.
-  Web shards are not checked up front: their reader skips and counts corrupt records.
   """
-  if data_config.name == sources.WEB_SHARDS:
-    return
-  source = sources.open_split(data_config, split)
-  data_path = str(sources.prepared_builder(data_config).data_path)
   marker_path = paths.join(data_path, MARKER_FILENAME)
   stats = _file_stats(data_path, split)
   marker = _read_marker(marker_path)
@@ -63,7 +59,7 @@ def verify_split(data_config: ml_collections.ConfigDict, split: str, *, force: b
     shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
     where = (f"records {shown} ({len(bad)} of the {len(mine)} this process checked)" if bad else
              "records checked by another process (see its log)")
-    raise sources.DataError(f"{source.description} has unreadable {where}: the prepared data is "
+    raise records.DataError(f"{source.description} has unreadable {where}: the prepared data is "
                             f"corrupt. Nothing was trained. {source.repair}")
   if jax.process_index() == 0:
     marker[split] = stats
@@ -71,9 +67,3 @@ def verify_split(data_config: ml_collections.ConfigDict, split: str, *, force: b
       paths.write_atomic(marker_path, json.dumps(marker, indent=1))
     except OSError as e:  # A read-only data dir: verified again next time.
       logging.warning("Could not record the verification in %s (%s)", marker_path, e)
-
-
-def verify_all(data_config: ml_collections.ConfigDict, *, force: bool = False) -> None:
-  """`verify_split` for every split of the data set."""
-  for split in sorted(sources.prepared_builder(data_config).info.splits):
-    verify_split(data_config, split, force=force)

@@ -1,4 +1,5 @@
-"""Web-scale image-text shards: img2dataset's parquet output read as a grain IterDataset.
+"""Web-scale image-text shards: img2dataset's parquet output read as a grain IterDataset, one
+kind of data source (`sources.KINDS['web_shards']`).
 
 img2dataset (`--output_format parquet`) writes shards `00000.parquet`, `00001.parquet`, ...
 with one row per downloaded example: `url`, `caption`, `jpg` (the encoded image) and a few
@@ -17,217 +18,37 @@ interleaved; it is deterministic, resumable from the iterator state and split ov
         tokenizer_sample=1_000_000)  # captions of the first shards that train it (default)
 
 `shards` holds paths, glob patterns (`dir/*.parquet`) or `{00000..00099}` ranges, as a list or
-one comma-separated string. Shard i (in that order, each pattern's matches sorted) goes to
-process i % process_count. Globs are listed and shards read through `paths` (etils.epath), so
-local files and `gs://`/`s3://` URIs work alike.
+one comma-separated string (`shard_files.py`). Shard i (in that order, each pattern's matches
+sorted) goes to process i % process_count.
 
 Corrupt data never stops a run and is never silent: a record whose image does not decode, or
 whose text is empty, is skipped; a shard that cannot be read (truncated, missing) is skipped
-from the first bad read on. Each skip is counted per reason in a `SkipCounts` and logged (the
-first few of each reason, then at each power of ten). Only if no shard yields a single usable
-record does reading stop, with a DataError. Skipping depends on the bytes alone, so the order
-and the iterator state stay deterministic.
+from the first bad read on. Each skip is counted per reason in a `skip_counts.SkipCounts` and
+logged (the first few of each reason, then at each power of ten). Only if no shard yields a
+single usable record does reading stop, with a DataError. Skipping depends on the bytes alone,
+so the order and the iterator state stay deterministic.
 """
 
-import collections
 import io
-import re
-import threading
 from typing import Sequence
 
 from absl import logging
 import grain
-import jax
 import ml_collections
 import numpy as np
 from PIL import Image
-import pyarrow
-import pyarrow.fs
-import pyarrow.parquet
 
 from ig_captioner import errors
 from ig_captioner import paths
-from ig_captioner.data import pipeline
-from ig_captioner.data import sources
+from ig_captioner.data import image_ops
+from ig_captioner.data import records
+from ig_captioner.data import shard_files
+from ig_captioner.data import skip_counts
+from ig_captioner.data import source_base
 from ig_captioner.data import tokenizer as tokenizer_lib
 
-NAME = sources.WEB_SHARDS
-# Record skip reasons, and the shard-level one.
-NO_IMAGE, BAD_IMAGE, NO_TEXT = "missing_image", "undecodable_image", "empty_text"
-UNREADABLE_SHARD = "unreadable_shard"
 IMAGE_KEY, TEXT_KEY = "image", "text"  # Of the records `load` yields.
-_WARN_FIRST = 5  # Warnings logged per reason before only powers of ten are.
-_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
-
-
-class SkipCounts:
-  """Thread-safe counts of what was skipped, per reason, for the trainer to log.
-
-  Counts are of skips (a record skipped in every epoch counts in each), except
-  `unreadable_shards`: distinct shards. They are this process's since it started (with
-  `num_workers` > 0, each worker process counts and logs its own); a resumed run counts anew.
-  """
-
-  def __init__(self, num_shards: int = 0):
-    self._num_shards = num_shards
-    self._lock = threading.Lock()
-    self._counts = collections.Counter()
-    self._unreadable = {}  # Shard path -> the error of its first failed read.
-    self._first_pass_records = {}  # Shard path -> usable records of a pass from its first row.
-
-  def __getstate__(self):  # Pickled into grain's worker processes; a lock does not pickle.
-    state = self.__dict__.copy()
-    del state["_lock"]
-    return state
-
-  def __setstate__(self, state):
-    self.__dict__.update(state, _lock=threading.Lock())
-
-  def snapshot(self) -> dict[str, int]:
-    """{reason: count} of the skipped records and failed shard reads."""
-    with self._lock:
-      return dict(self._counts)
-
-  def totals(self) -> dict[str, int]:
-    """For the trainer's log: corrupt_records, unreadable_shards and each reason's count."""
-    return dict(corrupt_records=self.corrupt_records, unreadable_shards=self.unreadable_shards,
-                **self.snapshot())
-
-  @property
-  def corrupt_records(self) -> int:
-    with self._lock:
-      return sum(n for reason, n in self._counts.items() if reason != UNREADABLE_SHARD)
-
-  @property
-  def unreadable_shards(self) -> int:
-    """Distinct shards that failed a read."""
-    with self._lock:
-      return len(self._unreadable)
-
-  def record_skipped(self, reason: str, shard: str, where: str, detail: str = "") -> None:
-    with self._lock:
-      self._counts[reason] += 1
-      n = self._counts[reason]
-    if _should_warn(n):
-      logging.warning("Skipped %s of %s: %s%s (%d such records so far in this process)",
-                      where, shard, reason, f" ({detail})" if detail else "", n)
-
-  def shard_failed(self, shard: str, error: Exception) -> None:
-    with self._lock:
-      self._counts[UNREADABLE_SHARD] += 1
-      n = self._counts[UNREADABLE_SHARD]
-      self._unreadable.setdefault(shard, f"{type(error).__name__}: {error}")
-    if _should_warn(n):
-      logging.warning("Skipped the rest of shard %s, which cannot be read (%s: %s); %d failed "
-                      "shard reads so far in this process", shard, type(error).__name__, error, n)
-
-  def pass_finished(self, shard: str, usable_records: int) -> None:
-    """Notes a read of `shard` from its first row to its end (or failure); raises DataError
-    once every shard of this process was read whole without a usable record."""
-    with self._lock:
-      self._first_pass_records[shard] = max(self._first_pass_records.get(shard, 0),
-                                            usable_records)
-      passes = dict(self._first_pass_records)
-      unreadable, counts = dict(self._unreadable), dict(self._counts)
-    if len(passes) < self._num_shards or any(passes.values()):
-      return
-    failed = "; ".join(f"{path}: {error}" for path, error in list(unreadable.items())[:3])
-    raise sources.DataError(
-        f"none of the {self._num_shards} shards of this process holds a usable record "
-        f"(skipped: {counts}{'; unreadable: ' + failed if failed else ''}). Check "
-        "config.data.shards (truncated or missing files?), config.data.image_column and "
-        "config.data.text_column")
-
-
-def _should_warn(n: int) -> bool:
-  return n <= _WARN_FIRST or str(n).rstrip("0") == "1"  # 1-5, then 10, 100, 1000, ...
-
-
-# ---------------------------------------------------------------------------- Shard paths ---
-def _expand_ranges(pattern: str) -> list[str]:
-  """'a/{08..10}.parquet' -> ['a/08.parquet', 'a/09.parquet', 'a/10.parquet']."""
-  match = _RANGE.search(pattern)
-  if not match:
-    return [pattern]
-  first, last = match.groups()
-  out = []
-  for i in range(int(first), int(last) + 1):
-    out += _expand_ranges(pattern[:match.start()] + str(i).zfill(len(first)) +
-                          pattern[match.end():])
-  return out
-
-
-def _glob(pattern: str) -> list[str]:
-  """The sorted matches of a glob pattern (through epath: local or remote), or [pattern]."""
-  first_wildcard = min((pattern.find(c) for c in "*?[" if c in pattern), default=-1)
-  if first_wildcard < 0:
-    return [pattern]
-  base, _, relative = pattern[:first_wildcard].rpartition("/")
-  relative += pattern[first_wildcard:]
-  matches = sorted(str(p) for p in paths.path(base or ".").glob(relative))
-  if not matches:
-    raise sources.DataError(f"no file matches {pattern!r} (in config.data.shards): check the "
-                            "pattern, and that the shards were written there")
-  return matches
-
-
-def shard_paths(data_config: ml_collections.ConfigDict) -> list[str]:
-  """All shards of `config.data.shards`, in a fixed order (duplicates dropped)."""
-  patterns = data_config.get("shards")
-  if isinstance(patterns, str):
-    patterns = [p.strip() for p in patterns.split(",") if p.strip()]
-  if not patterns:
-    raise errors.ConfigError(
-        "config.data.shards is empty: set it to img2dataset's parquet shards, e.g. "
-        "--config.data.shards='gs://my-bucket/laion400m/*.parquet'")
-  found = [path for pattern in patterns for expanded in _expand_ranges(str(pattern))
-           for path in _glob(expanded)]
-  return list(dict.fromkeys(found))
-
-
-def process_shards(all_shards: Sequence[str]) -> list[str]:
-  """This process's shards: i goes to process i % process_count."""
-  count = jax.process_count()
-  if len(all_shards) < count:
-    raise errors.ConfigError(
-        f"{len(all_shards)} shards cannot feed {count} processes (each reads whole shards, and "
-        "needs at least one): add shards to config.data.shards (img2dataset writes more, "
-        "smaller ones with a lower --number_sample_per_shard) or run on fewer processes")
-  return list(all_shards[jax.process_index()::count])
-
-
-class _EpathFiles(pyarrow.fs.FileSystemHandler):
-  """pyarrow reads a shard's bytes through `paths` (etils.epath), local or in a bucket; only
-  reading is supported."""
-
-  def get_type_name(self):
-    return "epath"
-
-  def normalize_path(self, path):
-    return path
-
-  def open_input_file(self, path):
-    return pyarrow.PythonFile(paths.path(path).open("rb"), mode="r")
-
-  def open_input_stream(self, path):
-    return self.open_input_file(path)
-
-  def _refuse(self, *unused_args, **unused_kwargs):
-    raise NotImplementedError("web shards are only read")
-
-  get_file_info = get_file_info_selector = create_dir = delete_dir = _refuse
-  delete_dir_contents = delete_root_dir_contents = delete_file = move = copy_file = _refuse
-  open_output_stream = open_append_stream = _refuse
-
-
-def parquet_rows(path: str) -> grain.IterDataset:
-  """grain's ParquetIterDataset of one shard, its bytes read through `paths`."""
-  return grain.experimental.ParquetIterDataset(
-      path, filesystem=pyarrow.fs.PyFileSystem(_EpathFiles()))
-
-
-def parquet_file(path: str) -> "pyarrow.parquet.ParquetFile":
-  return pyarrow.parquet.ParquetFile(path, filesystem=pyarrow.fs.PyFileSystem(_EpathFiles()))
+NO_IMAGE, BAD_IMAGE, NO_TEXT = skip_counts.NO_IMAGE, skip_counts.BAD_IMAGE, skip_counts.NO_TEXT
 
 
 # -------------------------------------------------------------------------------- Records ---
@@ -248,14 +69,14 @@ def check_row(row: dict, image_column: str, text_column: str,
   except Exception as e:  # pylint: disable=broad-except  # PIL raises many types.
     return None, BAD_IMAGE, f"{type(e).__name__}: {e}"
   if image_size:
-    image_HxWx3 = pipeline.resize_image(image_HxWx3, image_size)
+    image_HxWx3 = image_ops.resize_image(image_HxWx3, image_size)
   return image_HxWx3, text, ""
 
 
 def check_columns(row: dict, shard: str, columns: Sequence[str]) -> None:
   missing = [c for c in columns if c not in row]
   if missing:
-    raise sources.DataError(
+    raise records.DataError(
         f"shard {shard} has no column {missing}; its columns are {sorted(row)}: set "
         "config.data.image_column / config.data.text_column to the right ones")
 
@@ -271,7 +92,7 @@ class _ShardIterator(grain.DatasetIterator):
     self._from_first_row = True
     self._finished = False
     try:
-      self._rows = iter(parquet_rows(shard.path))
+      self._rows = iter(shard_files.parquet_rows(shard.path))
     except Exception as e:  # pylint: disable=broad-except  # pyarrow raises many types.
       self._fail(e)
 
@@ -321,7 +142,7 @@ class _ShardIterator(grain.DatasetIterator):
     self._from_first_row = state["rows"] == {"row_group": 0, "index_within_row_group": 0}
     try:
       if self._rows is None:
-        self._rows = iter(parquet_rows(self._shard.path))
+        self._rows = iter(shard_files.parquet_rows(self._shard.path))
       self._rows.set_state(state["rows"])
     except Exception as e:  # pylint: disable=broad-except
       self._fail(e)
@@ -331,7 +152,7 @@ class _Shard(grain.IterDataset):
   """The usable records of one parquet shard."""
 
   def __init__(self, path: str, image_column: str, text_column: str, image_size: int | None,
-               counts: SkipCounts):
+               counts: skip_counts.SkipCounts):
     super().__init__()
     self.path, self.image_column, self.text_column = path, image_column, text_column
     self.image_size, self.counts = image_size, counts
@@ -347,7 +168,7 @@ class _OpenShard:
   """path -> _Shard (a class, not a closure, so that worker processes can unpickle it)."""
 
   def __init__(self, data_config: ml_collections.ConfigDict, image_size: int | None,
-               counts: SkipCounts):
+               counts: skip_counts.SkipCounts):
     self._columns = (data_config.get("image_column", "jpg"),
                      data_config.get("text_column", "caption"))
     self._image_size, self._counts = image_size, counts
@@ -357,12 +178,12 @@ class _OpenShard:
 
 
 def load(data_config: ml_collections.ConfigDict, image_size: int | None = None,
-         num_epochs: int | None = None) -> tuple[grain.IterDataset, SkipCounts]:
+         num_epochs: int | None = None) -> tuple[grain.IterDataset, skip_counts.SkipCounts]:
   """This process's records {'image': uint8 HxWx3 (image_size square if given), 'text': str},
   for `num_epochs` (None: forever), and the counts of what was skipped."""
-  shards = process_shards(shard_paths(data_config))
+  shards = shard_files.process_shards(shard_files.shard_paths(data_config))
   seed = int(data_config.get("shuffle_seed", 0))
-  counts = SkipCounts(len(shards))
+  counts = skip_counts.SkipCounts(len(shards))
   # Shuffled before repeating: every epoch reads the shards in another order.
   per_shard = grain.MapDataset.source(shards).shuffle(seed=seed).repeat(num_epochs).map(
       _OpenShard(data_config, image_size, counts))
@@ -384,9 +205,9 @@ def sample_texts(data_config: ml_collections.ConfigDict, limit: int) -> list[str
   shards are skipped with a warning."""
   column = data_config.get("text_column", "caption")
   texts = []
-  for path in shard_paths(data_config):
+  for path in shard_files.shard_paths(data_config):
     try:
-      for batch in parquet_file(path).iter_batches(columns=[column]):
+      for batch in shard_files.parquet_file(path).iter_batches(columns=[column]):
         texts += [t for t in batch.column(0).to_pylist() if isinstance(t, str) and t.strip()]
         if len(texts) >= limit:
           return texts[:limit]
@@ -410,7 +231,7 @@ def prepare_tokenizer(data_config: ml_collections.ConfigDict) -> str:
   limit = int(data_config.get("tokenizer_sample", 1_000_000))
   texts = sample_texts(data_config, limit)
   if not texts:
-    raise sources.DataError(f"the shards of config.data.shards hold no readable "
+    raise records.DataError(f"the shards of config.data.shards hold no readable "
                             f"{data_config.get('text_column', 'caption')!r} text to train the "
                             "tokenizer on: check the shards and config.data.text_column")
   logging.info("Training a tokenizer on %d captions of the first shards", len(texts))
@@ -421,3 +242,49 @@ def prepare_tokenizer(data_config: ml_collections.ConfigDict) -> str:
                path)
   return str(path)
 
+
+# ---------------------------------------------------------------------------- The source ---
+class WebShards(source_base.Source):
+  """img2dataset's parquet shards: read in order, corrupt records skipped and counted (never
+  verified up front), never prepared beyond the tokenizer (`config.data.tokenizer`, required:
+  there is no data set directory to keep one in)."""
+
+  PIPELINE_FIELDS = source_base.PIPELINE_FIELDS + ("cycle_length", "shuffle_window")
+
+  def prepare_command(self) -> str:
+    return ("python -m ig_captioner.data.prepare --config=<your config> (it trains "
+            f"config.data.tokenizer={self.config.get('tokenizer')} from the shards' captions)")
+
+  def location(self) -> str:
+    return str(self.config.get("shards"))
+
+  def is_prepared(self, with_tokenizer: bool) -> bool:
+    tokenizer = self.config.get("tokenizer")
+    return not with_tokenizer or bool(tokenizer) and paths.path(tokenizer).exists()
+
+  def prepare(self, verify: bool = False, with_tokenizer: bool = True) -> str:
+    del verify  # Records are checked as they are read.
+    return prepare_tokenizer(self.config) if with_tokenizer else self.location()
+
+  def tokenizer(self) -> tokenizer_lib.Tokenizer:
+    if not self.config.get("tokenizer"):
+      raise errors.ConfigError("config.data.tokenizer is unset; web shards need one: set it to "
+                               "a SentencePiece .model path, which `prepare` trains if missing")
+    return tokenizer_lib.stored(paths.path(self.config.tokenizer),
+                                f"train it with {self.prepare_command()}")
+
+  def open_split(self, split: str) -> records.CheckedSource:
+    raise records.DataError(
+        f"config.data.name='web_shards' names parquet shards, which only the train pipeline "
+        f"reads (asked for split {split!r}); evaluators and text_only_split need a TFDS data set: "
+        "name one in their `data` override")
+
+  def verify_split(self, split: str, force: bool = False) -> None:
+    del split, force  # Corrupt records are skipped and counted while reading.
+
+  def train_records(self, split: str, seed: int, image_size: int):
+    del split, seed  # The shards are the data; their order comes from config.data.shuffle_seed.
+    return load(self.config, image_size=image_size)
+
+  def record_keys(self) -> tuple[str, str]:
+    return IMAGE_KEY, TEXT_KEY

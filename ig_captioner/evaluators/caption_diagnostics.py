@@ -26,15 +26,17 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ig_captioner import errors
 from ig_captioner import models
 from ig_captioner import sharding
+from ig_captioner import token_ids
 from ig_captioner.data import pipeline
+from ig_captioner.data import records
 from ig_captioner.data import sources
-from ig_captioner.data import verify
-from ig_captioner.evaluators import _common
-from ig_captioner.models import likelihood
+from ig_captioner.evaluators import base
+from ig_captioner.scoring import class_scores
+from ig_captioner.scoring import likelihood
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
-  cfg = _common.base_config(
+  cfg = base.base_config(
       type="caption_diagnostics",
       split="validation",
       captions_key="captions",
@@ -48,7 +50,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def validate(name: str, eval_config: ml_collections.ConfigDict) -> None:
-  _common.validate_common(name, eval_config)
+  base.validate_common(name, eval_config)
   templates = eval_config.get("prior_templates", ())
   if not len(templates) or not all("{}" in t for t in templates):
     raise errors.ConfigError(
@@ -70,7 +72,7 @@ def empirical_prior(texts, class_names, templates) -> tuple[np.ndarray, float]:
   counts, total = np.zeros(len(class_names)), 0
   for text in texts:
     total += 1
-    i = owner.get(sources.as_text(text).strip().lower())
+    i = owner.get(records.as_text(text).strip().lower())
     if i is not None:
       counts[i] += 1
   if not counts.sum():
@@ -103,11 +105,11 @@ class Evaluator:
                tokenizer):
     models.require(predict_fns, models.CAPTION_FNS, f"config.evals.{name} (caption_diagnostics)",
                    config.model.name)
-    _common.check_batch_size(name, eval_config, mesh)
+    base.check_batch_size(name, eval_config, mesh)
     self.name = name
     self._cfg = eval_config
-    self._data = _common.data_config(config, eval_config)
-    verify.verify_split(self._data, eval_config.split)
+    self._data = base.data_config(config, eval_config)
+    sources.verify_split(self._data, eval_config.split)
     self._image_size = config.model.image_size
     self._max_len = config.model.max_text_len
     self._tokenizer = tokenizer
@@ -118,16 +120,16 @@ class Evaluator:
     prior_source = sources.open_split(self._data, eval_config.prior_split)
     self.prior, self.coverage = empirical_prior(
         (text for i in range(len(prior_source))
-         for text in sources.texts(sources.field(prior_source[i], self._data.text_key))),
+         for text in records.texts(records.field(prior_source[i], self._data.text_key))),
         self.class_names, templates)
     self._prompts_PxT = tokenizer.encode_batch(
-        _common.class_prompts(self.class_names, templates), self._max_len, strict=True)
+        class_scores.class_prompts(self.class_names, templates), self._max_len, strict=True)
 
     def nll_sums(params, images, tokens_BxKxT, pair_valid_BxK):
       """Summed NLL with and without the image, and the number of scored tokens."""
       b, k, t = tokens_BxKxT.shape
       inputs, targets = likelihood.inputs_and_targets(tokens_BxKxT.reshape(b * k, t))
-      mask = likelihood.scored_targets(targets) & pair_valid_BxK.reshape(b * k, 1)
+      mask = token_ids.is_scored(targets) & pair_valid_BxK.reshape(b * k, 1)
       visual_BxNxD = predict_fns["encode_images"](params, images)
       n, d = visual_BxNxD.shape[1:]
       visual = jnp.broadcast_to(visual_BxNxD[:, None], (b, k, n, d)).reshape(b * k, n, d)
@@ -138,7 +140,7 @@ class Evaluator:
       return jnp.stack(sums + [mask.sum().astype(jnp.float32)])
 
     self._nll_sums = jax.jit(nll_sums, out_shardings=self._replicated)
-    self._scorer = _common.prompt_scorer(
+    self._scorer = base.prompt_scorer(
         predict_fns, self._prompts_PxT, np.arange(len(self._prompts_PxT)) % len(templates),
         eval_config, mesh)
     self._text_only = jax.jit(self._scorer.text_logprobs, out_shardings=self._replicated)
@@ -151,7 +153,7 @@ class Evaluator:
     for row, i in enumerate(index_b):
       if i < 0:
         continue
-      texts = sources.texts(sources.field(source[int(i)], self._cfg.captions_key))[:k]
+      texts = records.texts(records.field(source[int(i)], self._cfg.captions_key))[:k]
       tokens[row, :len(texts)] = self._tokenizer.encode_batch(texts, self._max_len)
       valid[row, :len(texts)] = True
     return tokens, valid

@@ -32,12 +32,14 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ig_captioner import errors
 from ig_captioner import sharding
 from ig_captioner.data import pipeline
+from ig_captioner.data import records
 from ig_captioner.data import sources
-from ig_captioner.evaluators import _common
+from ig_captioner.evaluators import base
+from ig_captioner.scoring import embeddings
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
-  cfg = _common.base_config(
+  cfg = base.base_config(
       type="retrieval",
       split="retrieval",
       captions_key="captions",
@@ -49,7 +51,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def validate(name: str, eval_config: ml_collections.ConfigDict) -> None:
-  _common.validate_common(name, eval_config)
+  base.validate_common(name, eval_config)
   ks = eval_config.get("ks", ())
   if not len(ks) or not all(isinstance(k, int) and k > 0 for k in ks):
     raise errors.ConfigError(f"config.evals.{name}.ks={ks!r} is invalid: it needs positive "
@@ -58,7 +60,7 @@ def validate(name: str, eval_config: ml_collections.ConfigDict) -> None:
 
 def metric_name(name: str, direction: str, k: int, alpha: float | None = None,
                 prefix: str | None = None) -> str:
-  return (_common.metric_stem("retrieval", name, prefix) + f"/{direction}_r{k}" +
+  return (base.metric_stem("retrieval", name, prefix) + f"/{direction}_r{k}" +
           ("" if alpha is None else f"_alpha{float(alpha)}"))
 
 
@@ -75,7 +77,7 @@ def read_captions(source, captions_key: str) -> tuple[list[str], np.ndarray]:
   """(distinct texts in order of appearance, relevant_IxU: image i has text u as a caption)."""
   per_image = []
   for i in range(len(source)):
-    per_image.append(sources.texts(sources.field(source[i], captions_key)))
+    per_image.append(records.texts(records.field(source[i], captions_key)))
   texts = list(dict.fromkeys(c for captions in per_image for c in captions))
   position = {t: u for u, t in enumerate(texts)}
   relevant_IxU = np.zeros((len(per_image), len(texts)), bool)
@@ -84,7 +86,7 @@ def read_captions(source, captions_key: str) -> tuple[list[str], np.ndarray]:
   return texts, relevant_IxU
 
 
-class Evaluator(_common.EvaluatorBase):
+class Evaluator(base.EvaluatorBase):
   """Recall@k both ways on `eval_config.split` of `config.data` (+ `eval_config.data`)."""
 
   def __init__(self, name: str, eval_config: ml_collections.ConfigDict,
@@ -101,7 +103,7 @@ class Evaluator(_common.EvaluatorBase):
     chunk = int(eval_config.prompt_chunk)
 
     if self._caption:
-      self._scorers = {p: _common.prompt_scorer(predict_fns, self._texts_UxT[p], None,
+      self._scorers = {p: base.prompt_scorer(predict_fns, self._texts_UxT[p], None,
                                                 eval_config, mesh) for p in self.prefixes}
       scorer = self._scorers[self.prefixes[0]]  # Same shapes for every prefix.
 
@@ -114,7 +116,7 @@ class Evaluator(_common.EvaluatorBase):
 
     if self._embed:
       def embed_texts(params, texts_UxT):
-        return _common.embed_texts_chunked(predict_fns["embed_texts"], params, texts_UxT, chunk)
+        return embeddings.embed_texts_chunked(predict_fns["embed_texts"], params, texts_UxT, chunk)
 
       def similarities(params, z_txt_UxE, images):
         return predict_fns["embed_images"](params, images) @ z_txt_UxE.T
@@ -151,7 +153,7 @@ class Evaluator(_common.EvaluatorBase):
         texts_UxT = jax.device_put(self._texts_UxT[p], self._replicated)
         if self._embed:
           z_txt_UxE = self._embed_texts(params, texts_UxT)
-          score_fns[("embed", p)] = functools.partial(self._similarities, params, z_txt_UxE)
+          score_fns[("embedding", p)] = functools.partial(self._similarities, params, z_txt_UxE)
         if self._caption:
           inputs = jax.device_put(self._scorers[p].inputs, self._replicated)
           logp_txt_U[p] = np.asarray(jax.device_get(self._text_only(params, inputs)))
@@ -159,7 +161,7 @@ class Evaluator(_common.EvaluatorBase):
       scores = self._score_rows(score_fns)
     for p in self.prefixes:
       if self._embed:
-        metrics.update(self._recalls(scores[("embed", p)], None, p, both=True))
+        metrics.update(self._recalls(scores[("embedding", p)], None, p, both=True))
       if self._caption:
         for i, alpha in enumerate(self.alphas):
           # t2i rankings do not depend on alpha (see the module docstring): computed once.

@@ -11,9 +11,9 @@
   per prompt per checkpoint; the visual tokens once per image batch. Metrics
   `zeroshot/<name>/top1_alpha<alpha>`.
 A family that supplies both gets both. Caption likelihoods come from the cached scorer
-(`scoring='cached'`, models/prompt_scoring.py; `'reference'` decodes every pair in full, with the
+(`scoring='cached'`, scoring/prompt_scoring.py; `'reference'` decodes every pair in full, with the
 same numbers); `stream_blocks` streams large prompt sets with progress and an ETA
-(evaluators/prompt_streaming.py); `shortlist=k` is two-stage scoring (evaluators/shortlist.py), an
+(scoring/prompt_streaming.py); `shortlist=k` is two-stage scoring (scoring/shortlist.py), an
 approximation reported apart: `zeroshot/<name>/shortlist<k>/top1_alpha<alpha>` and
 `.../shortlist<k>/recall`. With `prefixes`, every prompt is scored after each
 prefix-conditioning token (for captioners the prior is then log P(t | prefix)), reported apart:
@@ -22,8 +22,6 @@ prefix-conditioning token (for captioners the prior is then log P(t | prefix)), 
 Shape letters: B images, C classes, K templates, P prompts (C x K, class-major), A alphas,
 E embedding width.
 """
-
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -35,14 +33,16 @@ from ig_captioner import errors
 from ig_captioner import sharding
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
-from ig_captioner.evaluators import _common
-from ig_captioner.evaluators import prompt_streaming
-from ig_captioner.evaluators import shortlist
-from ig_captioner.models import prompt_scoring
+from ig_captioner.evaluators import base
+from ig_captioner.scoring import class_scores
+from ig_captioner.scoring import embeddings
+from ig_captioner.scoring import prompt_scoring
+from ig_captioner.scoring import prompt_streaming
+from ig_captioner.scoring import shortlist
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
-  cfg = _common.base_config(
+  cfg = base.base_config(
       type="zeroshot",
       label_key="label",
       # Class names in prompts: None, the ClassLabel's ('_' read as a space); "imagenet", the
@@ -53,9 +53,9 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       templates=("a photo of the number {}", "a handwritten {}", "the digit {} written by hand"),
       alphas=(0.0, 0.5, 1.0),  # For caption scoring.
       # Large prompt sets (caption scoring, cached): > 0 streams this many suffix blocks per
-      # jitted call with progress and an ETA (evaluators/prompt_streaming.py); 0: one program.
+      # jitted call with progress and an ETA (scoring/prompt_streaming.py); 0: one program.
       stream_blocks=0,
-      # Two-stage scoring (evaluators/shortlist.py), reported under its own names: > 0 keeps the
+      # Two-stage scoring (scoring/shortlist.py), reported under its own names: > 0 keeps the
       # top `shortlist` classes by the IG score (alpha `shortlist_alpha`) of the first
       # `shortlist_templates` templates, then scores those with every template. 0: exact.
       shortlist=0,
@@ -67,7 +67,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def validate(name: str, eval_config: ml_collections.ConfigDict) -> None:
-  _common.validate_common(name, eval_config)
+  base.validate_common(name, eval_config)
   for field in ("stream_blocks", "shortlist", "shortlist_templates"):
     value = eval_config.get(field, 0)
     if not isinstance(value, int) or value < 0:
@@ -88,28 +88,12 @@ def validate(name: str, eval_config: ml_collections.ConfigDict) -> None:
 def metric_name(name: str, alpha: float | None = None, prefix: str | None = None,
                 shortlist: int = 0, metric: str = "top1") -> str:
   """'zeroshot/<name>[/<prefix>_prefix][/shortlist<k>]/top1[_alpha<a>]'."""
-  return (_common.metric_stem("zeroshot", name, prefix) +
+  return (base.metric_stem("zeroshot", name, prefix) +
           (f"/shortlist{shortlist}" if shortlist else "") + f"/{metric}" +
           ("" if alpha is None else f"_alpha{float(alpha)}"))
 
 
-def class_scores(logp_img_BxP: jax.Array, logp_txt_P: jax.Array, num_classes: int,
-                 alphas: Sequence[float]) -> jax.Array:
-  """IG scores per alpha and class, templates averaged (prompts class-major). Returns (A, B, C)."""
-  b = logp_img_BxP.shape[0]
-  img_BxC = logp_img_BxP.reshape(b, num_classes, -1).mean(-1)
-  txt_C = logp_txt_P.reshape(num_classes, -1).mean(-1)
-  alphas_A = jnp.asarray(alphas, jnp.float32)
-  return img_BxC[None] - alphas_A[:, None, None] * txt_C[None, None]
-
-
-def class_embeddings(z_prompts_PxE: jax.Array, num_classes: int) -> jax.Array:
-  """CLIP's prompt ensemble: normalised mean of each class's (normalised) template embeddings."""
-  mean_CxE = z_prompts_PxE.reshape(num_classes, -1, z_prompts_PxE.shape[-1]).mean(1)
-  return mean_CxE / jnp.linalg.norm(mean_CxE, axis=-1, keepdims=True)
-
-
-class Evaluator(_common.EvaluatorBase):
+class Evaluator(base.EvaluatorBase):
   """Zero-shot top-1 on `eval_config.split` of `config.data` (+ `eval_config.data`)."""
 
   def __init__(self, name: str, eval_config: ml_collections.ConfigDict,
@@ -118,7 +102,7 @@ class Evaluator(_common.EvaluatorBase):
     super().__init__(name, eval_config, config, predict_fns, mesh, "zeroshot")
     self.class_names = sources.readable_class_names(self._data_config, eval_config.label_key,
                                                     eval_config.get("class_names"))
-    self.prompts = _common.class_prompts(self.class_names, eval_config.templates)
+    self.prompts = class_scores.class_prompts(self.class_names, eval_config.templates)
     prompts = self.prompts
     self.prefixes = tuple(eval_config.get("prefixes", (None,)))
     prompts_PxT = {p: tokenizer.encode_batch(prompts, config.model.max_text_len, strict=True,
@@ -135,7 +119,7 @@ class Evaluator(_common.EvaluatorBase):
       # Template k's prompts share its words before the class name: one group each.
       num_templates = len(eval_config.templates)
       groups_P = np.arange(len(prompts)) % num_templates
-      self._scorers = {p: _common.prompt_scorer(predict_fns, prompts_PxT[p], groups_P,
+      self._scorers = {p: base.prompt_scorer(predict_fns, prompts_PxT[p], groups_P,
                                                 eval_config, mesh) for p in self.prefixes}
       scorer = self._scorers[self.prefixes[0]]  # Same shapes for every prefix.
       self._text_only = jax.jit(scorer.text_logprobs, out_shardings=self._replicated)
@@ -146,8 +130,9 @@ class Evaluator(_common.EvaluatorBase):
       def caption_hits(params, inputs, logp_txt_P, images, labels, valid):
         visual = predict_fns["encode_images"](params, images)
         logp_img_BxP = scorer.image_text_logprobs(params, visual, inputs)
-        return hits(class_scores(logp_img_BxP, logp_txt_P, num_classes, self.alphas), labels,
-                    valid)
+        scores_AxBxC = class_scores.ig_class_scores(logp_img_BxP, logp_txt_P, num_classes,
+                                                    self.alphas)
+        return hits(scores_AxBxC, labels, valid)
 
       self._caption_hits = jax.jit(caption_hits, out_shardings=self._replicated)
       if int(eval_config.get("stream_blocks", 0)) and not self._shortlist:
@@ -163,16 +148,17 @@ class Evaluator(_common.EvaluatorBase):
         self._encode = jax.jit(predict_fns["encode_images"])
         self._hits_from_logp = jax.jit(
             lambda logp_img, logp_txt, labels, valid: hits(
-                class_scores(logp_img, logp_txt, num_classes, self.alphas), labels, valid),
+                class_scores.ig_class_scores(logp_img, logp_txt, num_classes, self.alphas),
+                labels, valid),
             out_shardings=self._replicated)
       if self._shortlist:
         self._setup_shortlist(predict_fns, eval_config, prompts_PxT, num_classes, num_templates)
 
     if self._embed:
       def classes(params, prompts_PxT):
-        z_PxE = _common.embed_texts_chunked(predict_fns["embed_texts"], params, prompts_PxT,
+        z_PxE = embeddings.embed_texts_chunked(predict_fns["embed_texts"], params, prompts_PxT,
                                             chunk)
-        return class_embeddings(z_PxE, num_classes)
+        return class_scores.class_embeddings(z_PxE, num_classes)
 
       def embed_hits(params, classes_CxE, images, labels, valid):
         sims_BxC = predict_fns["embed_images"](params, images) @ classes_CxE.T
@@ -241,11 +227,11 @@ class Evaluator(_common.EvaluatorBase):
 
   def _setup_shortlist(self, predict_fns, eval_config, prompts_PxT, num_classes, num_templates):
     """Stage 1: a cached scorer of the first `shortlist_templates` templates; stage 2: every
-    template's suffix table (see evaluators/shortlist.py)."""
+    template's suffix table (see scoring/shortlist.py)."""
     k1 = int(eval_config.shortlist_templates)
     size = min(self._shortlist, num_classes)
     keep_P = (np.arange(num_classes * num_templates) % num_templates) < k1
-    stage1 = {p: _common.prompt_scorer(predict_fns, prompts_PxT[p][keep_P],
+    stage1 = {p: base.prompt_scorer(predict_fns, prompts_PxT[p][keep_P],
                                        np.arange(num_classes * k1) % k1, eval_config, self._mesh)
               for p in self.prefixes}
     self._tables = {p: jax.device_put(shortlist.suffix_tables(prompts_PxT[p], num_templates),
@@ -259,8 +245,9 @@ class Evaluator(_common.EvaluatorBase):
 
     def shortlist_hits(params, inputs1, logp_txt1, tables, logp_txt_P, images, labels, valid):
       visual = predict_fns["encode_images"](params, images)
-      stage1_BxC = class_scores(scorer.image_text_logprobs(params, visual, inputs1), logp_txt1,
-                                num_classes, (alpha1,))[0]
+      stage1_BxC = class_scores.ig_class_scores(
+          scorer.image_text_logprobs(params, visual, inputs1), logp_txt1, num_classes,
+          (alpha1,))[0]
       _, shortlist_BxS = jax.lax.top_k(stage1_BxC, size)
       logp_img = shortlist.shortlisted_logprobs(predict_fns, params, visual, tables,
                                                 shortlist_BxS)

@@ -4,8 +4,9 @@
     init_params(model, rng) -> boxed params  from dummy inputs of the model's shapes
     predict_fns(model) -> {name: fn}         pure functions of params
 
-Objectives and evaluators use only the predict functions, by the names below, and never reach
-into a module: a family that supplies a group supports everything that needs it.
+Objectives, evaluators and the scoring algorithms (`ig_captioner.scoring`) use only the
+predict functions, by the names below, and never reach into a module: a family that supplies a
+group supports everything that needs it. Shared pieces of the families: `base.py`.
 """
 
 import dataclasses
@@ -18,12 +19,11 @@ import ml_collections
 from ig_captioner import errors
 from ig_captioner import registry
 
-# Sequence log-likelihoods from an image-conditioned text decoder (captioners):
+# An image-conditioned text decoder (captioners), whose sequence log-likelihoods log P(t|I) and,
+# without visual tokens, log P(t) `scoring.likelihood` computes:
 #   encode_images(params, images_BxHxWxC) -> visual_BxNxD
 #   decode(params, tokens_BxL, visual_BxNxD or None) -> logits_BxLxV   (None: text only)
-#   text_logprobs(params, texts_PxT, chunk) -> logp_P                   log P(t)
-#   image_text_logprobs(params, visual_BxNxD, texts_PxT, chunk) -> logp_BxP   log P(t|I)
-CAPTION_FNS = ("encode_images", "decode", "text_logprobs", "image_text_logprobs")
+CAPTION_FNS = ("encode_images", "decode")
 # The same decoder, cached (see `decoder.TextDecoder.extend`; used by `prompt_scoring` and
 # `generation`): cross_kv(params, visual_BxNxD) -> per-block (k, v) of the visual tokens;
 #   extend(params, tokens_BxCxQ, positions_Q, contexts or None, cross_kvs or None)
@@ -41,10 +41,11 @@ PARALLEL_FNS = ("decode_parallel",)
 #   caption_and_embed(params, images, tokens_BxT) -> (logits_Bx(T-1)xV over tokens[:, :-1] with
 #   the image, z_img_BxE, z_txt_BxE)
 JOINT_FNS = ("caption_and_embed",)
-# Token log-probabilities without the full logits (`config.objective.logits_chunk`):
-#   decode_logprobs(params, tokens_BxL, targets_BxL, visual_BxNxD or None, parallel_B or None,
-#                   chunk) -> logp_BxL, the logits computed `chunk` positions at a time.
-CHUNKED_FNS = ("decode_logprobs",)
+# The decoder in two steps, so that its logits can be computed a chunk of positions at a time
+# (`config.objective.logits_chunk`, `scoring.likelihood.chunked_token_logprobs`):
+#   decode_features(params, tokens_BxL, visual_BxNxD or None, parallel_B or None) -> h_BxLxD
+#   decode_logits(params, h_BxXxD) -> logits_BxXxV (any number X of positions)
+CHUNKED_FNS = ("decode_features", "decode_logits")
 
 
 def get(name: str) -> ModuleType:

@@ -7,7 +7,7 @@ config.model: name='captioner', encoder ('B/16'), decoder (a size name), decoder
 size's), vocab_size, image_size, max_text_len (tokens incl. BOS and EOS), dtype, and optional
 remat ('none', default, or 'block': every transformer block's activations are recomputed in the
 backward pass instead of kept, less memory for about a third more compute).
-Predict functions: `models.CAPTION_FNS`, `models.PARALLEL_FNS` (CapPa), `models.CHUNKED_FNS`.
+Predict functions: `models.CAPTION_FNS`, `CACHE_FNS`, `PARALLEL_FNS` (CapPa), `CHUNKED_FNS`.
 
 Shape letters: B images, N visual tokens, D width, L/T text length, V vocabulary.
 """
@@ -21,9 +21,9 @@ import ml_collections
 
 from ig_captioner import errors
 from ig_captioner.models import decoder as decoder_lib
-from ig_captioner.models import family_parts
+from ig_captioner.models import base
 from ig_captioner.models import layers
-from ig_captioner.models import likelihood
+from ig_captioner.models import mixed_precision
 from ig_captioner.models import vit
 
 
@@ -74,7 +74,7 @@ def build(model_config: ml_collections.ConfigDict) -> Captioner:
   vit.check(model_config.encoder, model_config.image_size)
   size = layers.named_size(model_config.decoder, "model.decoder",
                            model_config.get("decoder_depth"))
-  family_parts.check_max_text_len(model_config)
+  base.check_max_text_len(model_config)
   remat = model_config.get("remat", "none")
   if remat not in REMAT_POLICIES:
     raise errors.ConfigError(f"config.model.remat={remat!r} is not one of {REMAT_POLICIES} "
@@ -85,17 +85,17 @@ def build(model_config: ml_collections.ConfigDict) -> Captioner:
       vocab_size=model_config.vocab_size,
       image_size=model_config.image_size,
       max_text_len=model_config.max_text_len,
-      dtype=layers.compute_dtype(model_config.dtype),
+      dtype=mixed_precision.compute_dtype(model_config.dtype),
       remat=remat == "block")
 
 
 def init_params(model: Captioner, rng: jax.Array):
   """Boxed (logically partitioned) params (the decoder reads max_text_len - 1 tokens)."""
-  return family_parts.init_params(model, rng, model.max_text_len - 1)
+  return base.init_params(model, rng, model.max_text_len - 1)
 
 
 def predict_fns(model: Captioner) -> dict:
-  """`models.CAPTION_FNS` and `models.PARALLEL_FNS` for this model."""
+  """`models.CAPTION_FNS`, `CACHE_FNS`, `PARALLEL_FNS` (CapPa) and `CHUNKED_FNS` of this model."""
 
   def decode(params, tokens_BxL, visual_BxNxD=None):
     return model.apply({"params": params}, tokens_BxL, visual_BxNxD, method="decode")
@@ -105,14 +105,11 @@ def predict_fns(model: Captioner) -> dict:
     return model.apply({"params": params}, tokens_BxL, visual_BxNxD, parallel_B,
                        method="decode")
 
-  def decode_logprobs(params, tokens_BxL, targets_BxL, visual_BxNxD, parallel_B, chunk: int):
-    """log P(target) per position, the head's logits computed `chunk` positions at a time."""
-    h_BxLxD = model.apply({"params": params}, tokens_BxL, visual_BxNxD, parallel_B,
-                          method="decode_features")
-    return likelihood.chunked_token_logprobs(
-        lambda h: model.apply({"params": params}, h, method="decode_logits"), h_BxLxD,
-        targets_BxL, chunk)
+  def decode_features(params, tokens_BxL, visual_BxNxD=None, parallel_B=None):
+    return model.apply({"params": params}, tokens_BxL, visual_BxNxD, parallel_B,
+                       method="decode_features")
 
-  return {**likelihood.caption_fns(family_parts.method_fn(model, "encode"), decode),
-          **{name: family_parts.method_fn(model, name) for name in ("cross_kv", "extend")},
-          "decode_parallel": decode_parallel, "decode_logprobs": decode_logprobs}
+  return {"encode_images": base.method_fn(model, "encode"), "decode": decode,
+          **{name: base.method_fn(model, name) for name in ("cross_kv", "extend")},
+          "decode_parallel": decode_parallel, "decode_features": decode_features,
+          "decode_logits": base.method_fn(model, "decode_logits")}

@@ -29,11 +29,12 @@ import jax.numpy as jnp
 import ml_collections
 
 from ig_captioner import errors
-from ig_captioner.data.tokenizer import PAD_ID
+from ig_captioner import sharding
+from ig_captioner.token_ids import PAD_ID
 from ig_captioner.models import decoder
-from ig_captioner.models import family_parts
+from ig_captioner.models import base
 from ig_captioner.models import layers
-from ig_captioner.models import likelihood
+from ig_captioner.models import mixed_precision
 from ig_captioner.models import two_towers
 from ig_captioner.models import vit
 
@@ -47,7 +48,8 @@ class AttentionPool(nn.Module):
   def __call__(self, tokens_BxNxD):
     width = tokens_BxNxD.shape[-1]
     query_1xD = self.param("query", nn.with_logical_partitioning(
-        nn.initializers.normal(stddev=0.02), ("positions", "embed")), (1, width), jnp.float32)
+        nn.initializers.normal(stddev=0.02), (sharding.POSITIONS, sharding.EMBED)), (1, width),
+                           jnp.float32)
     query_Bx1xD = jnp.broadcast_to(query_1xD.astype(self.dtype)[None],
                                    (tokens_BxNxD.shape[0], 1, width))
     pooled_Bx1xD = layers.MultiHeadAttention(self.num_heads, width, self.dtype, name="attn")(
@@ -72,21 +74,21 @@ class CoCa(nn.Module):
     self.encoder = vit.VisionEncoder(self.encoder_variant, self.image_size, self.dtype)
     self.image_pool = AttentionPool(vit.parse_variant(self.encoder_variant)[0].num_heads,
                                     self.dtype)
-    self.image_projection = layers.dense(self.embed_dim, ("embed", "joint_embed"), self.dtype,
-                                         "image_projection", use_bias=False)
+    self.image_projection = layers.dense(self.embed_dim, (sharding.EMBED, sharding.JOINT_EMBED),
+                                         self.dtype, "image_projection", use_bias=False)
     self.text_embedding = layers.TextEmbedding(self.vocab_size, self.max_text_len, size.width,
                                                self.dtype)
     self.unimodal = [layers.TransformerBlock(size, causal=True, dtype=self.dtype,
                                              name=f"unimodal{i}")
                      for i in range(self.unimodal_depth)]
     self.ln_text = layers.layer_norm(self.dtype, "ln_text")
-    self.text_projection = layers.dense(self.embed_dim, ("embed", "joint_embed"), self.dtype,
-                                        "text_projection", use_bias=False)
+    self.text_projection = layers.dense(self.embed_dim, (sharding.EMBED, sharding.JOINT_EMBED),
+                                        self.dtype, "text_projection", use_bias=False)
     self.multimodal = [layers.TransformerBlock(size, causal=True, dtype=self.dtype,
                                                name=f"multimodal{i}")
                        for i in range(self.multimodal_depth)]
     self.ln_final = layers.layer_norm(self.dtype, "ln_final")
-    self.head = layers.dense(self.vocab_size, ("embed", "vocab"), self.dtype, "head",
+    self.head = layers.dense(self.vocab_size, (sharding.EMBED, sharding.VOCAB), self.dtype, "head",
                              kernel_init=nn.initializers.zeros_init())
     self.log_temperature = self.param(
         "log_temperature", nn.with_logical_partitioning(
@@ -107,12 +109,12 @@ class CoCa(nn.Module):
   def _multimodal(self, x_BxLxD, visual_BxNxD):
     if visual_BxNxD is not None:
       visual_BxNxD = nn.with_logical_constraint(visual_BxNxD.astype(self.dtype),
-                                                layers.BATCH_LENGTH_EMBED)
+                                                sharding.BATCH_LENGTH_EMBED)
     for block in self.multimodal:
       x_BxLxD = block(x_BxLxD, visual_BxNxD)
     logits_BxLxV = self.head(self.ln_final(x_BxLxD))
     return nn.with_logical_constraint(logits_BxLxV.astype(jnp.float32),
-                                      ("activation_batch", "activation_length", "activation_vocab"))
+                                      sharding.BATCH_LENGTH_VOCAB)
 
   def cross_kv(self, visual_BxNxD):
     """Cross-attention keys/values per decoder block (None for the unimodal half)."""
@@ -164,24 +166,24 @@ def build(model_config: ml_collections.ConfigDict) -> CoCa:
     if not isinstance(model_config.get(field), int) or model_config[field] <= 0:
       raise errors.ConfigError(f"config.model.{field}={model_config.get(field)!r} must be a "
                                "positive integer")
-  family_parts.check_temperature_init(model_config, "CoCa, as CLIP: 1/0.07")
-  family_parts.check_max_text_len(model_config)
+  base.check_temperature_init(model_config, "CoCa, as CLIP: 1/0.07")
+  base.check_max_text_len(model_config)
   return CoCa(
       encoder_variant=model_config.encoder, decoder_size=size,
       unimodal_depth=model_config.unimodal_depth, multimodal_depth=model_config.multimodal_depth,
       embed_dim=model_config.embed_dim, vocab_size=model_config.vocab_size,
       image_size=model_config.image_size, max_text_len=model_config.max_text_len,
       temperature_init=float(model_config.temperature_init),
-      dtype=layers.compute_dtype(model_config.dtype))
+      dtype=mixed_precision.compute_dtype(model_config.dtype))
 
 
 def init_params(model: CoCa, rng: jax.Array):
   """Boxed (logically partitioned) params from dummy inputs of the model's shapes."""
-  return family_parts.init_params(model, rng, model.max_text_len)
+  return base.init_params(model, rng, model.max_text_len)
 
 
 def predict_fns(model: CoCa) -> dict:
-  """`models.CAPTION_FNS`, `models.EMBED_FNS` and `models.JOINT_FNS` for this model."""
+  """`models.CAPTION_FNS`, `CACHE_FNS`, `EMBED_FNS` and `JOINT_FNS` for this model."""
 
   def decode(params, tokens_BxL, visual_BxNxD=None):
     return model.apply({"params": params}, tokens_BxL, visual_BxNxD, method="decode")
@@ -189,8 +191,8 @@ def predict_fns(model: CoCa) -> dict:
   def caption_and_embed(params, images_BxHxWxC, tokens_BxT):
     return model.apply({"params": params}, images_BxHxWxC, tokens_BxT)
 
-  return {**likelihood.caption_fns(family_parts.method_fn(model, "encode"), decode),
-          **{name: family_parts.method_fn(model, name) for name in ("cross_kv", "extend")},
-          **{name: family_parts.method_fn(model, name)
+  return {"encode_images": base.method_fn(model, "encode"), "decode": decode,
+          **{name: base.method_fn(model, name) for name in ("cross_kv", "extend")},
+          **{name: base.method_fn(model, name)
              for name in ("embed_images", "embed_texts", "logit_scale_and_bias")},
           "caption_and_embed": caption_and_embed}

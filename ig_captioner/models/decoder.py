@@ -17,10 +17,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ig_captioner import sharding
 from ig_captioner.models import layers
-
-LOGITS = ("activation_batch", "activation_length", "activation_vocab")
-
 
 def extend_blocks(blocks: Sequence[layers.TransformerBlock], x_BxCxQxD, contexts, cross_kvs):
   """Runs `TransformerBlock.extend` through a stack. `contexts` (None: nothing cached) and
@@ -49,7 +47,7 @@ class TextDecoder(nn.Module):
     self.blocks = [block(self.size, causal=True, dtype=self.dtype, name=f"block{i}")
                    for i in range(self.size.depth)]
     self.ln_final = layers.layer_norm(self.dtype, None)
-    self.head = layers.dense(self.vocab_size, ("embed", "vocab"), self.dtype, None,
+    self.head = layers.dense(self.vocab_size, (sharding.EMBED, sharding.VOCAB), self.dtype, None,
                              kernel_init=nn.initializers.zeros_init())
 
   def _embed(self, tokens_XxL, positions_L=None):
@@ -65,14 +63,15 @@ class TextDecoder(nn.Module):
     x_BxLxD = self._embed(tokens_BxL)
     if visual_BxNxE is not None:
       visual_BxNxE = nn.with_logical_constraint(visual_BxNxE.astype(self.dtype),
-                                                layers.BATCH_LENGTH_EMBED)
+                                                sharding.BATCH_LENGTH_EMBED)
     for block in self.blocks:
       x_BxLxD = block(x_BxLxD, visual_BxNxE, bidirectional_B)
     return self.ln_final(x_BxLxD)
 
   def logits(self, h_BxLxD):
     """Next-token logits_BxLxV (float32) of features from `features` (any L: a chunk too)."""
-    return nn.with_logical_constraint(self.head(h_BxLxD).astype(jnp.float32), LOGITS)
+    return nn.with_logical_constraint(self.head(h_BxLxD).astype(jnp.float32),
+                                      sharding.BATCH_LENGTH_VOCAB)
 
   def cross_kv(self, visual_BxNxE):
     """Every block's cross-attention (k_BxHxNxK, v_BxHxNxK): computed once per image."""

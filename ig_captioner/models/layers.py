@@ -4,14 +4,13 @@ pre-LN block that the image encoder, the text encoder and the text decoder all s
 Shape letters: B batch, Q query length, S key/value length, L sequence length, N visual tokens,
 D model width, E width of cross-attended tokens, H heads, K head width, F MLP width.
 
-Every parameter carries logical axis names (see `ig_captioner.sharding.LOGICAL_AXIS_RULES` for
-how they map onto the mesh). Kernels are 2-D on purpose: multi-dimensional `DenseGeneral` kernels
+Every parameter carries logical axis names (`ig_captioner.sharding`'s constants; its one table
+maps them onto the mesh). Kernels are 2-D on purpose: multi-dimensional `DenseGeneral` kernels
 with logical partitioning break under `jax.set_mesh` in flax 0.12, so heads are split by reshape.
+Products run in the activations' dtype, accumulated in float32 (`mixed_precision`).
 """
 
 import dataclasses
-import functools
-import math
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -20,8 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ig_captioner import errors
+from ig_captioner import sharding
+from ig_captioner.models import mixed_precision
 
 Dtype = Any
+_einsum = mixed_precision.mixed_einsum  # Products in the activations' dtype, f32 sums.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,94 +46,12 @@ SIZES = {
 }
 
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def compute_dtype(name: str) -> Dtype:
-  """The activations' dtype named by `config.model.dtype` (params stay float32)."""
-  if name not in DTYPES:
-    raise errors.ConfigError(f"config.model.dtype={name!r} is not one of {sorted(DTYPES)}")
-  return DTYPES[name]
-
-
 def named_size(name: str, field: str, depth: int | None = None) -> TransformerSize:
   """SIZES[name], optionally with another depth; ConfigError naming `field` if unknown."""
   if name not in SIZES:
     raise errors.ConfigError(f"config.{field}={name!r} is not one of {sorted(SIZES)}")
   size = SIZES[name]
   return dataclasses.replace(size, depth=depth) if depth else size
-
-# Activation layouts, named once.
-BATCH_LENGTH_EMBED = ("activation_batch", "activation_length", "activation_embed")
-BATCH_LENGTH_MLP = ("activation_batch", "activation_length", "activation_mlp")
-BATCH_LENGTH_HEADS_KV = ("activation_batch", "activation_length", "activation_heads",
-                         "activation_kv")
-
-
-def _batched_matmul(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
-  """A two-operand einsum as one canonical batched matmul (batch, rows, contracted) x (batch,
-  contracted, columns), accumulated in float32. XLA's CPU backend runs bfloat16 x bfloat16 ->
-  float32 products only in that canonical form (others fail with 'Unsupported element type for
-  DotThunk'), so operands and result are transposed around it."""
-  (spec_a, spec_b), spec_out = spec.split("->")[0].split(","), spec.split("->")[1]
-  batch = [c for c in spec_out if c in spec_a and c in spec_b]
-  contract = [c for c in spec_a if c in spec_b and c not in spec_out]
-  rows = [c for c in spec_a if c not in spec_b]
-  cols = [c for c in spec_b if c not in spec_a]
-  size = {**dict(zip(spec_a, a.shape)), **dict(zip(spec_b, b.shape))}
-
-  def grouped(x, spec_x, groups):
-    x = x.transpose([spec_x.index(c) for g in groups for c in g])
-    return x.reshape([math.prod(size[c] for c in g) for g in groups])
-
-  out = jax.lax.dot_general(grouped(a, spec_a, (batch, rows, contract)),
-                            grouped(b, spec_b, (batch, contract, cols)),
-                            (((2,), (1,)), ((0,), (0,))), preferred_element_type=jnp.float32)
-  order = batch + rows + cols
-  return out.reshape([size[c] for c in order]).transpose([order.index(c) for c in spec_out])
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _einsum_f32_accumulate(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
-  """einsum of two low-precision operands, accumulated and returned in float32; its gradients
-  are low-precision products accumulated in float32 too (JAX's own transpose would multiply the
-  float32 cotangent by a bfloat16 operand: a float32 matmul, the slow path on CPUs)."""
-  return _batched_matmul(spec, a, b)
-
-
-def _einsum_fwd(spec, a, b):
-  return _einsum_f32_accumulate(spec, a, b), (a, b)
-
-
-def _einsum_bwd(spec, residuals, g):
-  a, b = residuals
-  (spec_a, spec_b), spec_out = spec.split("->")[0].split(","), spec.split("->")[1]
-  g = g.astype(a.dtype)
-  da = _batched_matmul(f"{spec_out},{spec_b}->{spec_a}", g, b)
-  db = _batched_matmul(f"{spec_a},{spec_out}->{spec_b}", a, g)
-  return da.astype(a.dtype), db.astype(b.dtype)
-
-
-_einsum_f32_accumulate.defvjp(_einsum_fwd, _einsum_bwd)
-
-
-def _mixed_einsum(spec: str, a: jax.Array, b: jax.Array, dtype: Dtype) -> jax.Array:
-  """einsum of `a` and `b` cast to `dtype`, accumulated in float32. Every index of an operand
-  must appear in the other operand or the output (true of matmuls and attention)."""
-  if dtype == jnp.float32:
-    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
-  return _einsum_f32_accumulate(spec, a.astype(dtype), b.astype(dtype))
-
-
-def _dense_dot_f32_accumulate(lhs, rhs, dimension_numbers, precision=None,
-                              preferred_element_type=None):
-  """nn.Dense's dot_general (inputs x 2-D kernel) with float32 accumulation and gradients."""
-  del precision, preferred_element_type
-  ((lhs_contract, rhs_contract), batch) = dimension_numbers
-  if lhs_contract != (lhs.ndim - 1,) or rhs_contract != (0,) or batch != ((), ()):
-    raise ValueError(f"unexpected dense dimension numbers {dimension_numbers}")
-  lead = "abcdefgh"[:lhs.ndim - 1]
-  return _einsum_f32_accumulate(f"{lead}i,io->{lead}o", lhs, rhs)
 
 
 def dense(features: int, axes: tuple[str, str], dtype: Dtype, name: str | None,
@@ -149,7 +69,7 @@ def dense(features: int, axes: tuple[str, str], dtype: Dtype, name: str | None,
       use_bias=use_bias,
       kernel_init=nn.with_logical_partitioning(kernel_init, axes),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes[1],)),
-      dot_general=None if dtype == jnp.float32 else _dense_dot_f32_accumulate,
+      dot_general=None if dtype == jnp.float32 else mixed_precision.dense_dot_f32_accumulate,
       name=name)
 
 
@@ -157,8 +77,8 @@ def layer_norm(dtype: Dtype, name: str | None) -> nn.LayerNorm:
   return nn.LayerNorm(
       dtype=dtype,
       param_dtype=jnp.float32,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("norm",)),
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (sharding.NORM,)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (sharding.NORM,)),
       name=name)
 
 
@@ -189,9 +109,9 @@ class MultiHeadAttention(nn.Module):
   def setup(self):
     if self.width % self.num_heads:
       raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}")
-    self.query, self.key, self.value = (dense(self.width, ("embed", "heads"), self.dtype, None)
-                                        for _ in range(3))
-    self.out = dense(self.width, ("heads", "embed"), self.dtype, None)
+    self.query, self.key, self.value = (
+        dense(self.width, (sharding.EMBED, sharding.HEADS), self.dtype, None) for _ in range(3))
+    self.out = dense(self.width, (sharding.HEADS, sharding.EMBED), self.dtype, None)
 
   def _split_heads(self, x_XxD):
     return x_XxD.reshape(*x_XxD.shape[:-1], self.num_heads, self.width // self.num_heads)
@@ -209,10 +129,10 @@ class MultiHeadAttention(nn.Module):
     the examples where it is True (CapPa's parallel prediction)."""
     b, q_len, _ = x_BxQxD.shape
     q_BxQxHxK = nn.with_logical_constraint(self._split_heads(self.query(x_BxQxD)),
-                                           BATCH_LENGTH_HEADS_KV)
-    k_BxSxHxK, v_BxSxHxK = (nn.with_logical_constraint(a, BATCH_LENGTH_HEADS_KV)
+                                           sharding.BATCH_LENGTH_HEADS_KV)
+    k_BxSxHxK, v_BxSxHxK = (nn.with_logical_constraint(a, sharding.BATCH_LENGTH_HEADS_KV)
                             for a in self.project_kv(kv_BxSxE))
-    logits_BxHxQxS = _mixed_einsum("bqhk,bshk->bhqs", q_BxQxHxK, k_BxSxHxK, self.dtype)
+    logits_BxHxQxS = _einsum("bqhk,bshk->bhqs", q_BxQxHxK, k_BxSxHxK, self.dtype)
     logits_BxHxQxS = logits_BxHxQxS / jnp.sqrt(q_BxQxHxK.shape[-1]).astype(jnp.float32)
     if causal:
       allowed_Bx1xQxS = causal_mask(q_len, k_BxSxHxK.shape[1])[None, None]
@@ -220,10 +140,10 @@ class MultiHeadAttention(nn.Module):
         allowed_Bx1xQxS = allowed_Bx1xQxS | bidirectional_B[:, None, None, None]
       logits_BxHxQxS = jnp.where(allowed_Bx1xQxS, logits_BxHxQxS, jnp.finfo(jnp.float32).min)
     weights_BxHxQxS = nn.softmax(logits_BxHxQxS, axis=-1)
-    out_BxQxHxK = _mixed_einsum("bhqs,bshk->bqhk", weights_BxHxQxS, v_BxSxHxK, self.dtype)
-    out_BxQxHxK = nn.with_logical_constraint(out_BxQxHxK, BATCH_LENGTH_HEADS_KV)
+    out_BxQxHxK = _einsum("bhqs,bshk->bqhk", weights_BxHxQxS, v_BxSxHxK, self.dtype)
+    out_BxQxHxK = nn.with_logical_constraint(out_BxQxHxK, sharding.BATCH_LENGTH_HEADS_KV)
     out_BxQxD = self.out(out_BxQxHxK.reshape(b, q_len, self.width))
-    return nn.with_logical_constraint(out_BxQxD, BATCH_LENGTH_EMBED)
+    return nn.with_logical_constraint(out_BxQxD, sharding.BATCH_LENGTH_EMBED)
 
   def attend_segments(self, x_BxCxQxD, segments: Sequence[Segment]) -> jax.Array:
     """Queries of C rows per image attend to the keys of every segment at once (one softmax).
@@ -240,11 +160,11 @@ class MultiHeadAttention(nn.Module):
     logits = []
     for k, _, allowed in segments:
       if k.ndim == 4:  # Per image: k_BxHxSxK.
-        logits_BxHxCxQxS = _mixed_einsum("bhqk,bhsk->bhqs", q_BxHxCQxK, k, self.dtype).reshape(
+        logits_BxHxCxQxS = _einsum("bhqk,bhsk->bhqs", q_BxHxCQxK, k, self.dtype).reshape(
             b, h, c, q_len, -1)
       else:  # Per row: k_BxCxHxSxK.
-        logits_BxHxCxQxS = _mixed_einsum("bchqk,bchsk->bchqs", q_BxCxHxQxK, k,
-                                         self.dtype).transpose(0, 2, 1, 3, 4)
+        logits_BxHxCxQxS = _einsum("bchqk,bchsk->bchqs", q_BxCxHxQxK, k,
+                                   self.dtype).transpose(0, 2, 1, 3, 4)
       if allowed is not None:
         logits_BxHxCxQxS = jnp.where(allowed, logits_BxHxCxQxS, jnp.finfo(jnp.float32).min)
       logits.append(logits_BxHxCxQxS)
@@ -253,11 +173,11 @@ class MultiHeadAttention(nn.Module):
     out_BxHxCxQxK = 0.0
     for w_BxHxCxQxS, (_, v, _) in zip(jnp.split(weights, bounds, axis=-1), segments):
       if v.ndim == 4:
-        out = _mixed_einsum("bhqs,bhsk->bhqk", w_BxHxCxQxS.reshape(b, h, c * q_len, -1), v,
-                            self.dtype).reshape(b, h, c, q_len, head_dim)
+        out = _einsum("bhqs,bhsk->bhqk", w_BxHxCxQxS.reshape(b, h, c * q_len, -1), v,
+                      self.dtype).reshape(b, h, c, q_len, head_dim)
       else:
-        out = _mixed_einsum("bchqs,bchsk->bchqk", w_BxHxCxQxS.transpose(0, 2, 1, 3, 4), v,
-                            self.dtype).transpose(0, 2, 1, 3, 4)
+        out = _einsum("bchqs,bchsk->bchqk", w_BxHxCxQxS.transpose(0, 2, 1, 3, 4), v,
+                      self.dtype).transpose(0, 2, 1, 3, 4)
       out_BxHxCxQxK = out_BxHxCxQxK + out
     out_BxCxQxD = out_BxHxCxQxK.transpose(0, 2, 3, 1, 4).reshape(b, c, q_len, self.width)
     return self.out(out_BxCxQxD)
@@ -271,12 +191,12 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxD):
     width = x_BxLxD.shape[-1]
-    h_BxLxF = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, "fc1")(x_BxLxD)
+    h_BxLxF = dense(self.mlp_dim, (sharding.EMBED, sharding.MLP), self.dtype, "fc1")(x_BxLxD)
     if h_BxLxF.ndim == 3:
-      h_BxLxF = nn.with_logical_constraint(h_BxLxF, BATCH_LENGTH_MLP)
-    out_BxLxD = dense(width, ("mlp", "embed"), self.dtype, "fc2")(nn.gelu(h_BxLxF))
+      h_BxLxF = nn.with_logical_constraint(h_BxLxF, sharding.BATCH_LENGTH_MLP)
+    out_BxLxD = dense(width, (sharding.MLP, sharding.EMBED), self.dtype, "fc2")(nn.gelu(h_BxLxF))
     if out_BxLxD.ndim == 3:
-      out_BxLxD = nn.with_logical_constraint(out_BxLxD, BATCH_LENGTH_EMBED)
+      out_BxLxD = nn.with_logical_constraint(out_BxLxD, sharding.BATCH_LENGTH_EMBED)
     return out_BxLxD
 
 
@@ -307,7 +227,7 @@ class TransformerBlock(nn.Module):
       y = self.ln_cross(x_BxLxD)
       x_BxLxD = x_BxLxD + self.cross_attn(y, cross_BxNxE)
     x_BxLxD = x_BxLxD + self.mlp(self.ln_mlp(x_BxLxD))
-    return nn.with_logical_constraint(x_BxLxD, BATCH_LENGTH_EMBED)
+    return nn.with_logical_constraint(x_BxLxD, sharding.BATCH_LENGTH_EMBED)
 
   def cross_kv(self, cross_BxNxE) -> tuple[jax.Array, jax.Array]:
     """The cross-attention keys and values of the visual tokens, k_BxHxNxK and v_BxHxNxK."""
@@ -333,11 +253,13 @@ def embedding_tables(module: nn.Module, vocab_size: int, max_len: int, width: in
   """The token table_VxD and position table pos_MxD (M = max_len) params of `module`."""
   table_VxD = module.param(
       "token_embedding",
-      nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), ("vocab", "embed")),
+      nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02),
+                                   (sharding.VOCAB, sharding.EMBED)),
       (vocab_size, width), jnp.float32)
   pos_MxD = module.param(
       "pos_embedding",
-      nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), ("positions", "embed")),
+      nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02),
+                                   (sharding.POSITIONS, sharding.EMBED)),
       (max_len, width), jnp.float32)
   return table_VxD, pos_MxD
 
@@ -354,7 +276,7 @@ def embed_tokens(table_VxD, pos_MxD, tokens_XxL, dtype: Dtype, positions_L=None)
              else jnp.take(pos_MxD, positions_L, axis=0, mode="clip"))
   x_XxLxD = jnp.take(table_VxD, tokens_XxL, axis=0) + pos_LxD.astype(dtype)
   if x_XxLxD.ndim == 3:
-    x_XxLxD = nn.with_logical_constraint(x_XxLxD, BATCH_LENGTH_EMBED)
+    x_XxLxD = nn.with_logical_constraint(x_XxLxD, sharding.BATCH_LENGTH_EMBED)
   return x_XxLxD
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ig_captioner.data.tokenizer import PAD_ID
+from ig_captioner import sharding
+from ig_captioner.token_ids import PAD_ID
 from ig_captioner.models import layers
 
 
@@ -34,4 +35,4 @@ class TextEncoder(nn.Module):
     x_BxLxD = layers.layer_norm(self.dtype, "ln_final")(x_BxLxD)
     last_B = jnp.maximum(jnp.sum(tokens_BxL != PAD_ID, axis=1) - 1, 0)
     x_BxD = jnp.take_along_axis(x_BxLxD, last_B[:, None, None], axis=1)[:, 0]
-    return nn.with_logical_constraint(x_BxD, ("activation_batch", "activation_embed"))
+    return nn.with_logical_constraint(x_BxD, sharding.BATCH_EMBED)

@@ -24,8 +24,10 @@ import jax.numpy as jnp
 import ml_collections
 
 from ig_captioner import errors
-from ig_captioner.models import family_parts
+from ig_captioner import sharding
+from ig_captioner.models import base
 from ig_captioner.models import layers
+from ig_captioner.models import mixed_precision
 from ig_captioner.models import text_encoder
 from ig_captioner.models import vit
 
@@ -49,12 +51,12 @@ class TwoTowers(nn.Module):
 
   def setup(self):
     self.image_tower = vit.VisionEncoder(self.encoder_variant, self.image_size, self.dtype)
-    self.image_projection = layers.dense(self.embed_dim, ("embed", "joint_embed"), self.dtype,
-                                         "image_projection", use_bias=False)
+    self.image_projection = layers.dense(self.embed_dim, (sharding.EMBED, sharding.JOINT_EMBED),
+                                         self.dtype, "image_projection", use_bias=False)
     self.text_tower = text_encoder.TextEncoder(self.text_size, self.vocab_size,
                                                self.max_text_len, self.dtype)
-    self.text_projection = layers.dense(self.embed_dim, ("embed", "joint_embed"), self.dtype,
-                                        "text_projection", use_bias=False)
+    self.text_projection = layers.dense(self.embed_dim, (sharding.EMBED, sharding.JOINT_EMBED),
+                                        self.dtype, "text_projection", use_bias=False)
     # Scalars: no axes to name, replicated everywhere.
     self.log_temperature = self.param(
         "log_temperature", nn.with_logical_partitioning(
@@ -86,8 +88,8 @@ def build(model_config: ml_collections.ConfigDict) -> TwoTowers:
                            model_config.get("text_depth"))
   if model_config.embed_dim <= 0:
     raise errors.ConfigError(f"config.model.embed_dim={model_config.embed_dim} must be positive")
-  family_parts.check_temperature_init(model_config, "CLIP: 1/0.07; SigLIP: 10")
-  family_parts.check_max_text_len(model_config)
+  base.check_temperature_init(model_config, "CLIP: 1/0.07; SigLIP: 10")
+  base.check_max_text_len(model_config)
   bias_init = model_config.get("bias_init")
   return TwoTowers(
       encoder_variant=model_config.encoder, text_size=size, embed_dim=model_config.embed_dim,
@@ -95,15 +97,15 @@ def build(model_config: ml_collections.ConfigDict) -> TwoTowers:
       max_text_len=model_config.max_text_len,
       temperature_init=float(model_config.temperature_init),
       bias_init=None if bias_init is None else float(bias_init),
-      dtype=layers.compute_dtype(model_config.dtype))
+      dtype=mixed_precision.compute_dtype(model_config.dtype))
 
 
 def init_params(model: TwoTowers, rng: jax.Array):
   """Boxed (logically partitioned) params from dummy inputs of the model's shapes."""
-  return family_parts.init_params(model, rng, model.max_text_len)
+  return base.init_params(model, rng, model.max_text_len)
 
 
 def predict_fns(model: TwoTowers) -> dict:
   """`models.EMBED_FNS` for this model."""
-  return {name: family_parts.method_fn(model, name)
+  return {name: base.method_fn(model, name)
           for name in ("embed_images", "embed_texts", "logit_scale_and_bias")}

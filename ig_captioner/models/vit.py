@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ig_captioner import errors
+from ig_captioner import sharding
 from ig_captioner.models import layers
 
 
@@ -47,15 +48,16 @@ class VisionEncoder(nn.Module):
                        f"(B, {self.image_size}, {self.image_size}, C)")
     patches_BxNxP = einops.rearrange(
         images_BxHxWxC, "b (h p) (w q) c -> b (h w) (p q c)", p=patch, q=patch).astype(self.dtype)
-    x_BxNxD = layers.dense(size.width, ("patch", "embed"), self.dtype, "patch_embed",
+    x_BxNxD = layers.dense(size.width, (sharding.PATCH, sharding.EMBED), self.dtype, "patch_embed",
                            kernel_init=nn.initializers.lecun_normal())(patches_BxNxP)
     num_patches = (self.image_size // patch) ** 2
     pos_NxD = self.param(
         "pos_embedding",
-        nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), ("positions", "embed")),
+        nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02),
+                                     (sharding.POSITIONS, sharding.EMBED)),
         (num_patches, size.width), jnp.float32)
     x_BxNxD = nn.with_logical_constraint(x_BxNxD + pos_NxD.astype(self.dtype),
-                                         layers.BATCH_LENGTH_EMBED)
+                                         sharding.BATCH_LENGTH_EMBED)
     block = nn.remat(layers.TransformerBlock) if self.remat else layers.TransformerBlock
     for i in range(size.depth):
       x_BxNxD = block(size, dtype=self.dtype, name=f"block{i}")(x_BxNxD)

@@ -9,7 +9,8 @@ defining
 `batch` is {'image': float BxHxWxC, 'tokens': int BxT, 'target_mask': bool Bx(T-1)} (the
 targets `tokens[:, 1:]` that are scored); `rng` is a key derived from the config's seed and the
 step, so that a resumed run draws the same numbers; `metrics` holds `loss` and whatever the
-objective logs (averaged over the log interval by the trainer).
+objective logs (averaged over the log interval by the trainer). The loss terms several
+objectives combine (captioning with the IG term, contrastive similarities) are in `base.py`.
 """
 
 from typing import Callable
@@ -20,9 +21,13 @@ from ig_captioner import models
 from ig_captioner import registry
 
 
+# Objectives renamed so that no objective shares its name with a model family or an evaluator.
+RENAMED = {"coca": "contrastive_captioning"}
+
+
 def get(name: str):
   """The objective module named `name`; ConfigError listing the known ones otherwise."""
-  return registry.resolve(__name__, "make_loss", name, "config.objective.name")
+  return registry.resolve(__name__, "make_loss", name, "config.objective.name", RENAMED)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -22,15 +22,15 @@ import ml_collections
 
 from ig_captioner import errors
 from ig_captioner import models
-from ig_captioner.data import tokenizer as tokenizer_lib
-from ig_captioner.models import likelihood
-from ig_captioner.objectives import captioning
+from ig_captioner import token_ids
+from ig_captioner.objectives import base
+from ig_captioner.scoring import likelihood
 
 NEEDS = models.CAPTION_FNS + models.PARALLEL_FNS
 
 
 def validate(objective_config: ml_collections.ConfigDict) -> None:
-  captioning.validate(objective_config)
+  base.validate_caption_fields(objective_config)
   fraction = objective_config.get("parallel_fraction")
   if not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
     raise errors.ConfigError(f"config.objective.parallel_fraction={fraction!r} is invalid: it "
@@ -43,8 +43,8 @@ def check_tokenizer(tokenizer) -> None:
 
 def parallel_inputs(inputs_BxL, parallel_B):
   """The decoder inputs: all <mask> for parallel examples (prefix tokens kept), as given else."""
-  is_prefix_BxL = jnp.isin(inputs_BxL, jnp.asarray(tuple(tokenizer_lib.PREFIX_IDS.values())))
-  masked_BxL = jnp.where(is_prefix_BxL, inputs_BxL, tokenizer_lib.MASK_ID)
+  is_prefix_BxL = jnp.isin(inputs_BxL, jnp.asarray(tuple(token_ids.PREFIX_IDS.values())))
+  masked_BxL = jnp.where(is_prefix_BxL, inputs_BxL, token_ids.MASK_ID)
   return jnp.where(parallel_B[:, None], masked_BxL, inputs_BxL)
 
 
@@ -53,10 +53,10 @@ def cappa_loss(predict_fns: dict, params, batch, parallel_B, text_only_weight: f
   """(loss, metrics) as the module docstring says, for the examples' draws `parallel_B`."""
   inputs_BxL, targets_BxL = likelihood.inputs_and_targets(batch["tokens"])
   visual_BxNxD = predict_fns["encode_images"](params, batch["image"])
-  logp_BxL = captioning.target_logprobs(predict_fns, params,
+  logp_BxL = base.target_logprobs(predict_fns, params,
                                         parallel_inputs(inputs_BxL, parallel_B), targets_BxL,
                                         visual_BxNxD, logits_chunk, parallel_B)
-  loss, metrics = captioning.caption_loss(predict_fns, params, batch["image"], batch["tokens"],
+  loss, metrics = base.caption_loss(predict_fns, params, batch["image"], batch["tokens"],
                                           batch["target_mask"], text_only_weight,
                                           logits_chunk=logits_chunk, logprobs_BxL=logp_BxL)
   metrics["parallel_fraction"] = jnp.mean(parallel_B.astype(jnp.float32))
@@ -67,7 +67,7 @@ def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
   fraction = float(objective_config.parallel_fraction)
   weight = float(objective_config.text_only_weight)
   chunk = int(objective_config.get("logits_chunk", 0))
-  captioning.check_chunking(chunk, predict_fns)
+  base.check_chunking(chunk, predict_fns)
 
   def loss_fn(params, batch, rng, step=None):
     del step  # No schedule.

@@ -14,7 +14,7 @@ import ml_collections
 
 from ig_captioner import errors
 from ig_captioner import models
-from ig_captioner.objectives import _contrastive
+from ig_captioner.objectives import base
 
 NEEDS = models.EMBED_FNS
 
@@ -35,11 +35,11 @@ def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
 
   def loss_fn(params, batch, rng, step=None):
     del rng, step  # Deterministic, no schedule.
-    sims_BxB, scale, bias = _contrastive.similarities(predict_fns, params, batch)
+    sims_BxB, scale, bias = base.similarities(predict_fns, params, batch)
     if bias is None:
       raise errors.ConfigError("config.objective.name='sigmoid_contrastive' needs a learned "
                                "bias: set config.model.bias_init (SigLIP: -10)")
     loss, logits_BxB = sigmoid_contrastive_loss(sims_BxB, scale, bias)
     return loss, {"loss": loss, "temperature": scale, "bias": bias,
-                  "batch_accuracy": _contrastive.batch_accuracy(logits_BxB)}
+                  "batch_accuracy": base.batch_accuracy(logits_BxB)}
   return loss_fn

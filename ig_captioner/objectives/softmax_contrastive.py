@@ -7,31 +7,17 @@ directions, with a learned temperature whose exp is clipped at `max_temperature`
 config.objective: name='softmax_contrastive', max_temperature.
 """
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 
-from ig_captioner import errors
 from ig_captioner import models
-from ig_captioner.objectives import _contrastive
+from ig_captioner.objectives import base
 
 NEEDS = models.EMBED_FNS
 
 
 def validate(objective_config: ml_collections.ConfigDict) -> None:
-  limit = objective_config.get("max_temperature")
-  if not isinstance(limit, (int, float)) or limit <= 0:
-    raise errors.ConfigError(f"config.objective.max_temperature={limit!r} is invalid: it must be "
-                             "positive (CLIP clips exp(t) at 100)")
-
-
-def softmax_contrastive_loss(sims_BxB, scale):
-  """The loss above, from cosine similarities (rows images, columns texts)."""
-  logits_BxB = scale * sims_BxB
-  positives_B = jnp.diagonal(logits_BxB)
-  image_to_text = jnp.mean(jax.nn.logsumexp(logits_BxB, axis=1) - positives_B)
-  text_to_image = jnp.mean(jax.nn.logsumexp(logits_BxB, axis=0) - positives_B)
-  return (image_to_text + text_to_image) / 2, logits_BxB
+  base.validate_max_temperature(objective_config)
 
 
 def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
@@ -39,9 +25,9 @@ def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
 
   def loss_fn(params, batch, rng, step=None):
     del rng, step  # Deterministic, no schedule.
-    sims_BxB, scale, _ = _contrastive.similarities(predict_fns, params, batch)
+    sims_BxB, scale, _ = base.similarities(predict_fns, params, batch)
     scale = jnp.minimum(scale, limit)
-    loss, logits_BxB = softmax_contrastive_loss(sims_BxB, scale)
+    loss, logits_BxB = base.softmax_contrastive_loss(sims_BxB, scale)
     return loss, {"loss": loss, "temperature": scale,
-                  "batch_accuracy": _contrastive.batch_accuracy(logits_BxB)}
+                  "batch_accuracy": base.batch_accuracy(logits_BxB)}
   return loss_fn

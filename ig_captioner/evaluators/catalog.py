@@ -1,6 +1,6 @@
-"""Ready `config.data` and `config.evals` entries for real TFDS data sets, by name.
+"""Ready `config.evals` entries for real TFDS data sets, by name (their `config.data`
+counterparts, e.g. COCO captions to train on, are in `data/presets.py`).
 
-    config.data = catalog.coco_captions_data(data_dir="~/tfds")        # train on COCO captions
     config.evals.imagenet = catalog.imagenet_zeroshot(manual_dir="~/imagenet")  # CLIP's 80
     config.evals.imagenet7 = catalog.imagenet_zeroshot(templates="clip7")       # its 7
     config.evals.coco = catalog.coco_retrieval()              # Karpathy test split, 5 captions
@@ -18,10 +18,10 @@ import functools
 
 import ml_collections
 
-from ig_captioner import config_lib
 from ig_captioner import errors
 from ig_captioner.data import fashion_mnist_local
 from ig_captioner.data import imagenet_metadata
+from ig_captioner.data import presets
 from ig_captioner.evaluators import retrieval
 from ig_captioner.evaluators import zeroshot
 
@@ -30,35 +30,6 @@ IMAGENET_TEMPLATES = {"clip80": imagenet_metadata.clip_templates,
                       "clip7": functools.partial(imagenet_metadata.clip_templates, simple=True)}
 # CLIP's base prompt (Radford et al., 2021), for the small classification sets.
 PHOTO_TEMPLATE = ("a photo of a {}.",)
-# Fields of `config_lib.digits_data` that parameterise the digits builder only.
-_DIGITS_BUILDER_FIELDS = ("prior_exponent", "caption_noise", "seed", "num_train_examples",
-                          "holdout_per_class", "validation_per_class", "retrieval_per_class")
-
-
-def _data(name: str, data_dir: str | None, manual_dir: str | None = None) -> dict:
-  """An evaluator's `data` overrides of `config.data` for TFDS data set `name`."""
-  data = dict(name=name, image_key="image")
-  if data_dir is not None:
-    data["data_dir"] = data_dir
-  if manual_dir is not None:
-    data["manual_dir"] = manual_dir
-  return data
-
-
-def coco_captions_data(data_dir: str | None = None, **overrides) -> ml_collections.ConfigDict:
-  """`config.data` to train on COCO 2014 captions, Karpathy's `train` split (82,783 images): each
-  example takes one of its image's ~5 captions at random, drawn anew every epoch and fixed by
-  `shuffle_seed`. The tokenizer is trained on every train caption when the data is prepared."""
-  data = config_lib.digits_data(name="coco_captions", train_split="train",
-                                text_key="captions/text", tokenizer_vocab_size=8192)
-  for key in _DIGITS_BUILDER_FIELDS:
-    del data[key]
-  if data_dir is not None:
-    data.data_dir = data_dir
-  data.update(overrides)
-  return data
-
-
 def imagenet_zeroshot(data_dir: str | None = None, manual_dir: str | None = None,
                       templates: str = "clip80", **overrides) -> ml_collections.ConfigDict:
   """Zero-shot top-1 on `imagenet2012`'s validation split (50,000 images) with OpenAI's
@@ -71,7 +42,7 @@ def imagenet_zeroshot(data_dir: str | None = None, manual_dir: str | None = None
   cfg = zeroshot.default_config(split="validation", class_names="imagenet",
                                 templates=IMAGENET_TEMPLATES[templates](),
                                 stream_blocks=16,  # Progress with an ETA: 1,000 x 80 prompts.
-                                data=_data("imagenet2012", data_dir, manual_dir))
+                                data=presets.eval_data("imagenet2012", data_dir, manual_dir))
   cfg.update(overrides)
   return cfg
 
@@ -80,7 +51,7 @@ def coco_retrieval(data_dir: str | None = None, **overrides) -> ml_collections.C
   """Image-text retrieval on COCO's Karpathy `test` split (5,000 images) against all its captions
   (~25,000; identical texts are one candidate, see evaluators/retrieval.py)."""
   cfg = retrieval.default_config(split="test", captions_key="captions/text",
-                                 data=_data("coco_captions", data_dir))
+                                 data=presets.eval_data("coco_captions", data_dir))
   cfg.update(overrides)
   return cfg
 
@@ -92,7 +63,7 @@ def cifar_zeroshot(name: str = "cifar10", data_dir: str | None = None,
   if name not in ("cifar10", "cifar100"):
     raise errors.ConfigError(f"cifar data set {name!r} is unknown; known: cifar10, cifar100")
   cfg = zeroshot.default_config(split="test", templates=PHOTO_TEMPLATE,
-                                data=_data(name, data_dir))
+                                data=presets.eval_data(name, data_dir))
   cfg.update(overrides)
   return cfg
 
@@ -104,7 +75,7 @@ def fashion_mnist_zeroshot(data_dir: str | None = None,
   base prompt; prepared from the original idx files in `manual_dir` (None: TFDS downloads
   them)."""
   cfg = zeroshot.default_config(split="test", templates=PHOTO_TEMPLATE,
-                                data=_data("fashion_mnist", data_dir, manual_dir))
+                                data=presets.eval_data("fashion_mnist", data_dir, manual_dir))
   cfg.update(overrides)
   return cfg
 

@@ -16,22 +16,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ig_captioner.models import prompt_scoring
+from ig_captioner.scoring import prompt_plan
+from ig_captioner.scoring import prompt_scoring
 
 
 def suffix_tables(prompts_PxT: np.ndarray, num_templates: int) -> dict:
-  """Per template r: the prefix shared by its prompts (a `prompt_scoring` plan's prefix arrays)
+  """Per template r: the prefix shared by its prompts (a `prompt_plan` plan's prefix arrays)
   and every class's suffix inputs/targets (R, C, L) and first own target (R, C)."""
   prompts_PxT = np.asarray(prompts_PxT, np.int32)
   num_prompts, text_len = prompts_PxT.shape
   groups_P = np.arange(num_prompts) % num_templates
-  plan = prompt_scoring.plan_prompts(prompts_PxT, groups_P)
+  plan = prompt_plan.plan_prompts(prompts_PxT, groups_P)
   prefix_len_R = plan.arrays["prefix_len_R"]
   length = text_len - 1 - int(prefix_len_R.min())
   # Class-major prompts: template r of every class is every num_templates-th row from r.
-  inputs, targets, first = zip(*(prompt_scoring.suffix_arrays(
+  inputs, targets, first = zip(*(prompt_plan.suffix_arrays(
       prompts_PxT[r::num_templates], int(prefix_len_R[r]), length) for r in range(num_templates)))
-  tables = {k: plan.arrays[k] for k in prompt_scoring.PREFIX_KEYS}
+  tables = {k: plan.arrays[k] for k in prompt_plan.PREFIX_KEYS}
   tables.update(inputs_RxCxL=np.stack(inputs), targets_RxCxL=np.stack(targets),
                 first_RxC=np.stack(first))
   return tables
@@ -42,7 +43,7 @@ def shortlisted_logprobs(fns: dict, params, visual_BxNxD, tables: dict, shortlis
   extend = fns["extend"]
   cross_kvs = fns["cross_kv"](params, visual_BxNxD)
   state = prompt_scoring.prefix_state(extend, params, cross_kvs, shortlist_BxS.shape[0],
-                                      {k: tables[k] for k in prompt_scoring.PREFIX_KEYS})
+                                      {k: tables[k] for k in prompt_plan.PREFIX_KEYS})
 
   def template(r):
     return prompt_scoring.suffix_logprobs(

@@ -3,7 +3,7 @@ scoring step, ahead of time for a TPU topology, on this (CPU) machine, and print
 they need against the chip's HBM, the FLOPs per step and the step time at a given MFU.
 
     pip install -e '.[planner]'      # libtpu: compiles for TPUs, runs nothing on them
-    python -m ig_captioner.plan --config=configs/ig_b16_laion.py --topology=v5e:4x4 \
+    python -m ig_captioner.tools.plan --config=configs/ig_b16_laion.py --topology=v5e:4x4 \
         [--mfu=0.4] [--eval=false] [--json=plan.json] [--config.batch_size=4096 ...]
 
 It exits 1 with the knobs to turn when the train step does not fit (batch, remat, logits chunk,
@@ -34,16 +34,13 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ig_captioner import cli
-from ig_captioner import config_lib
 from ig_captioner import errors
+from ig_captioner import experiment
 from ig_captioner import models
-from ig_captioner import objectives
-from ig_captioner import optimizer as optimizer_lib
 from ig_captioner import paths
 from ig_captioner import sharding
-from ig_captioner import train
 from ig_captioner import train_state
-from ig_captioner.models import prompt_scoring
+from ig_captioner.scoring import prompt_scoring
 
 GIB = 2 ** 30
 
@@ -101,18 +98,6 @@ def sharded_bytes(tree) -> int:
              for x in jax.tree.leaves(tree))
 
 
-def abstract_batch(config: ml_collections.ConfigDict, mesh) -> dict:
-  """The train batch as the pipeline gives it (`data/train_mixture.py`), shapes only."""
-  b, t, size = config.batch_size, config.model.max_text_len, config.model.image_size
-  shards = sharding.batch_sharding(mesh)
-  batch = {"image": ((b, size, size, 3), np.float32), "tokens": ((b, t), np.int32),
-           "target_mask": ((b, t - 1), np.bool_)}
-  if config.objective.get("text_only_batch") == "separate":
-    batch.update(text_only_tokens=((b, t), np.int32), text_only_target_mask=((b, t - 1), np.bool_))
-  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=shards)
-          for k, (shape, dtype) in batch.items()}
-
-
 def memory(compiled) -> dict:
   """Per-device bytes from XLA's memory analysis of a compiled program."""
   stats = compiled.memory_analysis()
@@ -150,23 +135,18 @@ def flops(compiled) -> float:
 
 
 def plan_train_step(config: ml_collections.ConfigDict, mesh) -> dict:
-  """Compiles the trainer's step (as `train.py` jits it) for `mesh`; its per-device figures."""
-  model = models.build(config.model)
-  tx = optimizer_lib.build(config.optimizer, config.total_steps)
-  schedule = optimizer_lib.learning_rate_schedule(config.optimizer, config.total_steps)
-  abstract, shardings = train_state.abstract_state_and_shardings(model.init_params, tx, mesh)
-  batch = abstract_batch(config, mesh)
-  step = train.jit_train_step(objectives.make_loss(config, model.predict_fns), tx, schedule,
-                              int(config.seed), shardings, mesh)
+  """Compiles the trainer's step (`experiment.Experiment.jit_train_step`) for `mesh`; its
+  per-device figures."""
+  exp = experiment.build(config, mesh)
+  abstract, batch = exp.abstract_state, exp.abstract_batch()
   start = time.perf_counter()
   with sharding.activate(mesh):
-    lowered = step.lower(abstract, batch)
+    lowered = exp.jit_train_step().lower(abstract, batch)
     _, used, step_flops = compile_for_target(lowered, sharded_bytes((abstract, batch)))
   return {"params": sharded_bytes(abstract.params),
           "optimizer_state": sharded_bytes(abstract.opt_state),
           "batch": sharded_bytes(batch), **used, "flops": step_flops,
-          "compile_seconds": time.perf_counter() - start,
-          "num_params": sum(x.size for x in jax.tree.leaves(abstract.params))}
+          "compile_seconds": time.perf_counter() - start, "num_params": exp.num_params}
 
 
 def plan_eval_step(config: ml_collections.ConfigDict, devices) -> dict | None:
@@ -215,13 +195,10 @@ def plan_eval_step(config: ml_collections.ConfigDict, devices) -> dict | None:
 def plan(config: ml_collections.ConfigDict, topology: str, mfu: float = 0.4,
          with_eval: bool = True) -> dict:
   """The figures `main` prints, as a dict (bytes and FLOPs per chip, seconds)."""
-  config_lib.validate(config)
+  experiment.validate(config)
   chip, devices = target_devices(topology)
   mesh = sharding.make_mesh(config.mesh, devices)
-  if config.batch_size % sharding.batch_axis_size(mesh):
-    raise errors.ConfigError(
-        f"config.batch_size={config.batch_size} is not divisible by the batch axes of the mesh "
-        f"(data x fsdp = {sharding.batch_axis_size(mesh)})")
+  sharding.check_batch_divides(config.batch_size, mesh, "config.batch_size")
   result = {"topology": topology, "chip": chip.name, "chips": len(devices),
             "hbm_bytes": chip.hbm_bytes, "peak_bf16_flops": chip.peak_bf16_flops,
             "chip_source": chip.source, "mesh": dict(mesh.shape), "mfu": mfu,

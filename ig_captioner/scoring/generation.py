@@ -24,7 +24,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ig_captioner.data.tokenizer import BOS_ID, EOS_ID, NUM_SPECIAL_IDS, PAD_ID
+from ig_captioner.token_ids import BOS_ID, EOS_ID, NUM_SPECIAL_IDS, PAD_ID
 
 NEG_INF = -1e30
 

@@ -1,21 +1,14 @@
 """Runs a config's sweep locally: prepare data, train each run, evaluate its final checkpoint, and
 print the config's summary tables.
 
-    python -m ig_captioner.sweep --config=configs/demo.py --workdir=/tmp/ig_demo
+    python -m ig_captioner.tools.sweep --config=configs/demo.py --workdir=/tmp/ig_demo
 
-A config file's `sweep(add)` lists the runs: `add(label=..., arg=..., **overrides)`, where `arg`
-is appended to the config argument (e.g. `family=clip`) and `overrides` are config fields
-(`**{"objective.text_only_weight": 0.0}`); `seeds=(0, 1, 2)` makes one run per training seed
-(`config.seed` and `config.data.shuffle_seed`), labelled `<label> seed=<s>`, and the tables show
-their mean and sample standard deviation as one row. The data set is prepared once per
-distinct `config.data` of the runs. Its optional `sweep_tables()` returns
-`([(title, {column header: metric}), ...], alphas)`: one row per run, and for a run whose
-metrics come as `<metric>_alpha<a>` (caption scoring, s = log P(t|I) - alpha * log P(t)) one
-row per alpha of `alphas`; a run without a metric shows "-". Without it, one table per eval.
-Its optional `sweep_report(results, workdir, runs)` returns text printed after the tables (its
-own analysis: selections, figures it saves under `workdir`); `results` are the aggregated rows,
-`runs` the `Run`s, whose directories hold every run's metrics. With
-`EVALUATE_EVERY_CHECKPOINT = True` every kept checkpoint is evaluated, not only the last.
+A config file's `sweep(add)` lists the runs (its hooks: `sweep_hooks.py`): `add(label=...,
+arg=..., **overrides)`, where `arg` is appended to the config argument (e.g. `family=clip`) and
+`overrides` are config fields (`**{"objective.text_only_weight": 0.0}`); `seeds=(0, 1, 2)` makes
+one run per training seed (`config.seed` and `config.data.shuffle_seed`), labelled
+`<label> seed=<s>`, and the tables show their mean and sample standard deviation as one row
+(`sweep_tables.py`). The data set is prepared once per distinct `config.data` of the runs.
 
 Each run is a separate trainer process and then a separate evaluator process (exactly the
 commands a user would type; they are printed). A run whose final checkpoint is already evaluated
@@ -23,14 +16,13 @@ is not trained or evaluated again, so an interrupted sweep resumes where it stop
 SIGINT (Ctrl-C) is passed to the running trainer, which saves a checkpoint; the sweep then stops
 and says how to resume. `--only=LABEL` (repeatable) runs a subset.
 
-`--launcher=tpu_vm|xpk|slurm` (and its options, `ig_captioner/launchers.py`) hands each run
+`--launcher=tpu_vm|xpk|slurm` (and its options, `ig_captioner/tools/launchers.py`) hands each run
 that is not finished, its trainer then its evaluator, to that launcher as one job instead, and
 returns once all are submitted (`--launcher_dry_run` prints the submissions): the tables need
 every run finished, so run the same command again then (finished runs are not submitted again).
 """
 
 import dataclasses
-import json
 import re
 import signal
 import subprocess
@@ -42,10 +34,14 @@ from absl import flags
 from ig_captioner import cli
 from ig_captioner import config_lib
 from ig_captioner import errors
-from ig_captioner import launchers
 from ig_captioner import metric_writing
 from ig_captioner import paths
 from ig_captioner import preemption
+from ig_captioner.data import sources
+from ig_captioner.tools import launch_options
+from ig_captioner.tools import launchers
+from ig_captioner.tools import sweep_hooks
+from ig_captioner.tools import sweep_tables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +57,7 @@ class Run:
     return re.sub(r"[^a-z0-9.=]+", "-", self.label.lower()).strip("-") or "default"
 
 
-def sweep_runs(module) -> list[Run]:
+def sweep_runs(module, config_path: str = "the config") -> list[Run]:
   """The runs of the config module's `sweep(add)`."""
   runs = []
 
@@ -74,7 +70,7 @@ def sweep_runs(module) -> list[Run]:
     for seed in seeds:
       runs.append(Run(f"{name} seed={seed}", arg,
                       {**overrides, "seed": seed, "data.shuffle_seed": seed}, group=name))
-  module.sweep(add)
+  sweep_hooks.of(module, config_path).sweep(add)
   return runs
 
 
@@ -92,8 +88,8 @@ def _data_overrides(run: Run) -> dict:
 
 def prepare_commands(config_arg: str, runs: list[Run], extra: list[str]) -> list[list[str]]:
   """`ig_captioner.data.prepare` flags, one per distinct `config.data` of the runs (their
-  config arguments and `data.*` overrides may choose other data; `config_lib.PIPELINE_FIELDS`
-  such as the shuffle seed do not change what is on disk)."""
+  config arguments and `data.*` overrides may choose other data; fields that only change how
+  data is read, such as the shuffle seed, do not change what is on disk: `sources.data_key`)."""
   commands, seen = [], set()
   for run in runs or [Run("default", "", {})]:
     run_arg = run_config_arg(config_arg, run)
@@ -101,7 +97,7 @@ def prepare_commands(config_arg: str, runs: list[Run], extra: list[str]) -> list
     data = run_config.data.copy_and_resolve_references()
     for dotted, value in _data_overrides(run).items():
       data[dotted.removeprefix("data.")] = value
-    key = config_lib.data_key(data)
+    key = sources.data_key(data)
     if key not in seen:
       seen.add(key)
       commands.append([f"--config={run_arg}"] + extra + [
@@ -138,123 +134,6 @@ def _run(cmd: list[str]) -> None:
     raise SweepError(f"{' '.join(cmd[:3])} ... exited with status {code} (its error is above)")
 
 
-_ALPHA = re.compile(r"^(.*)_alpha(-?[0-9.]+)$")
-
-
-@dataclasses.dataclass(frozen=True)
-class Spread:
-  """A metric over the seeds of one sweep point."""
-  mean: float
-  std: float  # Sample standard deviation (ddof=1).
-  n: int
-
-
-def aggregate_seeds(results: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
-  """Merges the results that share a label (one point's seeds), in order of first appearance:
-  each metric that every seed reports becomes a `Spread`; a label seen once keeps its numbers."""
-  groups: dict[str, list[dict]] = {}
-  for label, metrics in results:
-    groups.setdefault(label, []).append(metrics)
-  merged = []
-  for label, runs in groups.items():
-    if len(runs) == 1:
-      merged.append((label, runs[0]))
-      continue
-    shared = [k for k, v in runs[0].items() if isinstance(v, (int, float))
-              and all(isinstance(r.get(k), (int, float)) for r in runs)]
-    spreads = {}
-    for name in shared:
-      values = [float(r[name]) for r in runs]
-      mean = sum(values) / len(values)
-      var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-      spreads[name] = Spread(mean, var ** 0.5, len(values))
-    merged.append((f"{label} (n={len(runs)})", spreads))
-  return merged
-
-
-def point_label(label: str) -> str:
-  """The sweep point a result row belongs to: its label without `aggregate_seeds`' ' (n=K)'."""
-  return re.sub(r" \(n=\d+\)$", "", label)
-
-
-SUMMARY = "summary.json"  # Under the sweep's workdir: the aggregated results, for plots.
-
-
-def write_summary(path: str, results: list[tuple[str, dict]]) -> None:
-  """Writes `[{"label": ..., "metrics": {name: value or {"mean", "std", "n"}}}]` atomically."""
-  rows = [{"label": label, "metrics": {k: dataclasses.asdict(v) if isinstance(v, Spread) else v
-                                       for k, v in metrics.items()}}
-          for label, metrics in results]
-  paths.write_atomic(path, json.dumps(rows, indent=1))
-
-
-def read_summary(path: str) -> list[tuple[str, dict]]:
-  """(label, metrics) of a summary file, as `write_summary` was given them; [] if none."""
-  if not paths.path(path).exists():
-    return []
-  return [(row["label"], {k: Spread(**v) if isinstance(v, dict) else v
-                          for k, v in row["metrics"].items()})
-          for row in json.loads(paths.path(path).read_text())]
-
-
-def merge_summary(previous: list[tuple[str, dict]], results: list[tuple[str, dict]],
-                  order: list[str]) -> list[tuple[str, dict]]:
-  """`results` with the `previous` rows of the sweep's other runs (an `--only` sweep keeps what
-  the earlier ones wrote), ordered as the sweep lists its runs (`order`: labels or groups); a
-  previous row the sweep no longer lists is dropped."""
-  rows = {point_label(label): (label, metrics) for label, metrics in previous
-          if point_label(label) in order}
-  rows.update({point_label(label): (label, metrics) for label, metrics in results})
-  return [rows[p] for p in dict.fromkeys(order) if p in rows]
-
-
-def table_values(label: str, metrics: dict, columns: dict, alphas) -> list[tuple[str, list]]:
-  """(row label, values) of one run: a row per alpha if a column has `_alpha<a>` variants
-  (caption scoring), and one without alpha if a column has no variants or (a family scoring
-  both ways) has both. A value is a float, a `Spread` or None (not reported)."""
-  variants = sorted({float(m.group(2)) for name in metrics if (m := _ALPHA.match(name))
-                     and m.group(1) in columns.values() and float(m.group(2)) in alphas})
-  both = any(metric in metrics and any(f"{metric}_alpha{a}" in metrics for a in variants)
-             for metric in columns.values())
-
-  def value(metric, alpha):
-    found = metrics.get(f"{metric}_alpha{alpha}")
-    if found is None and (alpha is None or not both):  # A metric alpha cannot change.
-      found = metrics.get(metric)
-    return found
-
-  rows = [None] if both or not variants else []
-  return [(label if alpha is None else f"{label}, alpha={alpha:g}",
-           [value(metric, alpha) for metric in columns.values()]) for alpha in rows + variants]
-
-
-def table_rows(label: str, metrics: dict, columns: dict, alphas) -> list[list[str]]:
-  """`table_values` as table cells (%, a spread as mean ± std, '-' where not reported)."""
-  def cell(value):
-    if isinstance(value, Spread):
-      return f"{100 * value.mean:.1f} ± {100 * value.std:.1f}"
-    return "-" if value is None else f"{100 * value:.1f}"
-
-  return [[row] + [cell(v) for v in values]
-          for row, values in table_values(label, metrics, columns, alphas)]
-
-
-def format_table(results: list[tuple[str, dict]], columns: dict, alphas) -> str:
-  """Markdown table: rows = runs (x alphas), columns = `columns`' headers, values in %."""
-  header = ["model"] + list(columns)
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for label, metrics in results:
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(label, metrics, columns,
-                                                                  alphas)]
-  return "\n".join(lines)
-
-
-def default_tables(config) -> tuple[list, tuple]:
-  """One table per eval of every metric it reports (without alpha suffixes)."""
-  return [(name, None) for name in config.evals], tuple(
-      float(a) for ev in config.evals.values() for a in ev.get("alphas", ()))
-
-
 def _check_overrides(config, overrides: list[str]) -> None:
   for o in overrides:
     problem = cli.unknown_field(config, o.partition("=")[0].removeprefix("config."))
@@ -269,7 +148,8 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
   prints the summary tables; with a remote `launcher`, submits the unfinished runs to it
   instead (`dry_run`: prints the submissions) and prints the tables once none is left."""
   module, config = config_lib.load_file(config_arg)
-  runs = every_run = sweep_runs(module)
+  hooks = sweep_hooks.of(module, config_arg.partition(":")[0])
+  runs = every_run = sweep_runs(module, config_arg.partition(":")[0])
   if only:
     unknown = sorted(set(only) - {run.label for run in runs})
     if unknown:
@@ -289,7 +169,7 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
   start = time.time()
   for command in [] if remote else prepare_commands(config_arg, runs, extra):
     _run([python, "-m", "ig_captioner.data.prepare"] + command)  # Remote: on first use.
-  every_checkpoint = bool(getattr(module, "EVALUATE_EVERY_CHECKPOINT", False))
+  every_checkpoint = hooks.evaluate_every_checkpoint
 
   results, submitted = [], []
   for run in runs:
@@ -337,26 +217,26 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
           "the trainers; one that needs source files must be prepared beforehand "
           "(python -m ig_captioner.data.prepare).")
     return
-  results = aggregate_seeds(results)
-  summary_path = paths.join(workdir, SUMMARY)
+  results = sweep_tables.aggregate_seeds(results)
+  summary_path = paths.join(workdir, sweep_tables.SUMMARY)
   order = [run.group or run.label for run in every_run]
-  write_summary(summary_path, merge_summary(read_summary(summary_path), results, order)
+  sweep_tables.write_summary(summary_path, sweep_tables.merge_summary(
+      sweep_tables.read_summary(summary_path), results, order)
                 if only else results)
 
-  tables, alphas = (module.sweep_tables() if hasattr(module, "sweep_tables")
-                    else default_tables(config))
+  tables, alphas = (hooks.tables() if hooks.tables else sweep_tables.default_tables(config))
   print("\nResults (%) at the final step of each run (a row with n=K: mean ± sample std over K "
         "seeds); alpha: s(t, I) = log P(t|I) - alpha * log P(t) for captioners.")
   for title, columns in tables:
     if columns is None:  # Every metric of eval `title`.
-      names = sorted({_ALPHA.sub(r"\1", m) for _, r in results for m in r
+      names = sorted({sweep_tables.ALPHA.sub(r"\1", m) for _, r in results for m in r
                       if m.split("/")[1:2] == [title]})
       columns = {name.split("/", 2)[-1]: name for name in names}
-    print(f"\n{title}:\n{format_table(results, columns, alphas)}")
-  if hasattr(module, "sweep_report"):  # The config's own analysis (figures, selections).
-    print("\n" + module.sweep_report(results, workdir, runs))
+    print(f"\n{title}:\n{sweep_tables.format_table(results, columns, alphas)}")
+  if hooks.report:  # The config's own analysis (figures, selections).
+    print("\n" + hooks.report(results, workdir, runs))
   print(f"\nRuns are under {workdir} (checkpoints, *_metrics.jsonl, tb/; the numbers above in "
-        f"{SUMMARY}). "
+        f"{sweep_tables.SUMMARY}). "
         f"Total time {time.time() - start:.0f}s.")
 
 
@@ -372,7 +252,7 @@ def main():
                                "(xpk) or SLURM, with the launcher options below.")
   dry_run = flags.DEFINE_bool("launcher_dry_run", False,
                               "Print each run's submission instead of submitting it.")
-  launcher_options = launchers.define_absl_flags()
+  launcher_options = launch_options.define_absl_flags()
   flags.mark_flags_as_required(["config", "workdir"])
 
   def run(argv):

@@ -1,7 +1,7 @@
 """Large-scale caption scoring (ImageNet x CLIP's 80 templates: 50,000 images x 80,000 prompts):
 prompts streamed through fixed-size jitted blocks, with progress and an ETA.
 
-The one-program scorer (`models.prompt_scoring.PromptScorer`) compiles every block of a prompt
+The one-program scorer (`prompt_scoring.PromptScorer`) compiles every block of a prompt
 set into one program per image batch; here each call scores `blocks_per_call` suffix blocks of
 one length bucket, so the compiled shapes depend only on the block size and the bucket lengths
 (a few programs, the same for every data set of that text length and batch), the host sees
@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ig_captioner.data.tokenizer import PAD_ID
-from ig_captioner.models import prompt_scoring
+from ig_captioner.scoring import prompt_plan
+from ig_captioner.scoring import prompt_scoring
+from ig_captioner.token_ids import PAD_ID
 
 
 def _chunks(bucket: dict, blocks_per_call: int, num_prompts: int) -> list[dict]:
@@ -48,7 +49,7 @@ class StreamingScorer:
     plan = scorer.plan
     self.num_prompts = scorer.num_prompts
     self.plan = plan
-    self.prefix = {k: plan.arrays[k] for k in prompt_scoring.PREFIX_KEYS}
+    self.prefix = {k: plan.arrays[k] for k in prompt_plan.PREFIX_KEYS}
     self.chunks = [c for bucket in plan.arrays["buckets"]
                    for c in _chunks(bucket, blocks_per_call, self.num_prompts)]
     image_chunks = scorer.image_chunks

@@ -3,7 +3,7 @@
 `xpk workload create`) or `slurm` (sbatch + srun, one process per GPU). This module renders
 the commands and runs them, or prints them (`--dry_run`).
 
-    python -m ig_captioner.launchers tpu_vm --tpu_name=NAME --zone=ZONE --dry_run \\
+    python -m ig_captioner.tools.launchers tpu_vm --tpu_name=NAME --zone=ZONE --dry_run \\
         --config=configs/ig_b16_laion.py --workdir=gs://BUCKET/run --evaluate -- --config.seed=1
 
 Every host runs the same commands; `jax.distributed.initialize()` in the trainer and the
@@ -23,62 +23,17 @@ import subprocess
 import sys
 
 from ig_captioner import errors
+from ig_captioner.tools import launch_options
 
 LAUNCHERS = ("local", "tpu_vm", "xpk", "slurm")
-REMOTE = ("tpu_vm", "xpk", "slurm")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REMOTE = launch_options.REMOTE
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class LaunchError(errors.UserError):
   """A launcher's options cannot work, or a launch command failed."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Option:
-  """A launcher option: its flag name, default (a bool, int, str, or () if repeatable) and help."""
-  name: str
-  default: object
-  help: str
-  launchers: tuple[str, ...]
-
-
-OPTIONS = (
-    Option("job_name", "", "Job/workload name (default: the workdir's last part; a sweep's: the "
-           "config's name, to which it adds each run's label).", REMOTE),
-    Option("env", (), "KEY=VALUE for every process (repeatable), e.g. "
-           "TFDS_DATA_DIR=gs://BUCKET/tfds.", REMOTE),
-    Option("tpu_name", "", "TPU VM (slice) name.", ("tpu_vm",)),
-    Option("zone", "", "Zone of the TPU VM or the GKE cluster.", ("tpu_vm", "xpk")),
-    Option("project", "", "Google Cloud project (default: gcloud's).", ("tpu_vm", "xpk")),
-    Option("source", "copy", "'copy' (this checkout's files, untracked ones too) or a git URL "
-           "that each TPU worker clones.", ("tpu_vm",)),
-    Option("remote_dir", "ig_captioner", "Where the code goes on each TPU worker (relative to "
-           "the home directory).", ("tpu_vm",)),
-    Option("setup", "", "Shell run once to install the package (default: launch/venv.sh plus "
-           "jax's TPU or CUDA wheels); 'none' skips it.", ("tpu_vm", "slurm")),
-    Option("foreground", False, "Stay attached and stream the output (default: start detached, "
-           "log to <remote_dir>/logs/<job>.log, queued one job at a time).", ("tpu_vm",)),
-    Option("cluster", "", "GKE cluster (made with `xpk cluster create`).", ("xpk",)),
-    Option("tpu_type", "", "TPU type per slice, e.g. v5litepod-256.", ("xpk",)),
-    Option("num_slices", 1, "Number of TPU slices.", ("xpk",)),
-    Option("docker_image", "", "Image holding the installed package, run in the repository "
-           "(configs/).", ("xpk",)),
-    Option("base_docker_image", "", "Image that xpk adds this checkout to (at /app, without "
-           ".dockerignore's paths); the package is pip-installed at start.", ("xpk",)),
-    Option("xpk_binary", "xpk", "The xpk executable (e.g. .venv-xpk/bin/xpk, made by "
-           "launch/xpk_venv.sh).", ("xpk",)),
-    Option("xpk_dry_run", False, "Pass --dry-run to xpk: it prints the JobSet and the commands "
-           "it would run, and contacts nothing.", ("xpk",)),
-    Option("nodes", 1, "Number of nodes.", ("slurm",)),
-    Option("gpus_per_node", 8, "GPUs per node: one process (task) per GPU.", ("slurm",)),
-    Option("cpus_per_task", 0, "CPUs per process (0: the cluster's default).", ("slurm",)),
-    Option("partition", "", "SLURM partition.", ("slurm",)),
-    Option("account", "", "SLURM account.", ("slurm",)),
-    Option("time", "", "Time limit, e.g. 24:00:00.", ("slurm",)),
-    Option("slurm_log_dir", "slurm_logs", "Where each job's batch script and output go.",
-           ("slurm",)),
-    Option("sbatch_arg", (), "Another #SBATCH line, e.g. --mem=0 (repeatable).", ("slurm",)),
-)
 # On every host before the programs: the virtual environment the default setup makes.
 _ACTIVATE = "[ ! -f .venv/bin/activate ] || . .venv/bin/activate"
 
@@ -152,7 +107,7 @@ class Launcher:
   def __init__(self, kind: str, values: dict):
     if kind not in LAUNCHERS:
       raise LaunchError(f"unknown launcher {kind!r}: choose one of {', '.join(LAUNCHERS)}")
-    known = {o.name: o for o in OPTIONS}
+    known = {o.name: o for o in launch_options.OPTIONS}
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     for name, value in values.items():
       if name not in known:
@@ -161,7 +116,8 @@ class Launcher:
         raise LaunchError(f"--{name} is an option of the {' and '.join(known[name].launchers)} "
                           f"launcher, not of {kind}: drop it")
     self.kind = kind
-    self.o = argparse.Namespace(**{o.name: values.get(o.name, o.default) for o in OPTIONS})
+    self.o = argparse.Namespace(**{o.name: values.get(o.name, o.default)
+                                 for o in launch_options.OPTIONS})
     self.env = []
     for pair in self.o.env:
       key, sep, value = pair.partition("=")
@@ -268,7 +224,7 @@ class Launcher:
         lines.append(f"#SBATCH --{name.replace('_', '-')}={getattr(self.o, name)}")
     lines += [f"#SBATCH {arg}" for arg in self.o.sbatch_arg]
     lines += [
-        "# Rendered by ig_captioner.launchers: every task runs the same command and",
+        "# Rendered by ig_captioner.tools.launchers: every task runs the same command and",
         "# jax.distributed.initialize() reads SLURM's variables.",
         "set -euo pipefail",
         _ACTIVATE,
@@ -309,38 +265,9 @@ def execute(plan: Plan, dry_run: bool) -> None:
                         "is above)")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  """Adds the launcher options to an argparse parser."""
-  for o in OPTIONS:
-    what = f"[{', '.join(o.launchers)}] {o.help}"
-    if isinstance(o.default, bool):
-      parser.add_argument(f"--{o.name}", action="store_true", help=what)
-    elif isinstance(o.default, tuple):
-      parser.add_argument(f"--{o.name}", action="append", default=[], help=what)
-    else:
-      parser.add_argument(f"--{o.name}", type=type(o.default), default=o.default, help=what)
-
-
-def define_absl_flags() -> dict:
-  """Defines the launcher options as absl flags (for the sweep runner); returns their holders."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  defined = {}
-  for o in OPTIONS:
-    what = f"[{', '.join(o.launchers)}] {o.help}"
-    if isinstance(o.default, bool):
-      defined[o.name] = flags.DEFINE_bool(o.name, o.default, what)
-    elif isinstance(o.default, tuple):
-      defined[o.name] = flags.DEFINE_multi_string(o.name, [], what)
-    elif isinstance(o.default, int):
-      defined[o.name] = flags.DEFINE_integer(o.name, o.default, what)
-    else:
-      defined[o.name] = flags.DEFINE_string(o.name, o.default, what)
-  return defined
-
-
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(
-      prog="python -m ig_captioner.launchers", description=__doc__.split("\n\n")[0],
+      prog="python -m ig_captioner.tools.launchers", description=__doc__.split("\n\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("launcher", help=f"One of {', '.join(LAUNCHERS)}.")
   parser.add_argument("--config", required=True, help="Config file, optionally with ':ARGS'.")
@@ -348,7 +275,7 @@ def main(argv=None) -> None:
   parser.add_argument("--evaluate", action="store_true",
                       help="Then evaluate the latest checkpoint (the evaluator's --once).")
   parser.add_argument("--dry_run", action="store_true", help="Print the commands, run nothing.")
-  add_arguments(parser)
+  launch_options.add_arguments(parser)
   parser.epilog = "Arguments after -- are config overrides: --config.FIELD=VALUE."
   argv = sys.argv[1:] if argv is None else list(argv)
   split = argv.index("--") if "--" in argv else len(argv)
@@ -358,7 +285,7 @@ def main(argv=None) -> None:
     if bad:
       raise LaunchError(f"{bad[0]!r}: arguments after -- are config overrides, "
                         "--config.FIELD=VALUE")
-    values = {o.name: getattr(args, o.name) for o in OPTIONS}
+    values = {o.name: getattr(args, o.name) for o in launch_options.OPTIONS}
     launcher = Launcher(args.launcher, values)
     check_workdir(args.launcher, args.workdir)
     job = run_job(args.job_name, args.config, args.workdir, overrides, args.evaluate)

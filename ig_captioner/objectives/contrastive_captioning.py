@@ -1,4 +1,5 @@
-"""CoCa's objective (Yu et al., 2022): CLIP's softmax contrastive loss on the embeddings plus
+"""CoCa's objective (Yu et al., *CoCa: Contrastive Captioners are Image-Text Foundation Models*,
+2022), for the `coca` model family: CLIP's softmax contrastive loss on the embeddings plus
 captioning on the multimodal half, from one forward pass (`caption_and_embed`):
 
     loss = contrastive_weight * L_contrastive
@@ -8,8 +9,8 @@ The paper weighs contrastive 1 and captioning 2. `text_only_weight` > 0 makes Co
 half an IG captioner (its decoder run without the image is the prior log P(t)); the
 temperature's exp is clipped at `max_temperature`, as CLIP's.
 
-config.objective: name='coca', contrastive_weight, caption_weight, text_only_weight,
-max_temperature.
+config.objective: name='contrastive_captioning' (named 'coca' before 0.2), contrastive_weight,
+caption_weight, text_only_weight, max_temperature.
 """
 
 import jax.numpy as jnp
@@ -17,19 +18,18 @@ import ml_collections
 
 from ig_captioner import errors
 from ig_captioner import models
-from ig_captioner.objectives import _contrastive
-from ig_captioner.objectives import captioning
-from ig_captioner.objectives import softmax_contrastive
+from ig_captioner.objectives import base
 
 NEEDS = models.CAPTION_FNS + models.EMBED_FNS + models.JOINT_FNS
 
 
 def validate(objective_config: ml_collections.ConfigDict) -> None:
-  captioning.validate(objective_config)
-  softmax_contrastive.validate(objective_config)
+  base.validate_caption_fields(objective_config)
+  base.validate_max_temperature(objective_config)
   if objective_config.get("logits_chunk", 0):
-    raise errors.ConfigError("config.objective.logits_chunk is not supported by 'coca' (its "
-                             "joint forward gives whole logits): set it to 0")
+    raise errors.ConfigError("config.objective.logits_chunk is not supported by "
+                             "'contrastive_captioning' (its joint forward gives whole logits): "
+                             "set it to 0")
   for field in ("contrastive_weight", "caption_weight"):
     value = objective_config.get(field)
     if not isinstance(value, (int, float)) or value < 0:
@@ -47,14 +47,14 @@ def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
     del rng, step  # Deterministic, no schedule.
     logits_BxLxV, z_img_BxE, z_txt_BxE = predict_fns["caption_and_embed"](
         params, batch["image"], batch["tokens"])
-    sims_BxB = _contrastive.cosine_similarities(z_img_BxE, z_txt_BxE)
+    sims_BxB = base.cosine_similarities(z_img_BxE, z_txt_BxE)
     scale = jnp.minimum(predict_fns["logit_scale_and_bias"](params)[0], limit)
-    contrastive, logits_BxB = softmax_contrastive.softmax_contrastive_loss(sims_BxB, scale)
-    caption, metrics = captioning.caption_loss(
+    contrastive, logits_BxB = base.softmax_contrastive_loss(sims_BxB, scale)
+    caption, metrics = base.caption_loss(
         predict_fns, params, batch["image"], batch["tokens"], batch["target_mask"],
         text_only_weight, logits_BxLxV=logits_BxLxV)
     loss = contrastive_weight * contrastive + caption_weight * caption
     metrics.update(loss=loss, contrastive_loss=contrastive, caption_loss=caption,
-                   temperature=scale, batch_accuracy=_contrastive.batch_accuracy(logits_BxB))
+                   temperature=scale, batch_accuracy=base.batch_accuracy(logits_BxB))
     return loss, metrics
   return loss_fn

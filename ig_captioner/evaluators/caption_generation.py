@@ -1,5 +1,6 @@
-"""Captioning: generate a caption per image (`models.generation`, KV cache) and score it against
-the image's reference captions with CIDEr-D and BLEU-4 (`caption_metrics`).
+"""Caption generation (`type='caption_generation'`, named 'captioning' before 0.2): generate a
+caption per image (`scoring.generation`, KV cache) and score it against the image's reference
+captions with CIDEr-D and BLEU-4 (`caption_metrics`).
 
 Decoding is greedy (`beam_size=1`) or beam search with a GNMT length penalty; each alpha of
 `alphas` decodes once, ranking hypotheses by log P(t|I) - alpha * log P(t) (IG-guided decoding;
@@ -20,17 +21,18 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from ig_captioner import errors
 from ig_captioner import models
 from ig_captioner import sharding
+from ig_captioner import token_ids
 from ig_captioner.data import pipeline
+from ig_captioner.data import records
 from ig_captioner.data import sources
-from ig_captioner.data import tokenizer as tokenizer_lib
-from ig_captioner.evaluators import _common
+from ig_captioner.evaluators import base
 from ig_captioner.evaluators import caption_metrics
-from ig_captioner.models import generation
+from ig_captioner.scoring import generation
 
 
 def default_config(**overrides) -> ml_collections.ConfigDict:
-  cfg = _common.base_config(
-      type="captioning",
+  cfg = base.base_config(
+      type="caption_generation",
       split="retrieval",
       captions_key="captions",
       max_tokens=None,  # Generated tokens at most (None: the model's text length allows).
@@ -44,7 +46,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def validate(name: str, eval_config: ml_collections.ConfigDict) -> None:
-  _common.validate_common(name, eval_config)
+  base.validate_common(name, eval_config)
   beam = eval_config.get("beam_size")
   if not isinstance(beam, int) or beam <= 0:
     raise errors.ConfigError(f"config.evals.{name}.beam_size={beam!r} must be a positive "
@@ -56,20 +58,20 @@ def validate(name: str, eval_config: ml_collections.ConfigDict) -> None:
 
 
 def metric_name(name: str, metric: str, alpha: float, prefix: str | None = None) -> str:
-  return _common.metric_stem("captioning", name, prefix) + f"/{metric}_alpha{float(alpha)}"
+  return base.metric_stem("captioning", name, prefix) + f"/{metric}_alpha{float(alpha)}"
 
 
-class Evaluator(_common.EvaluatorBase):
+class Evaluator(base.EvaluatorBase):
   """CIDEr-D and BLEU-4 of generated captions on `eval_config.split`."""
 
   def __init__(self, name: str, eval_config: ml_collections.ConfigDict,
                config: ml_collections.ConfigDict, predict_fns: dict, mesh: jax.sharding.Mesh,
                tokenizer):
-    super().__init__(name, eval_config, config, predict_fns, mesh, "captioning")
+    super().__init__(name, eval_config, config, predict_fns, mesh, "caption_generation")
     models.require(predict_fns, models.CAPTION_FNS + models.CACHE_FNS,
-                   f"config.evals.{name} (captioning)", config.model.name)
+                   f"config.evals.{name} (caption_generation)", config.model.name)
     source = sources.open_split(self._data_config, eval_config.split)
-    self._references = [sources.texts(sources.field(source[i], eval_config.captions_key))
+    self._references = [records.texts(records.field(source[i], eval_config.captions_key))
                         for i in range(len(source))]
     self._tokenizer = tokenizer
     self.prefixes = tuple(eval_config.get("prefixes", (None,)))
@@ -77,7 +79,7 @@ class Evaluator(_common.EvaluatorBase):
     replicated = NamedSharding(mesh, P())
     self._generate = {}
     for prefix in self.prefixes:
-      start = tokenizer_lib.start_tokens(prefix)
+      start = token_ids.start_tokens(prefix)
       max_tokens = eval_config.max_tokens or text_len - len(start)
       for alpha in self.alphas:
         decode = generation.DecodeConfig(max_tokens=max_tokens, beam_size=eval_config.beam_size,

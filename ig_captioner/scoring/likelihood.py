@@ -1,12 +1,14 @@
-"""Token layout and sequence log-likelihoods of a next-token predictor.
+"""Sequence log-likelihoods of a next-token predictor, and the reference scorer of texts.
 
 A text is stored as `[BOS, (prefix,) t_1, ..., t_n, EOS, PAD, ...]` (length T; the prefix is
-the optional prefix-conditioning token, see `data/tokenizer.py`). The decoder reads
-`tokens[:, :-1]` and predicts `tokens[:, 1:]`. So log P(t) sums the log-probabilities of
-t_1..t_n *and EOS* (the model must also say where the text ends), never of BOS or the prefix
-(they are given: with a prefix, it is log P(t | prefix)) and never of PAD.
+the optional prefix-conditioning token, see `token_ids`). The decoder reads `tokens[:, :-1]` and
+predicts `tokens[:, 1:]`. So log P(t) sums the log-probabilities of t_1..t_n *and EOS* (the
+model must also say where the text ends), never of BOS or the prefix (they are given: with a
+prefix, it is log P(t | prefix)) and never of PAD.
 
-`caption_fns` turns a family's `encode_images` and `decode` into `models.CAPTION_FNS`.
+`text_logprobs` and `image_text_logprobs` decode every (image, text) pair in full from a
+family's `encode_images` and `decode` (`models.CAPTION_FNS`): the reference that the cached
+scorer (`prompt_scoring`) is tested against.
 
 Shape letters: B images, N visual tokens, D width, L/T text length, V vocabulary, P texts,
 G chunks of C texts.
@@ -15,12 +17,7 @@ G chunks of C texts.
 import jax
 import jax.numpy as jnp
 
-from ig_captioner.data.tokenizer import UNSCORED_IDS
-
-
-def scored_targets(targets_BxL: jax.Array) -> jax.Array:
-  """Which targets count: not PAD, not a prefix (as `tokenizer.scored_targets` on the host)."""
-  return ~jnp.isin(targets_BxL, jnp.asarray(UNSCORED_IDS))
+from ig_captioner import token_ids
 
 
 def inputs_and_targets(tokens_BxT: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -59,7 +56,7 @@ def chunked_token_logprobs(logits_fn, h_BxLxD: jax.Array, targets_BxL: jax.Array
 
 def sequence_logprob(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
   """log P(t) of each sequence: the sum of its scored target token log-probabilities."""
-  return jnp.sum(jnp.where(scored_targets(targets_BxL),
+  return jnp.sum(jnp.where(token_ids.is_scored(targets_BxL),
                            token_logprobs(logits_BxLxV, targets_BxL), 0.0), axis=-1)
 
 
@@ -72,35 +69,29 @@ def chunked(texts_PxT: jax.Array, chunk: int) -> tuple[jax.Array, int]:
   return texts_PxT.reshape(-1, chunk, texts_PxT.shape[-1]), num_texts
 
 
-def caption_fns(encode_images, decode) -> dict:
-  """`models.CAPTION_FNS` from `encode_images(params, images)` and
-  `decode(params, tokens, visual or None)`."""
+def text_logprobs(fns: dict, params, texts_PxT, chunk: int):
+  """log P(t) of every text, logp_P: `chunk` texts per decoder call, cross-attention skipped."""
+  chunks_GxCxT, num_texts = chunked(texts_PxT, chunk)
 
-  def text_logprobs(params, texts_PxT, chunk: int):
-    """log P(t) of every text, chunk texts per decoder call, cross-attention skipped."""
-    chunks_GxCxT, num_texts = chunked(texts_PxT, chunk)
+  def score(tokens_CxT):
+    inputs, targets = inputs_and_targets(tokens_CxT)
+    return sequence_logprob(fns["decode"](params, inputs, None), targets)
 
-    def score(tokens_CxT):
-      inputs, targets = inputs_and_targets(tokens_CxT)
-      return sequence_logprob(decode(params, inputs, None), targets)
+  return jax.lax.map(score, chunks_GxCxT).reshape(-1)[:num_texts]
 
-    return jax.lax.map(score, chunks_GxCxT).reshape(-1)[:num_texts]
 
-  def image_text_logprobs(params, visual_BxNxD, texts_PxT, chunk: int):
-    """log P(t|I) of every (image, text) pair; each decoder call scores B x chunk pairs, the
-    visual tokens repeated per text with the (sharded) image axis leading."""
-    chunks_GxCxT, num_texts = chunked(texts_PxT, chunk)
-    b, n, d = visual_BxNxD.shape
+def image_text_logprobs(fns: dict, params, visual_BxNxD, texts_PxT, chunk: int):
+  """log P(t|I) of every (image, text) pair, logp_BxP; each decoder call scores B x chunk
+  pairs, the visual tokens repeated per text with the (sharded) image axis leading."""
+  chunks_GxCxT, num_texts = chunked(texts_PxT, chunk)
+  b, n, d = visual_BxNxD.shape
 
-    def score(tokens_CxT):
-      c, t = tokens_CxT.shape
-      inputs, targets = inputs_and_targets(
-          jnp.broadcast_to(tokens_CxT[None], (b, c, t)).reshape(b * c, t))
-      visual = jnp.broadcast_to(visual_BxNxD[:, None], (b, c, n, d)).reshape(b * c, n, d)
-      return sequence_logprob(decode(params, inputs, visual), targets).reshape(b, c)
+  def score(tokens_CxT):
+    c, t = tokens_CxT.shape
+    inputs, targets = inputs_and_targets(
+        jnp.broadcast_to(tokens_CxT[None], (b, c, t)).reshape(b * c, t))
+    visual = jnp.broadcast_to(visual_BxNxD[:, None], (b, c, n, d)).reshape(b * c, n, d)
+    return sequence_logprob(fns["decode"](params, inputs, visual), targets).reshape(b, c)
 
-    logp_GxBxC = jax.lax.map(score, chunks_GxCxT)
-    return jnp.moveaxis(logp_GxBxC, 0, 1).reshape(b, -1)[:, :num_texts]
-
-  return {"encode_images": encode_images, "decode": decode, "text_logprobs": text_logprobs,
-          "image_text_logprobs": image_text_logprobs}
+  logp_GxBxC = jax.lax.map(score, chunks_GxCxT)
+  return jnp.moveaxis(logp_GxBxC, 0, 1).reshape(b, -1)[:, :num_texts]

@@ -1,19 +1,15 @@
-"""What the evaluators share: their common config fields, the data they read, and chunked text
-embedding.
+"""What the evaluators share: their common config fields, metric names, the data they read and
+the caption scorer they build."""
 
-Shape letters: P texts, G chunks of C texts, T text length, E embedding width.
-"""
-
-import jax
 import ml_collections
 
 from ig_captioner import errors
 from ig_captioner import models
 from ig_captioner import sharding
-from ig_captioner.data import verify
-from ig_captioner.data.tokenizer import PREFIX_IDS
-from ig_captioner.models import likelihood
-from ig_captioner.models import prompt_scoring
+from ig_captioner import token_ids
+from ig_captioner.data import presets
+from ig_captioner.data import sources
+from ig_captioner.scoring import prompt_scoring
 
 
 def base_config(**fields) -> ml_collections.ConfigDict:
@@ -23,7 +19,7 @@ def base_config(**fields) -> ml_collections.ConfigDict:
       batch_size=128,  # Images per global batch (a multiple of the mesh's batch axes).
       prompt_chunk=64,  # Texts scored per decoder call (x batch_size pairs) or embedded per call.
       # Caption likelihoods: "cached" (image K/V once per image, shared prompt prefixes decoded
-      # once; see models/prompt_scoring.py) or "reference" (every pair in full; same numbers).
+      # once; see scoring/prompt_scoring.py) or "reference" (every pair in full; same numbers).
       scoring="cached",
       block_tokens=4096,  # Cached scoring: decoder positions per block per device.
       # Prefix-conditioning tokens put before every text, each reported apart: None (no
@@ -44,9 +40,9 @@ def validate_common(name: str, eval_config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError(f"config.evals.{name}.scoring={eval_config.scoring!r} is not one "
                              f"of {prompt_scoring.METHODS}")
   prefixes = eval_config.get("prefixes", (None,))
-  if not len(prefixes) or not all(p is None or p in PREFIX_IDS for p in prefixes):
+  if not len(prefixes) or not all(p is None or p in token_ids.PREFIX_IDS for p in prefixes):
     raise errors.ConfigError(f"config.evals.{name}.prefixes={prefixes!r} is invalid: each is "
-                             f"None or one of {sorted(PREFIX_IDS)}")
+                             f"None or one of {sorted(token_ids.PREFIX_IDS)}")
   if "alphas" in eval_config and not len(eval_config.alphas):
     raise errors.ConfigError(f"config.evals.{name}.alphas={eval_config.alphas!r} is invalid: it "
                              "needs at least one alpha")
@@ -57,33 +53,14 @@ def metric_stem(kind: str, name: str, prefix: str | None) -> str:
   return f"{kind}/{name}" + (f"/{prefix}_prefix" if prefix else "")
 
 
-def class_prompts(class_names, templates) -> list[str]:
-  """Every template filled with every class name, class-major: prompt c * K + k is class c in
-  template k (the layout the class scores average over)."""
-  return [t.format(c) for c in class_names for t in templates]
-
-
 def data_config(config: ml_collections.ConfigDict,
                 eval_config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """`config.data` with the evaluator's `data` overrides (which may add fields: `manual_dir`)."""
-  data = config.data.copy_and_resolve_references()
-  with data.unlocked():
-    data.update(eval_config.get("data", {}))
-  return data
+  return presets.with_overrides(config.data, eval_config.get("data", {}))
 
 
 def check_batch_size(name: str, eval_config: ml_collections.ConfigDict, mesh) -> None:
-  if eval_config.batch_size % sharding.batch_axis_size(mesh):
-    raise errors.ConfigError(
-        f"config.evals.{name}.batch_size={eval_config.batch_size} is not divisible by the "
-        f"mesh's batch axes ({sharding.batch_axis_size(mesh)})")
-
-
-def embed_texts_chunked(embed_texts, params, texts_PxT: jax.Array, chunk: int) -> jax.Array:
-  """embed_texts over P texts, `chunk` per call (a scan: memory bounded by one chunk)."""
-  chunks_GxCxT, num_texts = likelihood.chunked(texts_PxT, chunk)
-  z_GxCxE = jax.lax.map(lambda tokens_CxT: embed_texts(params, tokens_CxT), chunks_GxCxT)
-  return z_GxCxE.reshape(-1, z_GxCxE.shape[-1])[:num_texts]
+  sharding.check_batch_divides(eval_config.batch_size, mesh, f"config.evals.{name}.batch_size")
 
 
 def prompt_scorer(predict_fns: dict, texts_PxT, groups_P, eval_config: ml_collections.ConfigDict,
@@ -115,4 +92,4 @@ class EvaluatorBase:
       models.require(predict_fns, models.EMBED_FNS + models.CAPTION_FNS,
                      f"config.evals.{name} ({kind})", config.model.name)
     check_batch_size(name, eval_config, mesh)
-    verify.verify_split(self._data_config, eval_config.split)
+    sources.verify_split(self._data_config, eval_config.split)

@@ -1,0 +1,135 @@
+"""One experiment assembled from its config, the same way for the trainer, the planner and the
+benchmarks: the config checked (the trainer's fields here; the model family, the objective and
+each evaluator check theirs), then on a mesh the model, the loss, the optimizer and its
+schedule, the abstract train state with its shardings, and the jitted train step.
+
+    exp = experiment.build(config, mesh)
+    state = exp.init_state(jax.random.key(config.seed))
+    step = exp.jit_train_step()                 # (state, batch) -> (state, metrics)
+    step.lower(exp.abstract_state, exp.abstract_batch())   # what the planner compiles
+"""
+
+import dataclasses
+from typing import Callable
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from ig_captioner import errors
+from ig_captioner import evaluators
+from ig_captioner import models
+from ig_captioner import objectives
+from ig_captioner import optimizer as optimizer_lib
+from ig_captioner import sharding
+from ig_captioner import token_ids
+from ig_captioner import train_state
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError naming the field and the fix for values that cannot work: the trainer's
+  own fields here; the model family, the objective and each evaluator check theirs."""
+  def check(field, ok, need):
+    value = config
+    for part in field.split("."):
+      value = value[part]
+    try:
+      valid = bool(ok(value))
+    except TypeError:  # e.g. None where a number is needed.
+      valid = False
+    if not valid:
+      raise errors.ConfigError(f"config.{field}={value!r} is invalid: {need}")
+
+  positive = lambda v: v > 0  # pylint: disable=unnecessary-lambda-assignment
+  check("total_steps", positive, "must be positive")
+  check("batch_size", positive, "must be positive")
+  check("log_every", positive, "must be positive")
+  check("checkpoint_every", positive, "must be positive")
+  check("keep_checkpoints", lambda v: v is None or v > 0,
+        "must be positive, or None to keep all (--config.keep_checkpoints=None)")
+  check("model.image_size", positive, "must be positive")
+  check("model.vocab_size", lambda v: v > token_ids.NUM_SPECIAL_IDS,
+        "must exceed the 4 special ids (pad, bos, eos, unk)")
+  check("data.augment_shift", lambda v: v >= 0, "must be >= 0")
+  models.build(config.model)
+  objectives.validate(config)
+  evaluators.validate(config)
+
+
+def make_train_step(loss_fn, tx, schedule, seed: int):
+  """The update: `loss_fn(params, batch, rng, step) -> (loss, metrics)`, gradients, optax step.
+  Returns (new_state, metrics). `rng` depends only on `seed` and the step, so a resumed run
+  draws the same numbers as an uninterrupted one; `step` (traced) is for loss schedules."""
+  def train_step(state: train_state.TrainState, batch: dict):
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng,
+                                                               state.step)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics.update(grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step),
+                   # The loss above is of the params *before* this update: the norm of the new
+                   # ones tells whether the state about to be checkpointed is still finite.
+                   param_norm=optax.tree.norm(params))
+    return train_state.TrainState(state.step + 1, params, opt_state), metrics
+  return train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """A config's model, loss, optimizer and abstract train state on `mesh`."""
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  model: models.Model
+  loss_fn: Callable  # (params, batch, rng, step) -> (loss, metrics)
+  tx: optax.GradientTransformation
+  schedule: Callable  # step -> learning rate
+  abstract_state: train_state.TrainState  # Shapes only, each leaf carrying its sharding.
+  state_shardings: train_state.TrainState
+
+  @property
+  def num_params(self) -> int:
+    return sum(x.size for x in jax.tree.leaves(self.abstract_state.params))
+
+  def init_state(self, rng: jax.Array) -> train_state.TrainState:
+    """A freshly initialised state, each shard written straight to its device."""
+    return train_state.init(self.model.init_params, self.tx, self.mesh, self.state_shardings,
+                            rng)
+
+  def jit_train_step(self, donate: bool = True):
+    """`make_train_step` jitted as the trainer runs it (and the planner compiles it): the state
+    keeps its shardings and is donated (`donate=False` keeps the input state, for timing the
+    same state again), the batch is split over the mesh's batch axes."""
+    step = make_train_step(self.loss_fn, self.tx, self.schedule, int(self.config.seed))
+    return jax.jit(step, in_shardings=(self.state_shardings, sharding.batch_sharding(self.mesh)),
+                   out_shardings=(self.state_shardings, NamedSharding(self.mesh, P())),
+                   donate_argnums=(0,) if donate else ())
+
+  def abstract_batch(self) -> dict:
+    """The global train batch as the pipeline gives it (`data/train_mixture.py`), shapes only,
+    split over the batch axes."""
+    config = self.config
+    b, t, size = config.batch_size, config.model.max_text_len, config.model.image_size
+    batch = {"image": ((b, size, size, 3), np.float32), "tokens": ((b, t), np.int32),
+             "target_mask": ((b, t - 1), np.bool_)}
+    if config.objective.get("text_only_batch") == "separate":
+      batch.update(text_only_tokens=((b, t), np.int32),
+                   text_only_target_mask=((b, t - 1), np.bool_))
+    shards = sharding.batch_sharding(self.mesh)
+    return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=shards)
+            for k, (shape, dtype) in batch.items()}
+
+
+def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Experiment:
+  """The experiment of `config` on `mesh`. It needs `seed`, `total_steps`, `batch_size`,
+  `model`, `objective` and `optimizer` (the model family and the objective check theirs);
+  `validate` checks a trainer's config as a whole."""
+  sharding.check_batch_divides(config.batch_size, mesh, "config.batch_size")
+  model = models.build(config.model)
+  loss_fn = objectives.make_loss(config, model.predict_fns)
+  tx = optimizer_lib.build(config.optimizer, config.total_steps)
+  schedule = optimizer_lib.learning_rate_schedule(config.optimizer, config.total_steps)
+  abstract_state, shardings = train_state.abstract_state_and_shardings(model.init_params, tx,
+                                                                       mesh)
+  return Experiment(config, mesh, model, loss_fn, tx, schedule, abstract_state, shardings)
