@@ -28,6 +28,7 @@ from ig_captioner import cli
 from ig_captioner import distributed
 from ig_captioner import evaluators
 from ig_captioner import experiment
+from ig_captioner import metric_files
 from ig_captioner import metric_writing
 from ig_captioner import models
 from ig_captioner import multihost
@@ -40,8 +41,8 @@ from ig_captioner.data import sources
 
 def evaluated_steps(workdir: str) -> set[int]:
   """Steps with a row in `eval_metrics.jsonl`: evaluated, or recorded as skipped or failed."""
-  return {row["step"] for row in metric_writing.read_jsonl(
-      metric_writing.jsonl_path(workdir, "eval"))}
+  return {row["step"] for row in metric_files.read_jsonl(
+      metric_files.jsonl_path(workdir, "eval"))}
 
 
 def checkpoint_cadence(config: ml_collections.ConfigDict) -> set[int]:
@@ -121,10 +122,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
                                      sources.tokenizer(config.data))
   ckpt = checkpointing.Checkpointer(workdir, read_only=True)
   output_dir = paths.resolve(output_dir or workdir)
-  eval_path = metric_writing.jsonl_path(output_dir, "eval")
+  eval_path = metric_files.jsonl_path(output_dir, "eval")
   fix = "pass --output_dir=<a writable directory>"
   if jax.process_index() == 0:
-    metric_writing.repair(eval_path, fix=fix)  # A torn last line must not swallow the next row.
+    metric_files.repair(eval_path, fix=fix)  # A torn last line must not swallow the next row.
   writer = metric_writing.create_writer(output_dir, "eval", fix=fix)
   results = {}
   done = evaluated_steps(output_dir)

@@ -1,20 +1,18 @@
 """Metric output: TensorBoard and logging via clu, plus one JSON line per write under the workdir.
 
 JSON lines (`<workdir>/<name>_metrics.jsonl`, e.g. `train_metrics.jsonl`) are the form scripts and
-notebooks read: `{"step": 100, "loss": 2.3, ...}`. Only process 0 writes files. A file holds each
-step at most once: `repair` drops a line torn by a killed process and, when a trainer resumes
-from a checkpoint, the rows it is about to log again.
+notebooks read, with `metric_files` (which needs no TensorFlow). Only process 0 writes files.
 """
 
 import json
 from typing import Any, Mapping
 
-from absl import logging
 import jax
 import numpy as np
 from clu import metric_writers
 
 from ig_captioner import errors
+from ig_captioner import metric_files
 from ig_captioner import paths
 
 
@@ -77,59 +75,6 @@ class JsonLinesWriter(metric_writers.MetricWriter):
       self._file.close()
 
 
-def jsonl_path(workdir: str, name: str) -> str:
-  return paths.join(workdir, f"{name}_metrics.jsonl")
-
-
-def _parse(path: str) -> tuple[list[dict], list[int], bool]:
-  """(rows, numbers of unreadable lines, whether the file ends inside a line)."""
-  rows, bad = [], []
-  text = paths.path(path).read_bytes().decode("utf-8", errors="replace")
-  for number, line in enumerate(text.splitlines(), start=1):
-    try:
-      row = json.loads(line)
-      if not isinstance(row, dict) or "step" not in row:
-        raise ValueError("not a metrics row")
-      rows.append(row)
-    except ValueError:  # JSONDecodeError included.
-      bad.append(number)
-  return rows, bad, bool(text) and not text.endswith("\n")
-
-
-def read_jsonl(path: str) -> list[dict]:
-  """All rows of a metrics file ([] if it does not exist); unreadable lines are skipped with a
-  warning (a process killed mid-write leaves a torn last line)."""
-  if not paths.path(path).exists():
-    return []
-  rows, bad, _ = _parse(path)
-  if bad:
-    logging.warning("%s: skipped unreadable line(s) %s", path, bad)
-  return rows
-
-
-def repair(path: str, *, after_step: int | None = None,
-           fix: str = "choose another --workdir") -> None:
-  """Rewrites `path` without unreadable lines (warning) and, if `after_step` is given, without
-  rows of later steps (a resumed trainer logs them again). Atomic; a no-op if nothing changes."""
-  if not paths.path(path).exists():
-    return
-  rows, bad, torn = _parse(path)
-  kept = [r for r in rows if after_step is None or r["step"] <= after_step]
-  if not bad and not torn and len(kept) == len(rows):
-    return
-  if bad:
-    logging.warning("%s: dropped unreadable line(s) %s (a write cut short by a killed process)",
-                    path, bad)
-  if len(kept) < len(rows):
-    logging.info("%s: dropped %d row(s) after step %d, logged after the checkpoint this run "
-                 "resumes from; they are logged again.", path, len(rows) - len(kept), after_step)
-  try:
-    paths.write_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
-  except OSError as e:
-    raise errors.OutputError(f"cannot rewrite {path} ({e.strerror or e}): make its directory "
-                             f"writable or {fix}") from e
-
-
 class RunWriter(metric_writers.MultiWriter):
   """clu's MultiWriter plus `write_row`, for rows that are not scalars (JSON lines only)."""
 
@@ -149,7 +94,7 @@ def create_writer(workdir: str, name: str,
   if jax.process_index() > 0:
     return RunWriter([metric_writers.create_default_writer(None, just_logging=True)], None)
   try:
-    json_lines = JsonLinesWriter(jsonl_path(workdir, name))
+    json_lines = JsonLinesWriter(metric_files.jsonl_path(workdir, name))
     tensorboard = metric_writers.create_default_writer(paths.join(workdir, "tb", name),
                                                        asynchronous=False)
   except Exception as e:  # OSError, or TensorFlow's PermissionDeniedError for tb/.

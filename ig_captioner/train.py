@@ -23,6 +23,7 @@ from ig_captioner import cli
 from ig_captioner import distributed
 from ig_captioner import errors
 from ig_captioner import experiment
+from ig_captioner import metric_files
 from ig_captioner import metric_writing
 from ig_captioner import multihost
 from ig_captioner import objectives
@@ -132,7 +133,7 @@ def _train(config, workdir, ckpt, stop_at_step):
   else:
     state = exp.init_state(jax.random.key(config.seed))
   if jax.process_index() == 0:  # Rows logged after that checkpoint are about to be logged again.
-    metric_writing.repair(metric_writing.jsonl_path(workdir, "train"),
+    metric_files.repair(metric_files.jsonl_path(workdir, "train"),
                           after_step=last_checkpoint or 0)
 
   # ------------------------------------------------------------------------ Jitted update ---

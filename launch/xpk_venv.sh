@@ -13,6 +13,6 @@ if [ "$("$VENV/bin/xpk" version 2>/dev/null | grep -o "$VERSION" | head -1)" != 
          "python3-venv), or set XPK_VENV." >&2
     exit 1
   }
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "xpk==$VERSION" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile "xpk==$VERSION" >&2
 fi
 echo "$VENV/bin/xpk"

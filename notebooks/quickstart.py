@@ -69,14 +69,14 @@ import numpy as np
 
 from ig_captioner import config_lib
 from ig_captioner import inference
-from ig_captioner import metric_writing
+from ig_captioner import metric_files
 from ig_captioner import train
 
 _, config = config_lib.load_file(CONFIG)
 print(f"{config.model.name} with lambda={config.objective.text_only_weight}: "
       f"{config.total_steps} steps of {config.batch_size} pairs")
 train.train(config, WORKDIR)
-last = metric_writing.read_jsonl(metric_writing.jsonl_path(WORKDIR, "train"))[-1]
+last = metric_files.read_jsonl(metric_files.jsonl_path(WORKDIR, "train"))[-1]
 print(f"step {last['step']}: loss {last['loss']:.3f}")
 
 # %% [markdown]

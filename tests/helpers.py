@@ -1,5 +1,7 @@
 """Small shared pieces for tests: tiny models of each family and random (non-degenerate) params."""
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import ml_collections
@@ -38,12 +40,22 @@ def tiny_two_towers_config(**overrides) -> ml_collections.ConfigDict:
   return cfg
 
 
+def jitted(model: models.Model) -> models.Model:
+  """`model` with every predict function jitted. Tests compute references by calling them
+  directly; un-jitted, every primitive of a call compiles on its own (thousands of tiny
+  programs, most of the unit tier's compile time). Library code jits around them all the
+  same: a jitted function inside a traced one is inlined."""
+  return dataclasses.replace(model, predict_fns={name: jax.jit(fn)
+                                                 for name, fn in model.predict_fns.items()})
+
+
 def random_params(model, seed: int = 0, scale: float = 0.3):
   """Params with every leaf random, so no zero-initialized layer hides a bug. `model` is a
   `models.Model` or a captioner module."""
   init_params = model.init_params if isinstance(model, models.Model) else (
       lambda rng: models.get("captioner").init_params(model, rng))
-  params = nn.meta.unbox(init_params(jax.random.key(seed)))
+  # Shapes only (nothing is computed or compiled): every value is drawn below.
+  params = nn.meta.unbox(jax.eval_shape(init_params, jax.random.key(seed)))
   leaves, treedef = jax.tree.flatten(params)
   rng = np.random.default_rng(seed)
   return jax.tree.unflatten(

@@ -11,7 +11,7 @@ alpha are then read, never used for a choice.
 import dataclasses
 import re
 
-from ig_captioner import metric_writing
+from ig_captioner import metric_files
 from ig_captioner import paths
 
 _LABEL = re.compile(r"^(?P<setting>.*), lambda=(?P<lam>[0-9.eE+-]+)(?: \(n=\d+\))?$")
@@ -98,7 +98,7 @@ def trajectories(per_seed_dirs: dict[str, list[str]], names: list[str]) -> dict:
   for group, dirs in per_seed_dirs.items():
     steps: dict[int, dict] = {}
     for run_dir in dirs:
-      for row in metric_writing.read_jsonl(metric_writing.jsonl_path(run_dir, "eval")):
+      for row in metric_files.read_jsonl(metric_files.jsonl_path(run_dir, "eval")):
         if "status" in row:
           continue
         for name in names:

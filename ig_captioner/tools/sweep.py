@@ -34,7 +34,7 @@ from absl import flags
 from ig_captioner import cli
 from ig_captioner import config_lib
 from ig_captioner import errors
-from ig_captioner import metric_writing
+from ig_captioner import metric_files
 from ig_captioner import paths
 from ig_captioner import preemption
 from ig_captioner.data import sources
@@ -183,8 +183,8 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
         total_steps = int(o.split("=", 1)[1])
     run_dir = paths.join(workdir, run.directory)
     flags_ = [f"--config={run_arg}"] + extra + run_overrides + [f"--workdir={run_dir}"]
-    eval_path = metric_writing.jsonl_path(run_dir, "eval")
-    done = {r["step"]: r for r in metric_writing.read_jsonl(eval_path)}
+    eval_path = metric_files.jsonl_path(run_dir, "eval")
+    done = {r["step"]: r for r in metric_files.read_jsonl(eval_path)}
     # Every kept checkpoint, oldest first (a curve over training), or the last one only.
     eval_flags = ["--timeout_s=0"] if every_checkpoint else [f"--step={total_steps}"]
     if total_steps not in done and remote:
@@ -198,11 +198,11 @@ def run_sweep(config_arg: str, workdir: str, overrides: list[str],
       continue
     if total_steps not in done:
       _run([python, "-m", "ig_captioner.train"] + flags_)
-      trained = metric_writing.read_jsonl(metric_writing.jsonl_path(run_dir, "train"))
+      trained = metric_files.read_jsonl(metric_files.jsonl_path(run_dir, "train"))
       if not trained or trained[-1]["step"] != total_steps:  # Its process alone was signalled.
         raise Stopped(f"the trainer of {run_dir}")
       _run([python, "-m", "ig_captioner.evaluate"] + flags_ + eval_flags)
-      done = {r["step"]: r for r in metric_writing.read_jsonl(eval_path)}
+      done = {r["step"]: r for r in metric_files.read_jsonl(eval_path)}
     if "status" in done[total_steps]:
       raise SweepError(f"the final checkpoint of {run_dir} could not be evaluated: "
                        f"{done[total_steps]['reason']}")
