@@ -28,7 +28,7 @@ INSTALL_REQUIRES = [
 
 setuptools.setup(
     name="ig-captioner",
-    version="0.1.0",
+    version="0.2.0",
     description="Information Gain captioners in JAX/Flax: pretraining and zero-shot evaluation.",
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
@@ -40,8 +40,9 @@ setuptools.setup(
     # plots: the study's figures (configs/ig_study.py); the tests draw them too.
     # captioning: CIDEr-D and BLEU-4 of the captioning evaluator (pycocoevalcap's pure-Python
     # scorers).
-    # notebooks: what runs notebooks/ headless (notebooks/manage.py, tests/test_notebooks.py) and
-    # keeps their .py/.ipynb pairs in sync; Colab has its own kernel and needs only `plots`.
+    # notebooks: what runs notebooks/ headless (notebooks/manage.py,
+    # tests/e2e/test_notebooks.py) and keeps their .py/.ipynb pairs in sync; Colab has its own
+    # kernel and needs only `plots`.
     # planner: libtpu, so that `python -m ig_captioner.tools.plan` compiles for TPU topologies on
     # any machine (the version jax[tpu]==0.10.2 pins).
     extras_require={"plots": ["matplotlib==3.11.2"],
@@ -57,5 +58,6 @@ setuptools.setup(
         "ig-train=ig_captioner.train:main",
         "ig-evaluate=ig_captioner.evaluate:main",
         "ig-sweep=ig_captioner.tools.sweep:main",
+        "ig-plan=ig_captioner.tools.plan:main",
     ]},
 )
