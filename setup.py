@@ -18,6 +18,10 @@ INSTALL_REQUIRES = [
     "einops==0.8.2",
     "clu==0.0.12",
     "sentencepiece==0.2.3",
+    # CLIP's BPE tokenizer for runs converted from open_clip (ig_captioner/data/clip_bpe.py):
+    # ftfy's text repair and `regex`'s Unicode classes, as open_clip's tokenizer uses them.
+    "ftfy==6.3.1",
+    "regex==2026.12.2",
     # clu's TensorBoard writer and TFDS data preparation need TensorFlow (CPU build is enough).
     "tensorflow-cpu==2.21.0",
     "tensorboard==2.21.0",
@@ -35,7 +39,8 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["ig_captioner", "ig_captioner.*"]),
-    package_data={"ig_captioner.data": ["metadata/*.txt", "metadata/*.md"]},
+    package_data={"ig_captioner.data": ["metadata/*.txt", "metadata/*.md", "metadata/*.gz"],
+                  "ig_captioner.convert": ["*.json"]},
     install_requires=INSTALL_REQUIRES,
     # plots: the study's figures (configs/ig_study.py); the tests draw them too.
     # captioning: CIDEr-D and BLEU-4 of the captioning evaluator (pycocoevalcap's pure-Python

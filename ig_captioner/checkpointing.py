@@ -192,6 +192,22 @@ class Checkpointer:
       raise self._save_error(step, e) from e
     self._pending = step
 
+  def save_params(self, step: int, params: Any, config: ml_collections.ConfigDict) -> None:
+    """Saves `params` alone (no optimizer state, no data iterator) at `step`, with their digests,
+    and waits for the save: a run made from another codebase's weights (`ig_captioner.convert`),
+    which the evaluator and the inference API restore as they restore a trained run's params."""
+    self.wait()
+    meta = run_meta(config)
+    digests = {"params": integrity.tree_fingerprints(params), "meta": integrity.json_digest(meta)}
+    try:
+      self._manager.save(step, force=True, args=ocp.args.Composite(
+          params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta),
+          digests=ocp.args.JsonSave(digests)))
+    except Exception as e:  # OSError, tensorstore's ValueError, ...
+      raise self._save_error(step, e) from e
+    self._pending = step
+    self.wait()
+
   def failed_save(self) -> int | None:
     """The step of a save that finished without committing, else None (cheap while it runs)."""
     if self._failed is None and self._pending is not None and (

@@ -3,6 +3,7 @@
     python -m ig_captioner.evaluate --config=configs/demo.py --workdir=DIR           # watch
     python -m ig_captioner.evaluate --config=configs/demo.py --workdir=DIR --once    # latest
     python -m ig_captioner.evaluate --config=configs/demo.py --workdir=DIR --step=N  # one step
+    python -m ig_captioner.evaluate --workdir=DIR --once   # the config DIR/config.json holds
     ... [--output_dir=OUT]  # results elsewhere, e.g. for a read-only run directory
 
 It never talks to the trainer: it polls `DIR/checkpoints`, evaluates each new step with every
@@ -118,8 +119,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
   mesh = sharding.make_mesh(config.eval_mesh)
   model = models.build(config.model)
   abstract_params, _ = train_state.abstract_params_and_shardings(model.init_params, mesh)
-  step_evaluators = evaluators.build(config, model.predict_fns, mesh,
-                                     sources.tokenizer(config.data))
+  tokenizer = sources.tokenizer(config.data)
+  experiment.check_tokenizer_fits(tokenizer, config.model)
+  step_evaluators = evaluators.build(config, model.predict_fns, mesh, tokenizer)
   ckpt = checkpointing.Checkpointer(workdir, read_only=True)
   output_dir = paths.resolve(output_dir or workdir)
   eval_path = metric_files.jsonl_path(output_dir, "eval")
@@ -175,7 +177,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, *, step: int | Non
 
 def main():
   """Command-line entry point (flags are defined here so that importing defines none)."""
-  config = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+  config = config_flags.DEFINE_config_file(
+      "config", None, "Config file (default: the workdir's config.json).", lock_config=True)
   workdir = flags.DEFINE_string("workdir", None, "The trainer's workdir.")
   step = flags.DEFINE_integer("step", None, "Evaluate only this checkpoint step, then exit.")
   once = flags.DEFINE_bool("once", False, "Evaluate the latest checkpoint, then exit.")
@@ -184,12 +187,14 @@ def main():
   output_dir = flags.DEFINE_string("output_dir", None, "Where eval_metrics.jsonl and tb/eval go "
                                    "(default: the workdir).")
   process_flags = distributed.define_flags()
-  flags.mark_flags_as_required(["config", "workdir"])
+  flags.mark_flags_as_required(["workdir"])
 
   def run(argv):
     del argv
     distributed.initialize_from_flags(process_flags)
-    evaluate(config.value, workdir.value, step=step.value, once=once.value,
+    run_config = config.value if config.value is not None else experiment.read_config(
+        workdir.value)
+    evaluate(run_config, workdir.value, step=step.value, once=once.value,
              poll_interval_s=poll_s.value, timeout_s=timeout_s.value,
              output_dir=output_dir.value)
   cli.run(run)

@@ -10,6 +10,7 @@ schedule, the abstract train state with its shardings, and the jitted train step
 """
 
 import dataclasses
+import json
 from typing import Callable
 
 import jax
@@ -23,6 +24,7 @@ from ig_captioner import evaluators
 from ig_captioner import models
 from ig_captioner import objectives
 from ig_captioner import optimizer as optimizer_lib
+from ig_captioner import paths
 from ig_captioner import sharding
 from ig_captioner import token_ids
 from ig_captioner import train_state
@@ -133,3 +135,33 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Experim
   abstract_state, shardings = train_state.abstract_state_and_shardings(model.init_params, tx,
                                                                        mesh)
   return Experiment(config, mesh, model, loss_fn, tx, schedule, abstract_state, shardings)
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config the trainer wrote to `<workdir>/config.json` (plugins renamed since it was
+  written take their new names)."""
+  path = paths.join(workdir, "config.json")
+  if not paths.path(path).exists():
+    raise errors.ConfigError(f"{path} does not exist: {workdir} is not a trainer's workdir, or "
+                             "it predates config.json; pass the config that trained it "
+                             "(--config, or config= in the inference API).")
+  try:
+    config = ml_collections.ConfigDict(json.loads(paths.path(path).read_text()))
+  except ValueError as e:
+    raise errors.ConfigError(f"{path} is not valid JSON ({e}); pass the config instead.") from e
+  if config.get("objective"):
+    name = config.objective.get("name")
+    config.objective.name = objectives.RENAMED.get(name, name)
+  for eval_config in config.get("evals", {}).values():
+    eval_config.type = evaluators.RENAMED.get(eval_config.type, eval_config.type)
+  return config
+
+
+def check_tokenizer_fits(tokenizer, model_config: ml_collections.ConfigDict) -> None:
+  """ConfigError if the tokenizer has ids the model has no embedding for (a gather out of range
+  gives NaN features, and NaN scores would rank as hits)."""
+  if tokenizer.vocab_size > model_config.vocab_size:
+    raise errors.ConfigError(
+        f"the tokenizer ({tokenizer.source}) has {tokenizer.vocab_size} pieces but "
+        f"config.model.vocab_size={model_config.vocab_size}: raise the latter, or use the "
+        "tokenizer the model was trained with")

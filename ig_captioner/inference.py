@@ -23,7 +23,6 @@ width, T text length.
 """
 
 import dataclasses
-import json
 from typing import Sequence
 
 import jax
@@ -34,9 +33,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ig_captioner import checkpointing
 from ig_captioner import errors
-from ig_captioner import evaluators
+from ig_captioner import experiment
 from ig_captioner import models
-from ig_captioner import objectives
 from ig_captioner import paths
 from ig_captioner import sharding
 from ig_captioner import tasks
@@ -50,26 +48,6 @@ from ig_captioner.scoring import generation
 from ig_captioner.scoring import prompt_scoring
 
 EMBEDDING_NOTE = "two-tower cosine similarity of embeddings: alpha does not apply"
-
-
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config the trainer wrote to `<workdir>/config.json` (plugins renamed since it was
-  written take their new names)."""
-  path = paths.join(workdir, "config.json")
-  if not paths.path(path).exists():
-    raise errors.ConfigError(f"{path} does not exist: {workdir} is not a trainer's workdir, or "
-                             "it predates config.json; pass config= (e.g. "
-                             "config_lib.load_file('configs/demo.py')[1]).")
-  try:
-    config = ml_collections.ConfigDict(json.loads(paths.path(path).read_text()))
-  except ValueError as e:
-    raise errors.ConfigError(f"{path} is not valid JSON ({e}); pass config= instead.") from e
-  if config.get("objective"):
-    name = config.objective.get("name")
-    config.objective.name = objectives.RENAMED.get(name, name)
-  for eval_config in config.get("evals", {}).values():
-    eval_config.type = evaluators.RENAMED.get(eval_config.type, eval_config.type)
-  return config
 
 
 def prompts(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -318,7 +296,7 @@ def load_run(workdir: str, step: int | None = None,
     raise checkpointing.CheckpointError(
         f"no checkpoints in {workdir}: {directory} does not exist. Training writes them "
         "(python -m ig_captioner.train --workdir=...); check the path.")
-  config = read_config(workdir) if config is None else config
+  config = experiment.read_config(workdir) if config is None else config
   mesh = sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)),
                             devices=devices or jax.local_devices())
   model = models.build(config.model)
@@ -336,5 +314,6 @@ def load_run(workdir: str, step: int | None = None,
     params = ckpt.restore_params(step, abstract_params, config)
   finally:
     ckpt.close()
-  return Run(workdir, step, config, model, params, sources.tokenizer(config.data), mesh,
-             images_per_device)
+  tokenizer = sources.tokenizer(config.data)
+  experiment.check_tokenizer_fits(tokenizer, config.model)
+  return Run(workdir, step, config, model, params, tokenizer, mesh, images_per_device)

@@ -106,10 +106,7 @@ def _train(config, workdir, ckpt, stop_at_step):
   # ---------------------------------------------------------------------------------- Input ---
   prepare.ensure_prepared(config)
   tokenizer = sources.tokenizer(config.data)
-  if tokenizer.vocab_size > config.model.vocab_size:
-    raise errors.ConfigError(
-        f"the tokenizer ({tokenizer.source}) has {tokenizer.vocab_size} pieces but "
-        f"config.model.vocab_size={config.model.vocab_size}: raise the latter")
+  experiment.check_tokenizer_fits(tokenizer, config.model)
   for source in train_mixture.train_sources(config.data):  # Before the first step, not during.
     sources.verify_split(source.data_config, source.split)
   if config.data.get("text_only_split"):

@@ -104,7 +104,7 @@ class Tfds(source_base.Source):
   # ------------------------------------------------------------------------------ Reading ---
   def tokenizer(self) -> tokenizer_lib.Tokenizer:
     if self.config.get("tokenizer"):
-      return tokenizer_lib.Tokenizer.from_file(paths.resolve(self.config.tokenizer))
+      return tokenizer_lib.from_setting(self.config.tokenizer)
     return tokenizer_lib.stored(self._tokenizer_path(self.prepared_builder()),
                                 f"prepare the data set with {self.prepare_command()}, or set "
                                 "config.data.tokenizer to a .model file")

@@ -59,6 +59,18 @@ def stored(path, fix: str) -> "Tokenizer":
   return Tokenizer(path.read_bytes(), source=str(path))
 
 
+# `config.data.tokenizer` naming CLIP's BPE (runs converted from open_clip) instead of a file.
+CLIP_BPE = "clip_bpe"
+
+
+def from_setting(value: str):
+  """The tokenizer `config.data.tokenizer` names: CLIP_BPE, or a SentencePiece .model path."""
+  if value == CLIP_BPE:
+    from ig_captioner.data import clip_bpe  # pylint: disable=g-import-not-at-top
+    return clip_bpe.ClipBpeTokenizer()
+  return Tokenizer.from_file(paths.resolve(value))
+
+
 class Tokenizer:
   """Encodes texts into fixed-length int32 token arrays."""
 

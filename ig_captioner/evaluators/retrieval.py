@@ -67,7 +67,12 @@ def metric_name(name: str, direction: str, k: int, alpha: float | None = None,
 def recall_at_k(scores_QxC: np.ndarray, relevant_QxC: np.ndarray,
                 ks: Sequence[int]) -> dict[int, float]:
   """{k: fraction of queries whose best relevant candidate has fewer than k irrelevant candidates
-  scoring at least as high}. Every query needs at least one relevant candidate."""
+  scoring at least as high}. Every query needs at least one relevant candidate. Non-finite
+  scores raise FloatingPointError (a NaN compares false, so it would rank as a hit)."""
+  if not np.isfinite(scores_QxC).all():
+    raise FloatingPointError(f"{np.size(scores_QxC) - np.isfinite(scores_QxC).sum()} of "
+                             f"{np.size(scores_QxC)} retrieval scores are NaN or infinite: the "
+                             "params (or the inputs) are broken")
   best_Q = np.where(relevant_QxC, scores_QxC, -np.inf).max(axis=1)
   rank_Q = np.sum(~relevant_QxC & (scores_QxC >= best_Q[:, None]), axis=1)
   return {k: float(np.mean(rank_Q < k)) for k in ks}

@@ -47,11 +47,61 @@ SIZES = {
 
 
 def named_size(name: str, field: str, depth: int | None = None) -> TransformerSize:
-  """SIZES[name], optionally with another depth; ConfigError naming `field` if unknown."""
-  if name not in SIZES:
-    raise errors.ConfigError(f"config.{field}={name!r} is not one of {sorted(SIZES)}")
-  size = SIZES[name]
+  """SIZES[name], or an explicit 'WIDTH:DEPTH:HEADS:MLP_DIM' (e.g. '512:12:8:2048', as converted
+  checkpoints of other sizes name theirs), optionally with another depth; ConfigError naming
+  `field` otherwise."""
+  if name in SIZES:
+    size = SIZES[name]
+  else:
+    numbers = name.split(":")
+    if len(numbers) != 4 or not all(n.isdigit() and int(n) > 0 for n in numbers):
+      raise errors.ConfigError(f"config.{field}={name!r} is not one of {sorted(SIZES)} nor "
+                               "WIDTH:DEPTH:HEADS:MLP_DIM (e.g. '512:12:8:2048')")
+    width, layers_, heads, mlp_dim = map(int, numbers)
+    if width % heads:
+      raise errors.ConfigError(f"config.{field}={name!r}: width {width} is not divisible by "
+                               f"{heads} heads")
+    size = TransformerSize(width=width, depth=layers_, mlp_dim=mlp_dim, num_heads=heads)
   return dataclasses.replace(size, depth=depth) if depth else size
+
+
+def size_name(size: TransformerSize) -> str:
+  """The name `named_size` reads back: a SIZES name if one matches, else the explicit form."""
+  for name, named in SIZES.items():
+    if named == size:
+      return name
+  return f"{size.width}:{size.depth}:{size.num_heads}:{size.mlp_dim}"
+
+
+def _quick_gelu(x):
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+# MLP activations: tanh-approximated GELU (this codebase's and big_vision's default), exact GELU
+# (open_clip's models), QuickGELU (OpenAI's CLIP, open_clip's `-quickgelu` models).
+ACTIVATIONS = {"gelu_tanh": lambda x: nn.gelu(x, approximate=True),
+               "gelu": lambda x: nn.gelu(x, approximate=False),
+               "quick_gelu": _quick_gelu}
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockStyle:
+  """How a tower's blocks compute where checkpoints from other codebases differ; the defaults are
+  this codebase's own (flax's layer-norm epsilon; torch's is 1e-5)."""
+  activation: str = "gelu_tanh"
+  ln_eps: float = 1e-6
+
+
+def block_style(model_config) -> BlockStyle:
+  """The BlockStyle of `config.model` (fields `activation`, `ln_eps`; absent: the defaults)."""
+  activation = model_config.get("activation", BlockStyle.activation)
+  if activation not in ACTIVATIONS:
+    raise errors.ConfigError(f"config.model.activation={activation!r} is not one of "
+                             f"{sorted(ACTIVATIONS)}")
+  ln_eps = float(model_config.get("ln_eps", BlockStyle.ln_eps))
+  if not 0 < ln_eps < 1:
+    raise errors.ConfigError(f"config.model.ln_eps={ln_eps} must be in (0, 1), e.g. 1e-5")
+  return BlockStyle(activation, ln_eps)
 
 
 def dense(features: int, axes: tuple[str, str], dtype: Dtype, name: str | None,
@@ -73,8 +123,9 @@ def dense(features: int, axes: tuple[str, str], dtype: Dtype, name: str | None,
       name=name)
 
 
-def layer_norm(dtype: Dtype, name: str | None) -> nn.LayerNorm:
+def layer_norm(dtype: Dtype, name: str | None, eps: float = BlockStyle.ln_eps) -> nn.LayerNorm:
   return nn.LayerNorm(
+      epsilon=eps,
       dtype=dtype,
       param_dtype=jnp.float32,
       scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (sharding.NORM,)),
@@ -184,9 +235,10 @@ class MultiHeadAttention(nn.Module):
 
 
 class MlpBlock(nn.Module):
-  """Position-wise MLP, width D -> F -> D with GELU."""
+  """Position-wise MLP, width D -> F -> D with an `ACTIVATIONS` nonlinearity."""
   mlp_dim: int
   dtype: Dtype = jnp.float32
+  activation: str = BlockStyle.activation
 
   @nn.compact
   def __call__(self, x_BxLxD):
@@ -194,7 +246,8 @@ class MlpBlock(nn.Module):
     h_BxLxF = dense(self.mlp_dim, (sharding.EMBED, sharding.MLP), self.dtype, "fc1")(x_BxLxD)
     if h_BxLxF.ndim == 3:
       h_BxLxF = nn.with_logical_constraint(h_BxLxF, sharding.BATCH_LENGTH_MLP)
-    out_BxLxD = dense(width, (sharding.MLP, sharding.EMBED), self.dtype, "fc2")(nn.gelu(h_BxLxF))
+    out_BxLxD = dense(width, (sharding.MLP, sharding.EMBED), self.dtype, "fc2")(
+        ACTIVATIONS[self.activation](h_BxLxF))
     if out_BxLxD.ndim == 3:
       out_BxLxD = nn.with_logical_constraint(out_BxLxD, sharding.BATCH_LENGTH_EMBED)
     return out_BxLxD
@@ -209,15 +262,16 @@ class TransformerBlock(nn.Module):
   size: TransformerSize
   causal: bool = False
   dtype: Dtype = jnp.float32
+  style: BlockStyle = BlockStyle()
 
   def setup(self):
-    heads, width = self.size.num_heads, self.size.width
-    self.ln_self = layer_norm(self.dtype, None)
+    heads, width, eps = self.size.num_heads, self.size.width, self.style.ln_eps
+    self.ln_self = layer_norm(self.dtype, None, eps)
     self.self_attn = MultiHeadAttention(heads, width, self.dtype)
-    self.ln_cross = layer_norm(self.dtype, None)
+    self.ln_cross = layer_norm(self.dtype, None, eps)
     self.cross_attn = MultiHeadAttention(heads, width, self.dtype)
-    self.ln_mlp = layer_norm(self.dtype, None)
-    self.mlp = MlpBlock(self.size.mlp_dim, self.dtype)
+    self.ln_mlp = layer_norm(self.dtype, None, eps)
+    self.mlp = MlpBlock(self.size.mlp_dim, self.dtype, self.style.activation)
 
   def __call__(self, x_BxLxD, cross_BxNxE=None, bidirectional_B=None):
     y = self.ln_self(x_BxLxD)

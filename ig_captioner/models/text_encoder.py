@@ -2,8 +2,10 @@
 end, as CLIP's text tower.
 
 Pooling: the features of the last non-pad token (EOS, or the last token of a text cut at
-`max_len`). Attention is causal, so those features see the whole text and nothing of the padding
-after it: no attention mask is needed, and a text encodes the same whatever its padded length.
+`max_len`), or, with `pooling='argmax'`, of the highest id: CLIP's end token (its tokenizer
+keeps it last when cutting a text; id 0, the pad, is also a piece there). Attention is causal,
+so those features see the whole text and nothing of the padding after it: no attention mask is
+needed, and a text encodes the same whatever its padded length.
 
 Shape letters: B batch, L text length, D width.
 """
@@ -24,6 +26,8 @@ class TextEncoder(nn.Module):
   vocab_size: int
   max_len: int
   dtype: Any = jnp.float32
+  style: layers.BlockStyle = layers.BlockStyle()
+  pooling: str = "last"  # Or 'argmax': at the highest id (CLIP's end token; id 0 is a piece).
 
   @nn.compact
   def __call__(self, tokens_BxL):
@@ -31,8 +35,11 @@ class TextEncoder(nn.Module):
                                                   self.size.width, self.dtype)
     for i in range(self.size.depth):
       x_BxLxD = layers.TransformerBlock(self.size, causal=True, dtype=self.dtype,
-                                        name=f"block{i}")(x_BxLxD)
-    x_BxLxD = layers.layer_norm(self.dtype, "ln_final")(x_BxLxD)
-    last_B = jnp.maximum(jnp.sum(tokens_BxL != PAD_ID, axis=1) - 1, 0)
+                                        style=self.style, name=f"block{i}")(x_BxLxD)
+    x_BxLxD = layers.layer_norm(self.dtype, "ln_final", self.style.ln_eps)(x_BxLxD)
+    if self.pooling == "argmax":
+      last_B = jnp.argmax(tokens_BxL, axis=1)
+    else:
+      last_B = jnp.maximum(jnp.sum(tokens_BxL != PAD_ID, axis=1) - 1, 0)
     x_BxD = jnp.take_along_axis(x_BxLxD, last_B[:, None, None], axis=1)[:, 0]
     return nn.with_logical_constraint(x_BxD, sharding.BATCH_EMBED)

@@ -59,3 +59,9 @@ def test_identical_captions_are_one_candidate_relevant_to_each_image():
 def test_bad_retrieval_config_is_named():
   with pytest.raises(errors.ConfigError, match=r"config.evals.r.ks=\(0,\) is invalid"):
     retrieval.validate("r", retrieval.default_config(ks=(0,)))
+
+
+def test_non_finite_scores_are_an_error_not_hits():
+  scores = np.array([[0.5, np.nan], [np.nan, np.nan]])
+  with pytest.raises(FloatingPointError, match="3 of 4 retrieval scores are NaN or infinite"):
+    retrieval.recall_at_k(scores, np.eye(2, dtype=bool), (1,))

@@ -1,0 +1,112 @@
+"""`python -m ig_captioner.convert` end to end: an open_clip checkpoint becomes a run that the
+evaluator (`--workdir` alone) and the inference API take; bad input leaves the workdir alone."""
+
+import json
+import os
+import subprocess
+import sys
+
+import flax
+import numpy as np
+import pytest
+
+from ig_captioner import errors
+from ig_captioner import experiment
+from ig_captioner import inference
+from ig_captioner import metric_files
+from ig_captioner import models
+from ig_captioner.convert import __main__ as convert_cli
+from ig_captioner.convert import open_clip
+from ig_captioner.convert import safetensors_io
+from ig_captioner.convert import weights_files
+from tests.conftest import REPO, load_config_module
+
+FIXTURES = os.path.join(REPO, "tests", "fixtures", "open_clip")
+
+
+@pytest.fixture(scope="module")
+def clip_vocab_checkpoint(tmp_path_factory):
+  """The small QuickGELU fixture with CLIP's full vocabulary (new random token embeddings), as
+  (model-config path, weights path): real CLIP ids need all 49,408 rows."""
+  out = tmp_path_factory.mktemp("open_clip")
+  arch = json.load(open(os.path.join(FIXTURES, "clip_quickgelu.json"), encoding="utf-8"))
+  arch["text_cfg"]["vocab_size"] = 49408
+  state = weights_files.read(os.path.join(FIXTURES, "clip_quickgelu.safetensors"))
+  width = state["token_embedding.weight"].shape[1]
+  state["token_embedding.weight"] = np.random.default_rng(0).normal(
+      0, 0.02, (49408, width)).astype(np.float32)
+  (out / "arch.json").write_text(json.dumps(arch))
+  safetensors_io.write(str(out / "open_clip_model.safetensors"), state)
+  return str(out / "arch.json"), str(out / "open_clip_model.safetensors")
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True,
+                        check=False)
+
+
+def test_converted_clip_is_evaluated_and_loaded_as_a_run(clip_vocab_checkpoint, data_dir,
+                                                         tmp_path):
+  arch_path, weights = clip_vocab_checkpoint
+  workdir = tmp_path / "clip"
+  made = _run("ig_captioner.convert", "--source=open_clip", f"--model={arch_path}",
+              f"--weights={weights}", f"--workdir={workdir}",
+              "--config=configs/converted.py:runlocal", f"--config.data.data_dir={data_dir}")
+  assert made.returncode == 0, made.stderr[-3000:]
+  assert f"python -m ig_captioner.evaluate --workdir={workdir} --once" in made.stdout
+  evaluated = _run("ig_captioner.evaluate", f"--workdir={workdir}", "--once")
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  (row,) = metric_files.read_jsonl(metric_files.jsonl_path(str(workdir), "eval"))
+  assert row["step"] == 0 and 0 <= row["zeroshot/digits/top1"] <= 1
+  assert {f"retrieval/digits_retrieval/{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)} \
+      < set(row)
+
+  # The inference API's features equal the model's on the weights as converted, and CLIP's
+  # tokenizer came with the run.
+  run = inference.load_run(str(workdir))
+  assert run.step == 0 and run.tokenizer.vocab_size == 49408
+  config = experiment.read_config(str(workdir))
+  assert config.converted_from.source == "open_clip" and config.model.activation == "quick_gelu"
+  arch = open_clip.load_architecture(arch_path)
+  params = open_clip.convert_params(weights_files.read(weights), arch,
+                                    convert_cli.param_shapes(config.model))
+  images = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  want = models.build(config.model).predict_fns["embed_images"](
+      flax.traverse_util.unflatten_dict(params, sep="/"), images)
+  np.testing.assert_allclose(np.asarray(run.embed_images(images)), np.asarray(want), atol=1e-6)
+  texts = run.embed_texts(["a photo of the number 3", "a handwritten 7!"])
+  assert np.isfinite(np.asarray(texts)).all()
+
+
+def test_bad_input_is_one_line_and_leaves_the_workdir_alone(clip_vocab_checkpoint, data_dir,
+                                                            tmp_path):
+  arch_path, weights = clip_vocab_checkpoint
+  base = load_config_module("converted").get_config("runlocal")
+  base.data.data_dir = data_dir
+  target = tmp_path / "run"
+  truncated = tmp_path / "cut.safetensors"
+  truncated.write_bytes(open(weights, "rb").read()[:5000])
+  small_vocab = os.path.join(FIXTURES, "clip_quickgelu.json")
+  for model, weights_path, error, match in (
+      ("ViT-X-1", weights, errors.ConfigError, "known: ViT-B-16"),
+      (arch_path, str(truncated), weights_files.WeightsError, "truncated"),
+      ("ViT-B-32", weights, weights_files.WeightsError, "do not fit this architecture"),
+      (small_vocab, os.path.join(FIXTURES, "clip_quickgelu.safetensors"), errors.ConfigError,
+       "has 49408 pieces but config.model.vocab_size=100")):
+    with pytest.raises(error, match=match):
+      convert_cli.convert("open_clip", model, weights_path, str(target), base)
+    assert not target.exists(), model
+    assert not list(tmp_path.glob("run.converting-*"))
+
+  target.mkdir()
+  (target / "notes.txt").write_text("mine")
+  with pytest.raises(errors.ConfigError, match="exists and is not empty"):
+    convert_cli.convert("open_clip", arch_path, weights, str(target), base)
+  assert [p.name for p in target.iterdir()] == ["notes.txt"]
+
+  unknown = _run("ig_captioner.convert", "--source=open_clip", "--model=ViT-X-1",
+                 f"--weights={weights}", f"--workdir={tmp_path / 'cli'}")
+  assert unknown.returncode == 1
+  assert unknown.stderr.strip().splitlines()[-1].startswith(
+      "error: --model='ViT-X-1' is not a known open_clip architecture; known: ViT-B-16")
+  assert not (tmp_path / "cli").exists()
