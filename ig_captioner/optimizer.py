@@ -1,5 +1,7 @@
 """optax AdamW with linear warmup + cosine decay, global-norm clipping and a weight-decay mask."""
 
+import re
+
 import jax
 import ml_collections
 import optax
@@ -27,7 +29,52 @@ def learning_rate_schedule(opt_config: ml_collections.ConfigDict, total_steps: i
       decay_steps=total_steps, end_value=opt_config.learning_rate * opt_config.final_lr_fraction)
 
 
-def build(opt_config: ml_collections.ConfigDict, total_steps: int) -> optax.GradientTransformation:
+def param_path(path) -> str:
+  """'a/b/c' for a tree path of nested dicts (the names `config.frozen` is matched against)."""
+  return "/".join(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
+
+
+def frozen_mask(params, frozen: str | None):
+  """True for the params whose 'a/b/c' path the regex `frozen` finds (re.search)."""
+  pattern = re.compile(frozen) if frozen else None
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: bool(pattern and pattern.search(param_path(path))), params)
+
+
+def check_frozen(params, frozen: str | None) -> int:
+  """The number of params `config.frozen` freezes; ConfigError if it is not a regex or freezes
+  nothing (a typo would otherwise train everything)."""
+  if not frozen:
+    return 0
+  try:
+    re.compile(frozen)
+  except re.error as e:
+    raise errors.ConfigError(f"config.frozen={frozen!r} is not a regular expression: {e}") from None
+  mask = frozen_mask(params, frozen)
+  count = sum(int(x.size) for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m)
+  if not count:
+    top = sorted({param_path(p).split("/")[0] for p, _ in
+                  jax.tree_util.tree_flatten_with_path(params)[0]})
+    raise errors.ConfigError(f"config.frozen={frozen!r} matches no param path (paths look like "
+                             f"'encoder/block0/mlp/fc1/kernel'; top-level names: {top})")
+  return count
+
+
+def _zero_frozen(frozen: str) -> optax.GradientTransformation:
+  """Sets the gradients of the params `frozen` finds to zero (stateless)."""
+  def update(updates, state, params=None):
+    del params
+    zeroed = jax.tree.map(lambda u, f: jax.numpy.zeros_like(u) if f else u, updates,
+                          frozen_mask(updates, frozen))
+    return zeroed, state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def build(opt_config: ml_collections.ConfigDict, total_steps: int,
+          frozen: str | None = None) -> optax.GradientTransformation:
+  """AdamW as the module says. Params whose path `frozen` (a regex) finds get a zero gradient
+  (outside the clipped norm) and no weight decay, so Adam's update for them is exactly zero and
+  they stay bit-identical; their (zero) moments keep the optimizer state's layout unchanged."""
   if opt_config.learning_rate <= 0:
     raise errors.ConfigError(
         f"config.optimizer.learning_rate={opt_config.learning_rate} must be positive")
@@ -36,7 +83,12 @@ def build(opt_config: ml_collections.ConfigDict, total_steps: int) -> optax.Grad
         f"config.optimizer.weight_decay={opt_config.weight_decay} must be >= 0")
   if opt_config.clip_norm <= 0:
     raise errors.ConfigError(f"config.optimizer.clip_norm={opt_config.clip_norm} must be positive")
-  return optax.chain(
-      optax.clip_by_global_norm(opt_config.clip_norm),
-      optax.adamw(learning_rate_schedule(opt_config, total_steps), b1=opt_config.b1,
-                  b2=opt_config.b2, weight_decay=opt_config.weight_decay, mask=weight_decay_mask))
+  decay_mask = weight_decay_mask
+  if frozen:
+    decay_mask = lambda params: jax.tree.map(  # pylint: disable=unnecessary-lambda-assignment
+        lambda decayed, fixed: decayed and not fixed, weight_decay_mask(params),
+        frozen_mask(params, frozen))
+  adamw = [optax.clip_by_global_norm(opt_config.clip_norm),
+           optax.adamw(learning_rate_schedule(opt_config, total_steps), b1=opt_config.b1,
+                       b2=opt_config.b2, weight_decay=opt_config.weight_decay, mask=decay_mask)]
+  return optax.chain(*([_zero_frozen(frozen)] if frozen else []), *adamw)

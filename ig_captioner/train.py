@@ -23,6 +23,7 @@ from ig_captioner import cli
 from ig_captioner import distributed
 from ig_captioner import errors
 from ig_captioner import experiment
+from ig_captioner import init_from
 from ig_captioner import metric_files
 from ig_captioner import metric_writing
 from ig_captioner import multihost
@@ -129,9 +130,12 @@ def _train(config, workdir, ckpt, stop_at_step):
     state = ckpt.restore_train(last_checkpoint, exp.abstract_state, data_iter, config)
   else:
     state = exp.init_state(jax.random.key(config.seed))
+    if config.get("init_from"):  # A fresh start from another run's params.
+      params, _, _ = init_from.load_into(state.params, config.init_from, mesh)
+      state = state.replace(params=params)
   if jax.process_index() == 0:  # Rows logged after that checkpoint are about to be logged again.
     metric_files.repair(metric_files.jsonl_path(workdir, "train"),
-                          after_step=last_checkpoint or 0)
+                        after_step=last_checkpoint or 0)
 
   # ------------------------------------------------------------------------ Jitted update ---
   train_step = exp.jit_train_step()

@@ -6,7 +6,10 @@ the IG captioner.
 config.model: name='captioner', encoder ('B/16'), decoder (a size name), decoder_depth (None: the
 size's), vocab_size, image_size, max_text_len (tokens incl. BOS and EOS), dtype, and optional
 remat ('none', default, or 'block': every transformer block's activations are recomputed in the
-backward pass instead of kept, less memory for about a third more compute).
+backward pass instead of kept, less memory for about a third more compute). The encoder takes
+the ViT options of other codebases' towers (`class_token`, `ln_pre`, `patch_bias`,
+`image_mean`/`image_std`, `activation`, `ln_eps`; see `two_towers`), so that a converted image
+tower can start it (`config.init_from`); the decoder keeps this codebase's own style.
 Predict functions: `models.CAPTION_FNS`, `CACHE_FNS`, `PARALLEL_FNS` (CapPa), `CHUNKED_FNS`.
 
 Shape letters: B images, N visual tokens, D width, L/T text length, V vocabulary.
@@ -38,10 +41,12 @@ class Captioner(nn.Module):
   max_text_len: int
   dtype: Any = jnp.float32
   remat: bool = False
+  encoder_style: layers.BlockStyle = layers.BlockStyle()
+  encoder_options: vit.Options = vit.Options()
 
   def setup(self):
     self.encoder = vit.VisionEncoder(self.encoder_variant, self.image_size, self.dtype,
-                                     self.remat)
+                                     self.remat, self.encoder_style, self.encoder_options)
     # Input tokens are the text without its last token (next-token prediction), hence -1.
     self.decoder = decoder_lib.TextDecoder(self.decoder_size, self.vocab_size,
                                            self.max_text_len - 1, self.dtype, self.remat)
@@ -86,7 +91,8 @@ def build(model_config: ml_collections.ConfigDict) -> Captioner:
       image_size=model_config.image_size,
       max_text_len=model_config.max_text_len,
       dtype=mixed_precision.compute_dtype(model_config.dtype),
-      remat=remat == "block")
+      remat=remat == "block", encoder_style=layers.block_style(model_config),
+      encoder_options=vit.options(model_config))
 
 
 def init_params(model: Captioner, rng: jax.Array):

@@ -7,14 +7,17 @@ import subprocess
 import sys
 
 import flax
+import jax
 import numpy as np
 import pytest
 
 from ig_captioner import errors
+from ig_captioner import evaluate
 from ig_captioner import experiment
 from ig_captioner import inference
 from ig_captioner import metric_files
 from ig_captioner import models
+from ig_captioner import train
 from ig_captioner.convert import __main__ as convert_cli
 from ig_captioner.convert import open_clip
 from ig_captioner.convert import safetensors_io
@@ -110,3 +113,36 @@ def test_bad_input_is_one_line_and_leaves_the_workdir_alone(clip_vocab_checkpoin
   assert unknown.stderr.strip().splitlines()[-1].startswith(
       "error: --model='ViT-X-1' is not a known open_clip architecture; known: ViT-B-16")
   assert not (tmp_path / "cli").exists()
+
+
+def test_lit_captioner_trains_a_decoder_on_the_frozen_converted_tower(clip_vocab_checkpoint,
+                                                                      data_dir, tmp_path):
+  arch_path, weights = clip_vocab_checkpoint
+  base = load_config_module("converted").get_config("runlocal")
+  base.data.data_dir = data_dir
+  clip_dir = str(tmp_path / "clip")
+  convert_cli.convert("open_clip", arch_path, weights, clip_dir, base)
+  config = load_config_module("lit_captioner").get_config(f"runlocal,init_from={clip_dir}")
+  config.data.data_dir = data_dir
+  assert config.model.encoder == "64:2:4:256/8" and config.model.activation == "quick_gelu"
+
+  run_dir = str(tmp_path / "lit")
+  state = train.train(config, run_dir)
+  tower = flax.traverse_util.flatten_dict(
+      inference.load_run(clip_dir).params["image_tower"], sep="/")
+  final = flax.traverse_util.flatten_dict(jax.device_get(state.params), sep="/")
+  encoder = {k[len("encoder/"):]: v for k, v in final.items() if k.startswith("encoder/")}
+  assert encoder.keys() == tower.keys()
+  for name, value in tower.items():  # Loaded, then not moved by a bit.
+    np.testing.assert_array_equal(encoder[name], np.asarray(value), err_msg=name)
+  fresh = models.build(config.model).init_params(jax.random.key(config.seed))
+  head = flax.linen.meta.unbox(fresh)["decoder"]["block0"]["mlp"]["fc1"]["kernel"]
+  assert np.abs(final["decoder/block0/mlp/fc1/kernel"] - np.asarray(head)).max() > 1e-4
+
+  metrics = evaluate.evaluate(config, run_dir, step=config.total_steps)[config.total_steps]
+  assert {"zeroshot/digits/top1_alpha0.0", "zeroshot/digits/top1_alpha1.0"} <= set(metrics)
+
+  # Another tower size than the source's: named, before any training.
+  config.model.encoder = "32:2:4:256/8"
+  with pytest.raises(errors.ConfigError, match=r"params of other shapes: encoder/.* vs "):
+    train.train(config, str(tmp_path / "other"))

@@ -28,7 +28,12 @@ def test_config_and_sweep_are_valid(name):
     module.get_config(families[0])
   except errors.ConfigError:  # A config of one family (configs/ig_study.py).
     families = [""]
-  for arg in ("", "runlocal,"):
+  args = ("", "runlocal,")
+  if hasattr(module, "NEEDS_ARG"):  # e.g. configs/lit_captioner.py: init_from=DIR.
+    with pytest.raises(errors.ConfigError, match=f"needs {module.NEEDS_ARG}="):
+      module.get_config(None)
+    args = ("runlocal,",)
+  for arg in args:
     for family in families:
       experiment.validate(module.get_config(f"{arg}{family}".rstrip(",") or None))
   if not hasattr(module, "sweep"):  # configs/converted.py: a base for converted runs.

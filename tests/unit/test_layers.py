@@ -29,7 +29,7 @@ LAYERS = {
     "scoring": (2, "scoring"),
     "objectives": (3, "objectives"), "evaluators": (3, "evaluators"),
     **{name: (4, "assembly") for name in (
-        "experiment", "train", "evaluate", "inference", "tasks", "recipes")},
+        "experiment", "train", "evaluate", "inference", "tasks", "recipes", "init_from")},
     "tools": (5, "tools"), "convert": (5, "convert"),
 }
 

@@ -53,3 +53,35 @@ def test_schedule_warmup_then_cosine():
 def test_bad_values_are_named(field, value):
   with pytest.raises(ValueError, match=f"config.optimizer.{field}"):
     optimizer_lib.build(_opt_config(**{field: value}), total_steps=10)
+
+
+def test_frozen_params_stay_bit_identical_and_the_rest_train_as_without_them():
+  rng = np.random.default_rng(0)
+  params = {"encoder": {"kernel": rng.normal(size=(4, 3)).astype(np.float32)},
+            "decoder": {"kernel": rng.normal(size=(3, 5)).astype(np.float32),
+                        "bias": rng.normal(size=(5,)).astype(np.float32)}}
+  frozen_tx = optimizer_lib.build(_opt_config(warmup_steps=1), 10, frozen="^encoder/")
+  plain_tx = optimizer_lib.build(_opt_config(warmup_steps=1), 10)  # The decoder alone.
+  state, plain_state = frozen_tx.init(params), plain_tx.init({"decoder": params["decoder"]})
+  frozen_params, plain_params = params, {"decoder": params["decoder"]}
+  for _ in range(3):
+    grads = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32) * 5, params)
+    updates, state = frozen_tx.update(grads, state, frozen_params)
+    frozen_params = jax.tree.map(lambda p, u: p + u, frozen_params, updates)
+    plain_updates, plain_state = plain_tx.update({"decoder": grads["decoder"]}, plain_state,
+                                                 plain_params)
+    plain_params = jax.tree.map(lambda p, u: p + u, plain_params, plain_updates)
+  np.testing.assert_array_equal(frozen_params["encoder"]["kernel"], params["encoder"]["kernel"])
+  # The clipped norm is the decoder's alone (the grads, x5, are clipped at 1 here).
+  jax.tree.map(np.testing.assert_array_equal, frozen_params["decoder"], plain_params["decoder"])
+  assert np.abs(frozen_params["decoder"]["kernel"] - params["decoder"]["kernel"]).max() > 1e-4
+
+
+def test_frozen_regex_errors_name_the_fix():
+  params = {"encoder": {"kernel": np.zeros((2, 2))}}
+  assert optimizer_lib.check_frozen(params, "^encoder/") == 4
+  with pytest.raises(Exception, match=r"config.frozen='\^encdr/' matches no param path .*"
+                                      r"top-level names: \['encoder'\]"):
+    optimizer_lib.check_frozen(params, "^encdr/")
+  with pytest.raises(Exception, match="is not a regular expression"):
+    optimizer_lib.check_frozen(params, "encoder/(")
