@@ -112,9 +112,14 @@ _MIN_REPLICA_SLICE_BYTES = 1 << 20
 
 @functools.cache
 def _configure_array_saving() -> None:
-  ocp.type_handlers.register_type_handler(
-      jax.Array, ocp.type_handlers.ArrayHandler(
-          min_slice_bytes_for_replica_parallel=_MIN_REPLICA_SLICE_BYTES), override=True)
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)  # Orbax warns that it replaces its own default handler.
+  try:
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(
+            min_slice_bytes_for_replica_parallel=_MIN_REPLICA_SLICE_BYTES), override=True)
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 class _OrbaxErrorLog(py_logging.Handler):

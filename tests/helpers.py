@@ -1,6 +1,7 @@
 """Small shared pieces for tests: tiny models of each family and random (non-degenerate) params."""
 
 import dataclasses
+import shlex
 
 import flax.linen as nn
 import jax
@@ -79,3 +80,19 @@ def corrupt_middle_third(path) -> None:
     size = f.seek(0, 2)
     f.seek(size // 3)
     f.write(b"\xff" * (size // 3))
+
+
+def shell_programs(shell_line: str) -> list[list[str]]:
+  """The `python -m ...` argvs of a shell line of commands joined by &&."""
+  words = shlex.split(shell_line)
+  programs, current = [], None
+  for word in words + ["&&"]:
+    if word == "&&":
+      if current:
+        programs.append(current)
+      current = None
+    elif word in ("python", "python3") and current is None:
+      current = []
+    elif current is not None and word != "-m":
+      current.append(word)
+  return programs

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from ig_captioner import errors
+from ig_captioner.data import tokenizer
 
 MERGES_FILE = os.path.join(os.path.dirname(__file__), "metadata", "bpe_simple_vocab_16e6.txt.gz")
 NUM_MERGES = 49152 - 256 - 2
@@ -46,7 +47,7 @@ def _clean(text: str) -> str:
   return " ".join(text.split()).lower()
 
 
-class ClipBpeTokenizer:
+class ClipBpeTokenizer(tokenizer.BatchEncoding):
   """Encodes texts into fixed-length int32 arrays of CLIP's ids (the data pipeline's interface,
   as `tokenizer.Tokenizer`)."""
   source = "CLIP byte-level BPE (open_clip's SimpleTokenizer)"
@@ -124,13 +125,7 @@ class ClipBpeTokenizer:
         raise errors.ConfigError(f"text {text!r} needs {len(tokens)} tokens with start and end "
                                  f"but max_text_len is {max_len}: shorten it")
       tokens = tokens[:max_len - 1] + [self.end_id]
-    out = np.zeros((max_len,), np.int32)
-    out[:len(tokens)] = tokens
-    return out
-
-  def encode_batch(self, texts: Sequence[str], max_len: int, strict: bool = False,
-                   prefix: str | None = None) -> np.ndarray:
-    return np.stack([self.encode(t, max_len, strict, prefix) for t in texts])
+    return tokenizer.padded(tokens, max_len, 0)
 
   def decode(self, tokens: Sequence[int]) -> str:
     """The text of `tokens` up to the end token, start token dropped (words as cleaned)."""

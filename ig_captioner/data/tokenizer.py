@@ -71,7 +71,22 @@ def from_setting(value: str):
   return Tokenizer.from_file(paths.resolve(value))
 
 
-class Tokenizer:
+def padded(tokens: Sequence[int], max_len: int, pad_id: int) -> np.ndarray:
+  """`tokens` (at most max_len) as an int32 array of length max_len, padded with pad_id."""
+  out = np.full((max_len,), pad_id, np.int32)
+  out[:len(tokens)] = tokens
+  return out
+
+
+class BatchEncoding:
+  """`encode_batch` for a tokenizer that has `encode(text, max_len, strict, prefix)`."""
+
+  def encode_batch(self, texts: Sequence[str], max_len: int, strict: bool = False,
+                   prefix: str | None = None) -> np.ndarray:
+    return np.stack([self.encode(t, max_len, strict, prefix) for t in texts])
+
+
+class Tokenizer(BatchEncoding):
   """Encodes texts into fixed-length int32 token arrays."""
 
   def __init__(self, model_proto: bytes, source: str = "<in memory>"):
@@ -128,13 +143,7 @@ class Tokenizer:
       tokens = (head + pieces)[:max_len]
     else:
       tokens = head + pieces + [token_ids.EOS_ID]
-    out = np.full((max_len,), token_ids.PAD_ID, np.int32)
-    out[:len(tokens)] = tokens
-    return out
-
-  def encode_batch(self, texts: Sequence[str], max_len: int, strict: bool = False,
-                   prefix: str | None = None) -> np.ndarray:
-    return np.stack([self.encode(t, max_len, strict, prefix) for t in texts])
+    return padded(tokens, max_len, token_ids.PAD_ID)
 
   def decode(self, tokens: Sequence[int]) -> str:
     return self._sp.decode([int(t) for t in tokens if int(t) >= token_ids.NUM_SPECIAL_IDS or

@@ -2,32 +2,18 @@
 a remote launcher (the rendered commands themselves: tests/unit/test_launchers.py)."""
 
 import os
-import shlex
 import subprocess
 import sys
 
 import pytest
 
 from ig_captioner import metric_files
+from tests import helpers
 from tests.conftest import REPO
 
 # Overrides a shell would mangle without quoting: spaces, braces, quotes, a $ and a glob.
 OVERRIDES = ("--config.data.name=a b", '--config.mesh={"data": 2, "fsdp": -1}',
              "--config.note=it's $HOME *")
-def _programs(shell_line: str) -> list[list[str]]:
-  """The `python -m ...` argvs of a shell line of commands joined by &&."""
-  words = shlex.split(shell_line)
-  programs, current = [], None
-  for word in words + ["&&"]:
-    if word == "&&":
-      if current:
-        programs.append(current)
-      current = None
-    elif word in ("python", "python3") and current is None:
-      current = []
-    elif current is not None and word != "-m":
-      current.append(word)
-  return programs
 
 
 def _xpk_binary() -> str:
@@ -53,7 +39,7 @@ def test_xpk_script_dry_run_renders_the_jobset_with_xpk_itself(tmp_path):
   assert "cloud.google.com/gke-tpu-topology: 4x4" in text and "image: gcr.io/p/ig:1" in text
   # The pod's shell runs our command as rendered, overrides quoted.
   (line,) = [l.strip() for l in text.splitlines() if l.strip().startswith("(python3 -m ")]
-  assert _programs(line.removeprefix("(").rsplit(") & PID=", 1)[0]) == [
+  assert helpers.shell_programs(line.removeprefix("(").rsplit(") & PID=", 1)[0]) == [
       ["ig_captioner.train", "--config=configs/demo.py", *OVERRIDES, "--workdir=gs://b/run"],
       ["ig_captioner.evaluate", "--config=configs/demo.py", *OVERRIDES, "--workdir=gs://b/run",
        "--once"]]

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from ig_captioner.tools import launchers
+from tests import helpers
 from tests.conftest import REPO
 
 # Overrides a shell would mangle without quoting: spaces, braces, quotes, a $ and a glob.
@@ -20,22 +21,6 @@ TRAIN = ("ig_captioner.train", "--config=configs/demo.py:runlocal", *OVERRIDES,
          "--workdir=gs://bucket/run")
 EVAL = ("ig_captioner.evaluate", *TRAIN[1:], "--once")
 JOB = launchers.Job("run", (TRAIN, EVAL))
-
-
-def _programs(shell_line: str) -> list[list[str]]:
-  """The `python -m ...` argvs of a shell line of commands joined by &&."""
-  words = shlex.split(shell_line)
-  programs, current = [], None
-  for word in words + ["&&"]:
-    if word == "&&":
-      if current:
-        programs.append(current)
-      current = None
-    elif word in ("python", "python3") and current is None:
-      current = []
-    elif current is not None and word != "-m":
-      current.append(word)
-  return programs
 
 
 def _launcher(kind, **values):
@@ -60,12 +45,12 @@ def test_tpu_vm_copies_installs_and_runs_the_same_command_on_every_worker():
                                                                        "< /dev/null &")
   inner = shlex.split(script)[shlex.split(script).index("-c") + 1]  # What bash -c runs.
   assert "export TFDS_DATA_DIR='gs://b/tfds dir'" in inner
-  assert _programs(inner.split("&& export TFDS_DATA_DIR='gs://b/tfds dir' &&")[1]) == [
+  assert helpers.shell_programs(inner.split("&& export TFDS_DATA_DIR='gs://b/tfds dir' &&")[1]) == [
       list(TRAIN), list(EVAL)]
 
   foreground = _launcher("tpu_vm", tpu_name="pod", zone="z", foreground=True).submit(JOB)
   script = foreground.commands[0][6].removeprefix("--command=")
-  assert "nohup" not in script and _programs(script.split(" && ", 2)[2]) == [
+  assert "nohup" not in script and helpers.shell_programs(script.split(" && ", 2)[2]) == [
       list(TRAIN), list(EVAL)]
 
 
@@ -80,7 +65,7 @@ def test_tpu_vm_script_dry_run_prints_the_gcloud_commands():
   assert all("--worker=all" in c for c in commands)
   assert "git clone https://example.com/ig.git ig_captioner" in commands[0][6]
   run = shlex.split(commands[1][6])
-  assert _programs(run[run.index("-c") + 1].split(" && ", 1)[1])[0] == [
+  assert helpers.shell_programs(run[run.index("-c") + 1].split(" && ", 1)[1])[0] == [
       "ig_captioner.train", "--config=configs/demo.py", *OVERRIDES, "--workdir=gs://b/run"]
   assert "Would submit run with the tpu_vm launcher" in out.stdout
 
@@ -93,7 +78,7 @@ def test_xpk_renders_one_workload_running_the_job():
   assert {"--cluster=c1", "--workload=run", "--tpu-type=v5litepod-16", "--num-slices=2",
           "--docker-image=gcr.io/p/ig:1", "--project=p", "--zone=us-central2-b"} < set(command)
   (flag,) = [c for c in command if c.startswith("--command=")]
-  assert _programs(flag.removeprefix("--command=")) == [list(TRAIN), list(EVAL)]
+  assert helpers.shell_programs(flag.removeprefix("--command=")) == [list(TRAIN), list(EVAL)]
   base = _launcher("xpk", cluster="c1", zone="z", project="p", tpu_type="v4-8",
                    base_docker_image="python:3.11").submit(JOB).commands[0]
   assert f"--script-dir={REPO}" in base and "--base-docker-image=python:3.11" in base

@@ -26,43 +26,8 @@ from ig_captioner.data import train_mixture
 from ig_captioner.data import web_shards
 from tests.conftest import load_config_module
 from tests.fake_bucket import fake_bucket
-
-NUM_SHARDS, ROWS = 4, 6
-
-
-def _jpeg(gray: int) -> bytes:
-  out = io.BytesIO()
-  Image.fromarray(np.full((8, 8, 3), gray, np.uint8)).save(out, "JPEG", quality=95)
-  return out.getvalue()
-
-
-def _write_shards(directory, corrupt: bool = False) -> dict[str, int]:
-  """NUM_SHARDS shards of ROWS rows (columns as img2dataset writes them), row groups of 4;
-  returns {caption: gray level of its image} of the usable rows. `corrupt`: shard 1 row 2 has
-  a damaged JPEG and row 4 an empty caption, and shard 2 is cut in half (unreadable)."""
-  os.makedirs(directory, exist_ok=True)
-  usable = {}
-  for s in range(NUM_SHARDS):
-    captions = [f"photo {s} number {r}" for r in range(ROWS)]
-    grays = [8 * (s * ROWS + r) + 20 for r in range(ROWS)]
-    images = [_jpeg(g) for g in grays]
-    if corrupt and s == 1:
-      images[2] = images[2][:len(images[2]) // 2]  # A truncated JPEG.
-      captions[4] = "  "
-    pq.write_table(pa.table({
-        "key": [f"{s:05d}{r:04d}" for r in range(ROWS)],
-        "url": [f"https://example.com/{s}/{r}.jpg" for r in range(ROWS)],
-        "caption": captions, "jpg": images, "status": ["success"] * ROWS,
-    }), os.path.join(directory, f"{s:05d}.parquet"), row_group_size=4)
-    if corrupt and s == 2:
-      path = os.path.join(directory, f"{s:05d}.parquet")
-      with open(path, "r+b") as f:
-        f.truncate(os.path.getsize(path) // 2)
-      continue
-    usable.update((c, g) for c, g in zip(captions, grays) if c.strip())
-  if corrupt:
-    del usable["photo 1 number 2"]
-  return usable
+from tests import web_shard_files
+from tests.web_shard_files import NUM_SHARDS, ROWS, write_shards as _write_shards
 
 
 def _data(shards, **overrides) -> ml_collections.ConfigDict:
@@ -213,16 +178,9 @@ def test_array_record_conversion_round_trips(corrupt_shards, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def laion_web_config(corrupt_shards, tmp_path_factory):
-  """The paper config's data (web shards) on the test shards, tokenizer prepared; tiny model."""
-  config = load_config_module("ig_b16_laion").get_config("runlocal")
-  config.data = load_config_module("ig_b16_laion").get_config().data
-  config.data.update(dict(shards=corrupt_shards[0], cycle_length=2, shuffle_window=8,
-                          num_workers=0, tokenizer_vocab_size=60,
-                          tokenizer=str(tmp_path_factory.mktemp("tok") / "web.model")))
-  config.evals = ml_collections.ConfigDict()
-  config.batch_size = 8
-  prepare.prepare(config.data)
-  return config
+  """The paper config's data on the corrupt test shards, tokenizer prepared; tiny model."""
+  return web_shard_files.laion_web_config(
+      corrupt_shards[0], str(tmp_path_factory.mktemp("tok") / "web.model"))
 
 
 def test_prepare_trains_the_tokenizer_from_the_shards_captions(laion_web_config, tmp_path):
