@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from ig_captioner import errors
-from ig_captioner.data import tokenizer
+from ig_captioner.data import token_arrays
 
 MERGES_FILE = os.path.join(os.path.dirname(__file__), "metadata", "bpe_simple_vocab_16e6.txt.gz")
 NUM_MERGES = 49152 - 256 - 2
@@ -47,7 +47,7 @@ def _clean(text: str) -> str:
   return " ".join(text.split()).lower()
 
 
-class ClipBpeTokenizer(tokenizer.BatchEncoding):
+class ClipBpeTokenizer(token_arrays.BatchEncoding):
   """Encodes texts into fixed-length int32 arrays of CLIP's ids (the data pipeline's interface,
   as `tokenizer.Tokenizer`)."""
   source = "CLIP byte-level BPE (open_clip's SimpleTokenizer)"
@@ -125,7 +125,7 @@ class ClipBpeTokenizer(tokenizer.BatchEncoding):
         raise errors.ConfigError(f"text {text!r} needs {len(tokens)} tokens with start and end "
                                  f"but max_text_len is {max_len}: shorten it")
       tokens = tokens[:max_len - 1] + [self.end_id]
-    return tokenizer.padded(tokens, max_len, 0)
+    return token_arrays.padded(tokens, max_len, 0)
 
   def decode(self, tokens: Sequence[int]) -> str:
     """The text of `tokens` up to the end token, start token dropped (words as cleaned)."""

@@ -16,6 +16,7 @@ from ig_captioner import errors
 from ig_captioner import paths
 from ig_captioner import token_ids
 from ig_captioner.data import records
+from ig_captioner.data import token_arrays
 
 
 def train(texts: Iterable[str], vocab_size: int) -> bytes:
@@ -71,22 +72,7 @@ def from_setting(value: str):
   return Tokenizer.from_file(paths.resolve(value))
 
 
-def padded(tokens: Sequence[int], max_len: int, pad_id: int) -> np.ndarray:
-  """`tokens` (at most max_len) as an int32 array of length max_len, padded with pad_id."""
-  out = np.full((max_len,), pad_id, np.int32)
-  out[:len(tokens)] = tokens
-  return out
-
-
-class BatchEncoding:
-  """`encode_batch` for a tokenizer that has `encode(text, max_len, strict, prefix)`."""
-
-  def encode_batch(self, texts: Sequence[str], max_len: int, strict: bool = False,
-                   prefix: str | None = None) -> np.ndarray:
-    return np.stack([self.encode(t, max_len, strict, prefix) for t in texts])
-
-
-class Tokenizer(BatchEncoding):
+class Tokenizer(token_arrays.BatchEncoding):
   """Encodes texts into fixed-length int32 token arrays."""
 
   def __init__(self, model_proto: bytes, source: str = "<in memory>"):
@@ -143,7 +129,7 @@ class Tokenizer(BatchEncoding):
       tokens = (head + pieces)[:max_len]
     else:
       tokens = head + pieces + [token_ids.EOS_ID]
-    return padded(tokens, max_len, token_ids.PAD_ID)
+    return token_arrays.padded(tokens, max_len, token_ids.PAD_ID)
 
   def decode(self, tokens: Sequence[int]) -> str:
     return self._sp.decode([int(t) for t in tokens if int(t) >= token_ids.NUM_SPECIAL_IDS or
