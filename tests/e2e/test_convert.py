@@ -8,6 +8,7 @@ import sys
 
 import flax
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -15,8 +16,10 @@ from ig_captioner import errors
 from ig_captioner import evaluate
 from ig_captioner import experiment
 from ig_captioner import inference
+from ig_captioner import init_from
 from ig_captioner import metric_files
 from ig_captioner import models
+from ig_captioner import sharding
 from ig_captioner import train
 from ig_captioner.convert import __main__ as convert_cli
 from ig_captioner.convert import open_clip
@@ -48,15 +51,22 @@ def _run(*args):
                         check=False)
 
 
-def test_converted_clip_is_evaluated_and_loaded_as_a_run(clip_vocab_checkpoint, data_dir,
-                                                         tmp_path):
+@pytest.fixture(scope="module")
+def converted_clip(clip_vocab_checkpoint, data_dir, tmp_path_factory):
+  """(workdir, printed output) of the command-line converter on that checkpoint."""
   arch_path, weights = clip_vocab_checkpoint
-  workdir = tmp_path / "clip"
+  workdir = tmp_path_factory.mktemp("converted") / "clip"
   made = _run("ig_captioner.convert", "--source=open_clip", f"--model={arch_path}",
               f"--weights={weights}", f"--workdir={workdir}",
               "--config=configs/converted.py:runlocal", f"--config.data.data_dir={data_dir}")
   assert made.returncode == 0, made.stderr[-3000:]
-  assert f"python -m ig_captioner.evaluate --workdir={workdir} --once" in made.stdout
+  return workdir, made.stdout
+
+
+def test_converted_clip_is_evaluated_and_loaded_as_a_run(clip_vocab_checkpoint, converted_clip):
+  arch_path, weights = clip_vocab_checkpoint
+  workdir, printed = converted_clip
+  assert f"python -m ig_captioner.evaluate --workdir={workdir} --once" in printed
   evaluated = _run("ig_captioner.evaluate", f"--workdir={workdir}", "--once")
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   (row,) = metric_files.read_jsonl(metric_files.jsonl_path(str(workdir), "eval"))
@@ -115,13 +125,9 @@ def test_bad_input_is_one_line_and_leaves_the_workdir_alone(clip_vocab_checkpoin
   assert not (tmp_path / "cli").exists()
 
 
-def test_lit_captioner_trains_a_decoder_on_the_frozen_converted_tower(clip_vocab_checkpoint,
-                                                                      data_dir, tmp_path):
-  arch_path, weights = clip_vocab_checkpoint
-  base = load_config_module("converted").get_config("runlocal")
-  base.data.data_dir = data_dir
-  clip_dir = str(tmp_path / "clip")
-  convert_cli.convert("open_clip", arch_path, weights, clip_dir, base)
+def test_lit_captioner_trains_a_decoder_on_the_frozen_converted_tower(converted_clip, data_dir,
+                                                                      tmp_path):
+  clip_dir = str(converted_clip[0])
   config = load_config_module("lit_captioner").get_config(f"runlocal,init_from={clip_dir}")
   config.data.data_dir = data_dir
   assert config.model.encoder == "64:2:4:256/8" and config.model.activation == "quick_gelu"
@@ -142,7 +148,9 @@ def test_lit_captioner_trains_a_decoder_on_the_frozen_converted_tower(clip_vocab
   metrics = evaluate.evaluate(config, run_dir, step=config.total_steps)[config.total_steps]
   assert {"zeroshot/digits/top1_alpha0.0", "zeroshot/digits/top1_alpha1.0"} <= set(metrics)
 
-  # Another tower size than the source's: named, before any training.
-  config.model.encoder = "32:2:4:256/8"
+  # Another tower size than the source's: named.
+  other = models.build(ml_collections.ConfigDict(
+      {**config.model.to_dict(), "encoder": "32:2:4:256/8"}))
+  params = flax.linen.meta.unbox(other.init_params(jax.random.key(0)))
   with pytest.raises(errors.ConfigError, match=r"params of other shapes: encoder/.* vs "):
-    train.train(config, str(tmp_path / "other"))
+    init_from.load_into(params, config.init_from, sharding.make_mesh(config.mesh))
