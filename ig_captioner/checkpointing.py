@@ -179,39 +179,36 @@ class Checkpointer:
     Raises CheckpointError if the previous save failed (its step named) or this one cannot start.
     """
     self.wait()
-    step = int(jax.device_get(state.step))
-    train_item = {"step": state.step, "opt_state": state.opt_state}
-    meta = run_meta(config)
-    digests = {"params": integrity.tree_fingerprints(state.params),
-               "train": integrity.tree_fingerprints(train_item),
-               "meta": integrity.json_digest(meta)}
-    self._errors.first = None
-    try:
-      self._manager.save(step, force=True, args=ocp.args.Composite(
-          params=ocp.args.StandardSave(state.params),
-          train=ocp.args.StandardSave(train_item),
-          data_iter=integrity.DataIterSave(data_iter),
-          meta=ocp.args.JsonSave(meta),
-          digests=ocp.args.JsonSave(digests)))
-    except Exception as e:  # OSError, tensorstore's ValueError, ...
-      raise self._save_error(step, e) from e
-    self._pending = step
+    self._save(int(jax.device_get(state.step)), config, state.params,
+               train={"step": state.step, "opt_state": state.opt_state}, data_iter=data_iter)
 
   def save_params(self, step: int, params: Any, config: ml_collections.ConfigDict) -> None:
     """Saves `params` alone (no optimizer state, no data iterator) at `step`, with their digests,
     and waits for the save: a run made from another codebase's weights (`ig_captioner.convert`),
     which the evaluator and the inference API restore as they restore a trained run's params."""
     self.wait()
+    self._save(step, config, params)
+    self.wait()
+
+  def _save(self, step: int, config: ml_collections.ConfigDict, params: Any,
+            train: Any = None, data_iter: grain.DataLoaderIterator | None = None) -> None:
+    """Starts the save at `step` of the params (and the train item and data iterator, if
+    given), the run's meta and the digests of each."""
     meta = run_meta(config)
+    items = {"params": ocp.args.StandardSave(params), "meta": ocp.args.JsonSave(meta)}
     digests = {"params": integrity.tree_fingerprints(params), "meta": integrity.json_digest(meta)}
+    if train is not None:
+      items["train"] = ocp.args.StandardSave(train)
+      digests["train"] = integrity.tree_fingerprints(train)
+    if data_iter is not None:
+      items["data_iter"] = integrity.DataIterSave(data_iter)
+    self._errors.first = None
     try:
       self._manager.save(step, force=True, args=ocp.args.Composite(
-          params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta),
-          digests=ocp.args.JsonSave(digests)))
+          digests=ocp.args.JsonSave(digests), **items))
     except Exception as e:  # OSError, tensorstore's ValueError, ...
       raise self._save_error(step, e) from e
     self._pending = step
-    self.wait()
 
   def failed_save(self) -> int | None:
     """The step of a save that finished without committing, else None (cheap while it runs)."""
@@ -328,6 +325,18 @@ class Checkpointer:
     self._verify(step, digests, "train", restored["train"])
     return TrainState(step=restored["train"]["step"], params=restored["params"],
                       opt_state=restored["train"]["opt_state"])
+
+  def restore_params_at(self, step: int | None, abstract_params: Any,
+                        config: ml_collections.ConfigDict, none_fix: str) -> tuple[int, Any]:
+    """(step, params) at checkpoint `step`, or at the latest one if None. CheckpointError ending
+    with `none_fix` if there is no checkpoint, naming the available ones if `step` is not."""
+    available = self.all_steps()
+    if not available:
+      raise CheckpointError(f"no checkpoints in {self.directory}: {none_fix}")
+    step = available[-1] if step is None else int(step)
+    if step not in available:
+      raise missing_step(step, self.directory, available)
+    return step, self.restore_params(step, abstract_params, config)
 
   def restore_params(self, step: int, abstract_params: Any,
                      config: ml_collections.ConfigDict) -> Any:

@@ -131,13 +131,11 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Experim
   model = models.build(config.model)
   loss_fn = objectives.make_loss(config, model.predict_fns)
   frozen = config.get("frozen")
-  if frozen:
-    abstract_params, _ = train_state.abstract_params_and_shardings(model.init_params, mesh)
-    optimizer_lib.check_frozen(abstract_params, frozen)
   tx = optimizer_lib.build(config.optimizer, config.total_steps, frozen)
   schedule = optimizer_lib.learning_rate_schedule(config.optimizer, config.total_steps)
   abstract_state, shardings = train_state.abstract_state_and_shardings(model.init_params, tx,
                                                                        mesh)
+  optimizer_lib.check_frozen(abstract_state.params, frozen)
   return Experiment(config, mesh, model, loss_fn, tx, schedule, abstract_state, shardings)
 
 

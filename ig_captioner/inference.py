@@ -303,15 +303,9 @@ def load_run(workdir: str, step: int | None = None,
   abstract_params, _ = train_state.abstract_params_and_shardings(model.init_params, mesh)
   ckpt = checkpointing.Checkpointer(workdir, read_only=True)
   try:
-    available = ckpt.all_steps()
-    if not available:
-      raise checkpointing.CheckpointError(
-          f"no checkpoints in {directory}: training writes them every config.checkpoint_every "
-          "steps; train first, or check the workdir.")
-    step = available[-1] if step is None else int(step)
-    if step not in available:
-      raise checkpointing.missing_step(step, directory, available)
-    params = ckpt.restore_params(step, abstract_params, config)
+    step, params = ckpt.restore_params_at(
+        step, abstract_params, config, "training writes them every config.checkpoint_every "
+        "steps; train first, or check the workdir.")
   finally:
     ckpt.close()
   tokenizer = sources.tokenizer(config.data)

@@ -60,14 +60,9 @@ def load_into(params, value, mesh) -> tuple[dict, list[str], list[str]]:
   abstract, _ = train_state.abstract_params_and_shardings(source_model.init_params, mesh)
   ckpt = checkpointing.Checkpointer(init.workdir, read_only=True)
   try:
-    available = ckpt.all_steps()
-    if not available:
-      raise checkpointing.CheckpointError(
-          f"config.init_from: no checkpoints in {init.workdir}; train or convert a run there")
-    step = available[-1] if init.step is None else int(init.step)
-    if step not in available:
-      raise checkpointing.missing_step(step, ckpt.directory, available)
-    source = ckpt.restore_params(step, abstract, source_config)
+    step, source = ckpt.restore_params_at(
+        init.step, abstract, source_config,
+        "config.init_from names this run; train or convert one there")
   finally:
     ckpt.close()
   theirs = flax.traverse_util.flatten_dict(source, sep="/")

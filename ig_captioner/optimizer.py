@@ -7,6 +7,7 @@ import ml_collections
 import optax
 
 from ig_captioner import errors
+from ig_captioner import tree_paths
 
 # Params named like this are decayed; biases, norm scales/offsets and embeddings are not.
 DECAYED_PARAM_NAMES = ("kernel",)
@@ -29,16 +30,18 @@ def learning_rate_schedule(opt_config: ml_collections.ConfigDict, total_steps: i
       decay_steps=total_steps, end_value=opt_config.learning_rate * opt_config.final_lr_fraction)
 
 
-def param_path(path) -> str:
-  """'a/b/c' for a tree path of nested dicts (the names `config.frozen` is matched against)."""
-  return "/".join(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
+def _frozen_pattern(frozen: str) -> re.Pattern:
+  try:
+    return re.compile(frozen)
+  except re.error as e:
+    raise errors.ConfigError(f"config.frozen={frozen!r} is not a regular expression: {e}") from None
 
 
 def frozen_mask(params, frozen: str | None):
   """True for the params whose 'a/b/c' path the regex `frozen` finds (re.search)."""
-  pattern = re.compile(frozen) if frozen else None
+  pattern = _frozen_pattern(frozen) if frozen else None
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: bool(pattern and pattern.search(param_path(path))), params)
+      lambda path, _: bool(pattern and pattern.search(tree_paths.path_name(path))), params)
 
 
 def check_frozen(params, frozen: str | None) -> int:
@@ -46,14 +49,10 @@ def check_frozen(params, frozen: str | None) -> int:
   nothing (a typo would otherwise train everything)."""
   if not frozen:
     return 0
-  try:
-    re.compile(frozen)
-  except re.error as e:
-    raise errors.ConfigError(f"config.frozen={frozen!r} is not a regular expression: {e}") from None
   mask = frozen_mask(params, frozen)
   count = sum(int(x.size) for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask)) if m)
   if not count:
-    top = sorted({param_path(p).split("/")[0] for p, _ in
+    top = sorted({tree_paths.path_name(p).split("/")[0] for p, _ in
                   jax.tree_util.tree_flatten_with_path(params)[0]})
     raise errors.ConfigError(f"config.frozen={frozen!r} matches no param path (paths look like "
                              f"'encoder/block0/mlp/fc1/kernel'; top-level names: {top})")
@@ -85,6 +84,7 @@ def build(opt_config: ml_collections.ConfigDict, total_steps: int,
     raise errors.ConfigError(f"config.optimizer.clip_norm={opt_config.clip_norm} must be positive")
   decay_mask = weight_decay_mask
   if frozen:
+    _frozen_pattern(frozen)  # A bad regex is named here, before anything is traced.
     decay_mask = lambda params: jax.tree.map(  # pylint: disable=unnecessary-lambda-assignment
         lambda decayed, fixed: decayed and not fixed, weight_decay_mask(params),
         frozen_mask(params, frozen))

@@ -12,6 +12,7 @@ import pytest
 
 from ig_captioner import errors
 from ig_captioner import models
+from ig_captioner.convert import __main__ as convert_cli
 from ig_captioner.convert import open_clip
 from ig_captioner.convert import safetensors_io
 from ig_captioner.convert import weights_files
@@ -20,17 +21,11 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "open_clip"
 SMALL = ("clip_quickgelu", "clip_gelu_custom")
 
 
-def _shapes(model_config) -> dict[str, tuple[int, ...]]:
-  model = models.build(model_config)
-  abstract = flax.linen.meta.unbox(jax.eval_shape(model.init_params, jax.random.key(0)))
-  return {k: v.shape for k, v in flax.traverse_util.flatten_dict(abstract, sep="/").items()}
-
-
 def _converted(name: str):
   arch = open_clip.load_architecture(os.path.join(FIXTURES, f"{name}.json"))
   config = open_clip.model_config(arch)
   state = weights_files.read(os.path.join(FIXTURES, f"{name}.safetensors"))
-  params = open_clip.convert_params(state, arch, _shapes(config))
+  params = open_clip.convert_params(state, arch, convert_cli.param_shapes(config))
   return config, state, flax.traverse_util.unflatten_dict(params, sep="/")
 
 
@@ -68,7 +63,7 @@ def test_every_preset_maps_onto_open_clips_state_dict():
     config = open_clip.model_config(arch)
     assert config.activation == ("quick_gelu" if name.endswith("-quickgelu") else "gelu")
     state = {k: np.broadcast_to(np.zeros((), np.float32), s) for k, s in shapes.items()}
-    ours = _shapes(config)
+    ours = convert_cli.param_shapes(config)
     params = open_clip.convert_params(state, arch, ours)
     n_theirs = sum(int(np.prod(s)) for k, s in shapes.items() if k != "attn_mask")
     assert sum(int(np.prod(v.shape)) for v in params.values()) == n_theirs, name
@@ -78,7 +73,7 @@ def test_weights_of_another_architecture_are_named():
   arch = open_clip.load_architecture(os.path.join(FIXTURES, "clip_gelu_custom.json"))
   state = weights_files.read(os.path.join(FIXTURES, "clip_quickgelu.safetensors"))
   with pytest.raises(weights_files.WeightsError) as raised:
-    open_clip.convert_params(state, arch, _shapes(open_clip.model_config(arch)))
+    open_clip.convert_params(state, arch, convert_cli.param_shapes(open_clip.model_config(arch)))
   message = str(raised.value)
   assert "\n" not in message
   # The weights have 2 text blocks (not 3), 2 image blocks (not 1), ln_pre, no logit bias, and
@@ -172,7 +167,7 @@ def test_live_open_clip_preset_when_installed():
   config = open_clip.model_config(arch)
   state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
   params = flax.traverse_util.unflatten_dict(
-      open_clip.convert_params(state, arch, _shapes(config)), sep="/")
+      open_clip.convert_params(state, arch, convert_cli.param_shapes(config)), sep="/")
   rng = np.random.default_rng(0)
   images01 = rng.uniform(0, 1, (2, 224, 224, 3)).astype(np.float32)
   normalised = (images01 - open_clip.CLIP_MEAN) / open_clip.CLIP_STD
