@@ -144,11 +144,14 @@ class Run:
     return self.tokenizer.encode_batch(list(texts), self.config.model.max_text_len, strict=True,
                                        prefix=prefix)
 
-  def _scorer(self, texts: Sequence[str], groups_P=None, prefix: str | None = None):
-    key = (tuple(texts), None if groups_P is None else tuple(groups_P), prefix)
+  def _scorer(self, texts: Sequence[str], groups_P=None, prefix: str | None = None,
+              prior: str = "no_image"):
+    key = (tuple(texts), None if groups_P is None else tuple(groups_P), prefix, prior)
     if key not in self._scorers:
       scorer = prompt_scoring.PromptScorer(self._fns, self.encode_texts(texts, prefix), groups_P,
-                                           images_per_device=self.images_per_device)
+                                           images_per_device=self.images_per_device,
+                                           prior=prior, image_size=self.config.model.image_size,
+                                           unscored_ids=self.tokenizer.unscored_ids)
       inputs = jax.device_put(scorer.inputs, self._replicated)
       jitted = (jax.jit(scorer.text_logprobs, out_shardings=self._replicated),
                 jax.jit(lambda params, images, inputs: scorer.image_text_logprobs(
@@ -166,10 +169,13 @@ class Run:
   # Every scoring method takes `prefix`: the prefix-conditioning token put before each text, as
   # the evaluators' `prefixes` do (None: no prefix; runs trained with prefixes are tested with
   # 'caption').
-  def prior(self, texts: Sequence[str], prefix: str | None = None) -> np.ndarray:
-    """log P(t) per text (nats), from the decoder without an image: logp_P."""
+  def prior(self, texts: Sequence[str], prefix: str | None = None,
+            source: str = "no_image") -> np.ndarray:
+    """log P(t) per text (nats), logp_P, from the decoder without an image (`source`
+    'no_image') or given a blank mid-grey one ('null_image': for captioners never trained on
+    text alone, such as public CoCa checkpoints)."""
     self._require_captions("prior")
-    inputs, text_only, _ = self._scorer(texts, prefix=prefix)
+    inputs, text_only, _ = self._scorer(texts, prefix=prefix, prior=source)
     with sharding.activate(self.mesh):
       return np.asarray(jax.device_get(text_only(self.params, inputs)))
 
@@ -209,8 +215,9 @@ class Run:
 
   def classify(self, images, class_names: Sequence[str], templates: Sequence[str],
                alphas: Sequence[float] = (0.0, 1.0), top_k: int = 5,
-               prefix: str | None = None) -> dict:
-    """Zero-shot classification, scored as the zero-shot evaluator does.
+               prefix: str | None = None, prior: str = "no_image") -> dict:
+    """Zero-shot classification, scored as the zero-shot evaluator does (`prior`: the source
+    of log P(t), see `prior`).
 
     Returns {'class_names', and per family: 'ig': {alpha: {'scores_BxC', 'topk_BxK'}} (caption
     likelihoods: mean over templates of log P(t|I) - alpha * log P(t)), 'embedding':
@@ -222,7 +229,7 @@ class Run:
     out = {"class_names": list(class_names)}
     if self.has_captions:
       groups_P = np.arange(len(texts)) % len(templates)  # A template's prompts share a prefix.
-      logp_txt_P = self.prior(texts, prefix)
+      logp_txt_P = self.prior(texts, prefix, prior)
       logp_img_BxP = self.likelihoods(images, texts, groups_P, prefix)
       scores_AxBxC = np.asarray(class_scores.ig_class_scores(
           logp_img_BxP, logp_txt_P, num_classes, [float(a) for a in alphas]))
@@ -237,14 +244,15 @@ class Run:
     return out
 
   def retrieval_scores(self, images, texts: Sequence[str], alpha: float = 0.0,
-                       kind: str | None = None, prefix: str | None = None) -> np.ndarray:
+                       kind: str | None = None, prefix: str | None = None,
+                       prior: str = "no_image") -> np.ndarray:
     """scores_BxP for every image and text: log P(t|I) - alpha * log P(t) (kind 'ig', the
     default where the family has a decoder) or the embeddings' cosine similarity (kind
     'embedding', alpha ignored), as the retrieval evaluator scores them."""
     kind = kind or ("ig" if self.has_captions else "embedding")
     if kind == "ig":
       return (self.likelihoods(images, texts, prefix=prefix) -
-              float(alpha) * self.prior(texts, prefix)[None])
+              float(alpha) * self.prior(texts, prefix, prior)[None])
     if kind == "embedding":
       return self.embed_images(images) @ self.embed_texts(texts, prefix).T
     raise errors.ConfigError(f"kind={kind!r} is not 'ig' or 'embedding'")

@@ -33,12 +33,13 @@ def start_tokens(prefix: str | None = None) -> tuple[int, ...]:
   return (BOS_ID, PREFIX_IDS[prefix])
 
 
-def is_scored(targets):
+def is_scored(targets, unscored_ids: tuple[int, ...] = UNSCORED_IDS):
   """Which target ids count (not PAD, not a prefix), elementwise: numpy on the host, jax.numpy
-  inside jit alike."""
-  return functools.reduce(operator.and_, [targets != i for i in UNSCORED_IDS])
+  inside jit alike. `unscored_ids`: a tokenizer's own (`tokenizer.unscored_ids`: CLIP's BPE
+  has no prefix ids, its 5 and 6 are pieces)."""
+  return functools.reduce(operator.and_, [targets != i for i in unscored_ids])
 
 
-def scored_targets(tokens_BxT):
+def scored_targets(tokens_BxT, unscored_ids: tuple[int, ...] = UNSCORED_IDS):
   """bool Bx(T-1): which next-token targets `tokens[:, 1:]` count."""
-  return is_scored(tokens_BxT[:, 1:])
+  return is_scored(tokens_BxT[:, 1:], unscored_ids)

@@ -1,13 +1,17 @@
 """Small shared pieces for tests: tiny models of each family and random (non-degenerate) params."""
 
 import dataclasses
+import os
 import shlex
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
 
+from ig_captioner import metric_files
 from ig_captioner import models
 from ig_captioner import token_ids
 
@@ -96,3 +100,24 @@ def shell_programs(shell_line: str) -> list[list[str]]:
     elif current is not None and word != "-m":
       current.append(word)
   return programs
+
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess:
+  """`python -m ARGS...` from the repository root, its output captured."""
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPOSITORY, capture_output=True,
+                        text=True, check=False)
+
+
+def evaluated_once(workdir) -> dict:
+  """The one eval row of `python -m ig_captioner.evaluate --workdir=WORKDIR --once` on a run of
+  `configs/converted.py`, checked to hold the embeddings' zero-shot top-1 and recalls."""
+  evaluated = run_module("ig_captioner.evaluate", f"--workdir={workdir}", "--once")
+  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+  (row,) = metric_files.read_jsonl(metric_files.jsonl_path(str(workdir), "eval"))
+  assert row["step"] == 0 and 0 <= row["zeroshot/digits/top1"] <= 1
+  assert {f"retrieval/digits_retrieval/{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)} \
+      < set(row)
+  return row

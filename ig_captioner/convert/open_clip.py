@@ -4,23 +4,19 @@ our `config.model`, and an open_clip state dict as our params.
 Supported: CLIP-style two towers (`open_clip.CLIP` without `custom_text`): a ViT with class
 token, `ln_pre`, `ln_post` and a projection; a causal text transformer pooled at its end token
 (the highest id: open_clip's `argmax` pooling); exact GELU or QuickGELU; torch's layer-norm
-epsilon 1e-5. Presets: `open_clip_presets.json` (copied from open_clip's model configs, its
-provenance inside).
+epsilon 1e-5. And open_clip's CoCa (`open_clip_coca`). Presets: `open_clip_presets.json`
+(copied from open_clip's model configs, its provenance inside).
 """
-
-import json
-import os
-from typing import Callable
 
 import ml_collections
 import numpy as np
 
 from ig_captioner import errors
-from ig_captioner import paths
+from ig_captioner.convert import model_files
+from ig_captioner.convert import open_clip_coca
+from ig_captioner.convert import open_clip_names as names
 from ig_captioner.convert import safetensors_io
-from ig_captioner.models import layers
 
-_PRESETS_FILE = os.path.join(os.path.dirname(__file__), "open_clip_presets.json")
 TORCH_LN_EPS = 1e-5
 # open_clip's defaults for its CLIP models (OPENAI_DATASET_MEAN / _STD in its constants.py),
 # unless a model config names others (its `preprocess_cfg`'s `mean` and `std`).
@@ -31,44 +27,39 @@ _IGNORED = ("attn_mask",)
 
 
 def presets() -> dict[str, dict]:
-  with open(_PRESETS_FILE, encoding="utf-8") as f:
-    return {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+  return model_files.read_presets("open_clip_presets.json")
 
 
 def load_architecture(name_or_path: str) -> dict:
   """An open_clip model config: a preset by name, or a model-config JSON file by path."""
-  known = presets()
-  if name_or_path in known:
-    return known[name_or_path]
-  if name_or_path.endswith(".json"):
-    if not paths.path(name_or_path).exists():
-      raise errors.ConfigError(f"--model={name_or_path}: no such file")
-    try:
-      arch = json.loads(paths.path(name_or_path).read_text())
-    except json.JSONDecodeError as e:
-      raise errors.ConfigError(f"--model={name_or_path} is not JSON: {e}") from None
-    if not isinstance(arch, dict) or "vision_cfg" not in arch or "text_cfg" not in arch:
-      raise errors.ConfigError(f"--model={name_or_path} is not an open_clip model config (it "
-                               "needs embed_dim, vision_cfg and text_cfg)")
-    return arch
-  raise errors.ConfigError(f"--model={name_or_path!r} is not a known open_clip architecture; "
-                           f"known: {', '.join(sorted(known))}; or pass the path of an "
-                           "open_clip model-config .json")
+  return model_files.load(
+      name_or_path, presets(),
+      lambda arch: isinstance(arch, dict) and "vision_cfg" in arch and "text_cfg" in arch,
+      "open_clip architecture", "an open_clip model config",
+      "it needs embed_dim, vision_cfg and text_cfg")
+
+
+def is_coca(arch: dict) -> bool:
+  """Whether `arch` is an open_clip CoCa (a multimodal decoder beside the two towers)."""
+  return "multimodal_cfg" in arch
 
 
 def _unsupported(arch: dict) -> list[str]:
   """The fields of `arch` that ask for something this converter does not map."""
   vision, text = arch["vision_cfg"], arch["text_cfg"]
-  out = []
-  if arch.get("custom_text") or "multimodal_cfg" in arch or vision.get("attentional_pool"):
-    out.append("CoCa (attentional pooler, multimodal decoder)")
+  coca = is_coca(arch)
+  out = open_clip_coca.unsupported(arch) if coca else []
+  if not coca and (arch.get("custom_text") or vision.get("attentional_pool")):
+    out.append("an attentional pooler or custom text tower without a multimodal_cfg (CoCa's)")
   checks = [
       (vision, "timm_model_name", None), (vision, "ls_init_value", None),
       (vision, "pos_embed_type", "learnable"), (vision, "pool_type", "tok"),
       (vision, "final_ln_after_pool", False), (text, "hf_model_name", None),
-      (text, "ls_init_value", None), (text, "embed_cls", False), (text, "pool_type", "argmax"),
+      (text, "ls_init_value", None), (text, "embed_cls", coca),
       (text, "proj_type", "linear"), (text, "proj_bias", False), (text, "no_causal_mask", False),
       (text, "final_ln_after_pool", False), (text, "text_arch", "clip")]
+  if not coca:  # CoCa's text tower pools its appended class token, whatever pool_type says.
+    checks.append((text, "pool_type", "argmax"))
   for cfg, field, default in checks:
     if cfg.get(field, default) != default:
       out.append(f"{'vision' if cfg is vision else 'text'}_cfg.{field}={cfg[field]!r}")
@@ -85,8 +76,27 @@ def _unsupported(arch: dict) -> list[str]:
 
 
 def _size(width: int, depth: int, heads: int, mlp_ratio: float) -> str:
-  return layers.size_name(layers.TransformerSize(width=width, depth=depth,
-                                                 mlp_dim=int(width * mlp_ratio), num_heads=heads))
+  return open_clip_coca.size_name(width, depth, heads, mlp_ratio)
+
+
+def _shared_fields(arch: dict) -> dict:
+  """The `config.model` fields a CLIP and a CoCa of open_clip share: the ViT, the block style,
+  the image statistics, the vocabulary and text length."""
+  vision, text = arch["vision_cfg"], arch["text_cfg"]
+  preprocess = arch.get("preprocess_cfg") or {}
+  image_size = vision.get("image_size", 224)
+  image_size = image_size[0] if isinstance(image_size, (list, tuple)) else int(image_size)
+  width = vision.get("width", 768)
+  vision_size = _size(width, vision.get("layers", 12), width // vision.get("head_width", 64),
+                      vision.get("mlp_ratio", 4.0))
+  return dict(
+      encoder=f"{vision_size}/{vision.get('patch_size', 16)}", embed_dim=int(arch["embed_dim"]),
+      vocab_size=int(text.get("vocab_size", 49408)), image_size=image_size,
+      max_text_len=int(text.get("context_length", 77)), dtype="float32",
+      temperature_init=1 / 0.07, class_token=True, ln_pre=not vision.get("no_ln_pre", False),
+      patch_bias=False, activation="quick_gelu" if arch.get("quick_gelu") else "gelu",
+      ln_eps=TORCH_LN_EPS, image_mean=list(preprocess.get("mean", CLIP_MEAN)),
+      image_std=list(preprocess.get("std", CLIP_STD)))
 
 
 def model_config(arch: dict) -> ml_collections.ConfigDict:
@@ -96,97 +106,34 @@ def model_config(arch: dict) -> ml_collections.ConfigDict:
   if unsupported:
     raise errors.ConfigError("this open_clip architecture is not supported by the converter: "
                              + "; ".join(unsupported))
-  vision, text = arch["vision_cfg"], arch["text_cfg"]
-  preprocess = arch.get("preprocess_cfg") or {}
-  image_size = vision.get("image_size", 224)
-  image_size = image_size[0] if isinstance(image_size, (list, tuple)) else int(image_size)
-  width = vision.get("width", 768)
-  vision_size = _size(width, vision.get("layers", 12), width // vision.get("head_width", 64),
-                      vision.get("mlp_ratio", 4.0))
+  shared = _shared_fields(arch)
+  if is_coca(arch):
+    return ml_collections.ConfigDict(shared | open_clip_coca.model_fields(arch))
+  text = arch["text_cfg"]
   text_size = _size(text.get("width", 512), text.get("layers", 12), text.get("heads", 8),
                     text.get("mlp_ratio", 4.0))
-  return ml_collections.ConfigDict(dict(
-      name="two_towers", encoder=f"{vision_size}/{vision.get('patch_size', 16)}",
-      text_encoder=text_size, text_depth=None, embed_dim=int(arch["embed_dim"]),
-      vocab_size=int(text.get("vocab_size", 49408)), image_size=image_size,
-      max_text_len=int(text.get("context_length", 77)), dtype="float32",
-      temperature_init=1 / 0.07, bias_init=arch.get("init_logit_bias"),
-      class_token=True, ln_pre=not vision.get("no_ln_pre", False), patch_bias=False,
-      image_pooling="cls", text_pooling="argmax",
-      activation="quick_gelu" if arch.get("quick_gelu") else "gelu",
-      ln_eps=TORCH_LN_EPS, image_mean=list(preprocess.get("mean", CLIP_MEAN)),
-      image_std=list(preprocess.get("std", CLIP_STD))))
+  return ml_collections.ConfigDict(shared | dict(
+      name="two_towers", text_encoder=text_size, text_depth=None,
+      bias_init=arch.get("init_logit_bias"), image_pooling="cls", text_pooling="argmax"))
 
 
-# ---------------------------------------------------------------------------- Param mapping ---
-Rule = tuple[str, Callable[[np.ndarray], np.ndarray]]  # (their name, their array -> ours)
-
-
-def _same(a):
-  return a
-
-
-def _transposed(a):
-  return a.T
-
-
-def _qkv(part: int) -> Callable[[np.ndarray], np.ndarray]:
-  """Slice `part` (0 q, 1 k, 2 v) of a fused in-projection, as our kernel (or bias)."""
-  def take(a):
-    piece = np.split(a, 3, axis=0)[part]
-    return piece.T if piece.ndim == 2 else piece
-  return take
-
-
-def _patch_kernel(a):
-  """conv1.weight [D, C, P, P] -> our patch kernel [(P P C), D] (rows of a patch, then columns,
-  then channels: `vit.VisionEncoder`'s patch layout)."""
-  return a.transpose(2, 3, 1, 0).reshape(-1, a.shape[0])
-
-
-def _ln(theirs: str) -> dict[str, Rule]:
-  return {"scale": (f"{theirs}.weight", _same), "bias": (f"{theirs}.bias", _same)}
-
-
-def _block(theirs: str) -> dict[str, Rule]:
-  rules = {f"ln_self/{k}": v for k, v in _ln(f"{theirs}.ln_1").items()}
-  rules |= {f"ln_mlp/{k}": v for k, v in _ln(f"{theirs}.ln_2").items()}
-  for i, name in enumerate(("query", "key", "value")):
-    rules[f"self_attn/{name}/kernel"] = (f"{theirs}.attn.in_proj_weight", _qkv(i))
-    rules[f"self_attn/{name}/bias"] = (f"{theirs}.attn.in_proj_bias", _qkv(i))
-  rules["self_attn/out/kernel"] = (f"{theirs}.attn.out_proj.weight", _transposed)
-  rules["self_attn/out/bias"] = (f"{theirs}.attn.out_proj.bias", _same)
-  for ours, them in (("fc1", "c_fc"), ("fc2", "c_proj")):
-    rules[f"mlp/{ours}/kernel"] = (f"{theirs}.mlp.{them}.weight", _transposed)
-    rules[f"mlp/{ours}/bias"] = (f"{theirs}.mlp.{them}.bias", _same)
-  return rules
-
-
-def _nest(prefix: str, rules: dict[str, Rule]) -> dict[str, Rule]:
-  return {f"{prefix}/{k}": v for k, v in rules.items()}
-
-
-def rules(arch: dict) -> dict[str, Rule]:
-  """{our param path 'a/b/c': (open_clip state-dict name, transform)} for a CLIP."""
-  vision, text = arch["vision_cfg"], arch["text_cfg"]
-  out = {"image_tower/patch_embed/kernel": ("visual.conv1.weight", _patch_kernel),
-         "image_tower/class_token": ("visual.class_embedding", _same),
-         "image_tower/pos_embedding": ("visual.positional_embedding", _same),
-         "image_projection/kernel": ("visual.proj", _same),
-         "text_tower/token_embedding": ("token_embedding.weight", _same),
-         "text_tower/pos_embedding": ("positional_embedding", _same),
-         "text_projection/kernel": ("text_projection", _same),
-         "log_temperature": ("logit_scale", lambda a: a.reshape(()))}
+def rules(arch: dict) -> dict[str, names.Rule]:
+  """{our param path 'a/b/c': (open_clip state-dict name, transform)} for a CLIP or a CoCa."""
+  if is_coca(arch):
+    return open_clip_coca.rules(arch)
+  text = arch["text_cfg"]
+  out = names.vision_trunk("image_tower", arch["vision_cfg"])
+  out |= {"image_projection/kernel": ("visual.proj", names.same),
+          "text_tower/token_embedding": ("token_embedding.weight", names.same),
+          "text_tower/pos_embedding": ("positional_embedding", names.same),
+          "text_projection/kernel": ("text_projection", names.same),
+          "log_temperature": ("logit_scale", lambda a: a.reshape(()))}
   if "init_logit_bias" in arch and arch["init_logit_bias"] is not None:
     out["bias"] = ("logit_bias", lambda a: a.reshape(()))
-  if not vision.get("no_ln_pre", False):
-    out |= _nest("image_tower/ln_pre", _ln("visual.ln_pre"))
-  out |= _nest("image_tower/ln_final", _ln("visual.ln_post"))
-  out |= _nest("text_tower/ln_final", _ln("ln_final"))
-  for i in range(vision.get("layers", 12)):
-    out |= _nest(f"image_tower/block{i}", _block(f"visual.transformer.resblocks.{i}"))
+  out |= names.nest("image_tower/ln_final", names.ln("visual.ln_post"))
+  out |= names.nest("text_tower/ln_final", names.ln("ln_final"))
   for i in range(text.get("layers", 12)):
-    out |= _nest(f"text_tower/block{i}", _block(f"transformer.resblocks.{i}"))
+    out |= names.nest(f"text_tower/block{i}", names.block(f"transformer.resblocks.{i}"))
   return out
 
 

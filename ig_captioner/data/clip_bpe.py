@@ -52,6 +52,7 @@ class ClipBpeTokenizer(token_arrays.BatchEncoding):
   as `tokenizer.Tokenizer`)."""
   source = "CLIP byte-level BPE (open_clip's SimpleTokenizer)"
   has_reserved_ids = False
+  unscored_ids = (0,)  # Only the pad: ids 5 and 6 are the pieces '&' and "'", scored.
 
   def __init__(self, merges_file: str = MERGES_FILE):
     try:

@@ -34,6 +34,7 @@ split's `text_key`, shuffled with its own seed, no prefix): `text_only_tokens` (
 """
 
 import dataclasses
+import functools
 
 import grain
 import ml_collections
@@ -126,11 +127,12 @@ class _ToExample:
                                              prefix=self._source.prefix)}
 
 
-def _finish_batch(batch: dict) -> dict:
+def _finish_batch(batch: dict, unscored_ids: tuple[int, ...]) -> dict:
   batch = dict(batch, image=image_ops.normalize_images(batch["image"]),
-               target_mask=token_ids.scored_targets(batch["tokens"]))
+               target_mask=token_ids.scored_targets(batch["tokens"], unscored_ids))
   if "text_only_tokens" in batch:
-    batch["text_only_target_mask"] = token_ids.scored_targets(batch["text_only_tokens"])
+    batch["text_only_target_mask"] = token_ids.scored_targets(batch["text_only_tokens"],
+                                                              unscored_ids)
   return batch
 
 
@@ -194,7 +196,8 @@ def train_loader(config: ml_collections.ConfigDict,
         datasets, [s.weight for s in mixture])
   mixed = with_text_only(mixed, config, tokenizer)
   batches = mixed.batch(pipeline.local_batch_size(config.batch_size),
-                        drop_remainder=True).map(_finish_batch)
+                        drop_remainder=True).map(
+                            functools.partial(_finish_batch, unscored_ids=tokenizer.unscored_ids))
   loader = batches if in_order else batches.to_iter_dataset(read_options)
   workers = int(config.data.get("num_workers", 0))
   if workers:  # Batches prepared in worker processes (each a slice); the state still resumes.

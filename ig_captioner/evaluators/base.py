@@ -39,6 +39,9 @@ def validate_common(name: str, eval_config: ml_collections.ConfigDict) -> None:
   if eval_config.get("scoring", "cached") not in prompt_scoring.METHODS:
     raise errors.ConfigError(f"config.evals.{name}.scoring={eval_config.scoring!r} is not one "
                              f"of {prompt_scoring.METHODS}")
+  if eval_config.get("prior", "no_image") not in prompt_scoring.PRIORS:
+    raise errors.ConfigError(f"config.evals.{name}.prior={eval_config.prior!r} is not one of "
+                             f"{prompt_scoring.PRIORS}")
   prefixes = eval_config.get("prefixes", (None,))
   if not len(prefixes) or not all(p is None or p in token_ids.PREFIX_IDS for p in prefixes):
     raise errors.ConfigError(f"config.evals.{name}.prefixes={prefixes!r} is invalid: each is "
@@ -64,13 +67,16 @@ def check_batch_size(name: str, eval_config: ml_collections.ConfigDict, mesh) ->
 
 
 def prompt_scorer(predict_fns: dict, texts_PxT, groups_P, eval_config: ml_collections.ConfigDict,
-                  mesh) -> prompt_scoring.PromptScorer:
-  """The caption-likelihood scorer of `eval_config.scoring` for a fixed set of texts."""
+                  mesh, image_size: int | None = None,
+                  unscored_ids=token_ids.UNSCORED_IDS) -> prompt_scoring.PromptScorer:
+  """The caption-likelihood scorer of `eval_config.scoring` for a fixed set of texts, its
+  log P(t) from `eval_config.prior` (default 'no_image'; 'null_image' needs `image_size`)."""
   return prompt_scoring.PromptScorer(
       predict_fns, texts_PxT, groups_P, eval_config.get("scoring", "cached"),
       images_per_device=max(1, eval_config.batch_size // sharding.batch_axis_size(mesh)),
       block_tokens=int(eval_config.get("block_tokens", 4096)),
-      chunk=int(eval_config.prompt_chunk))
+      chunk=int(eval_config.prompt_chunk), prior=eval_config.get("prior", "no_image"),
+      image_size=image_size, unscored_ids=unscored_ids)
 
 
 class EvaluatorBase:

@@ -129,7 +129,8 @@ class Evaluator:
       """Summed NLL with and without the image, and the number of scored tokens."""
       b, k, t = tokens_BxKxT.shape
       inputs, targets = likelihood.inputs_and_targets(tokens_BxKxT.reshape(b * k, t))
-      mask = token_ids.is_scored(targets) & pair_valid_BxK.reshape(b * k, 1)
+      mask = (token_ids.is_scored(targets, tokenizer.unscored_ids)
+              & pair_valid_BxK.reshape(b * k, 1))
       visual_BxNxD = predict_fns["encode_images"](params, images)
       n, d = visual_BxNxD.shape[1:]
       visual = jnp.broadcast_to(visual_BxNxD[:, None], (b, k, n, d)).reshape(b * k, n, d)
@@ -142,7 +143,7 @@ class Evaluator:
     self._nll_sums = jax.jit(nll_sums, out_shardings=self._replicated)
     self._scorer = base.prompt_scorer(
         predict_fns, self._prompts_PxT, np.arange(len(self._prompts_PxT)) % len(templates),
-        eval_config, mesh)
+        eval_config, mesh, unscored_ids=tokenizer.unscored_ids)
     self._text_only = jax.jit(self._scorer.text_logprobs, out_shardings=self._replicated)
 
   def _captions(self, source, index_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -45,6 +45,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       captions_key="captions",
       ks=(1, 5, 10),
       alphas=(0.0, 1.0),  # For caption scoring, image->text.
+      prior="no_image",  # log P(t) from: "no_image" or "null_image" (as the zero-shot evaluator).
   )
   cfg.update(overrides)
   return cfg
@@ -109,7 +110,9 @@ class Evaluator(base.EvaluatorBase):
 
     if self._caption:
       self._scorers = {p: base.prompt_scorer(predict_fns, self._texts_UxT[p], None,
-                                                eval_config, mesh) for p in self.prefixes}
+                                                eval_config, mesh, self._image_size,
+                                                tokenizer.unscored_ids)
+                       for p in self.prefixes}
       scorer = self._scorers[self.prefixes[0]]  # Same shapes for every prefix.
 
       def caption_scores(params, inputs, images):

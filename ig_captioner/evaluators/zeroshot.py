@@ -52,6 +52,10 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       # Prompt templates ({} = class name); the class score averages the per-template scores.
       templates=("a photo of the number {}", "a handwritten {}", "the digit {} written by hand"),
       alphas=(0.0, 0.5, 1.0),  # For caption scoring.
+      # Caption scoring's log P(t): "no_image" (the decoder with cross-attention skipped, the
+      # IG paper's) or "null_image" (the decoder given a blank mid-grey image: for captioners
+      # never trained on text alone, such as converted public CoCa checkpoints).
+      prior="no_image",
       # Large prompt sets (caption scoring, cached): > 0 streams this many suffix blocks per
       # jitted call with progress and an ETA (scoring/prompt_streaming.py); 0: one program.
       stream_blocks=0,
@@ -120,7 +124,9 @@ class Evaluator(base.EvaluatorBase):
       num_templates = len(eval_config.templates)
       groups_P = np.arange(len(prompts)) % num_templates
       self._scorers = {p: base.prompt_scorer(predict_fns, prompts_PxT[p], groups_P,
-                                                eval_config, mesh) for p in self.prefixes}
+                                                eval_config, mesh, self._image_size,
+                                                tokenizer.unscored_ids)
+                       for p in self.prefixes}
       scorer = self._scorers[self.prefixes[0]]  # Same shapes for every prefix.
       self._text_only = jax.jit(scorer.text_logprobs, out_shardings=self._replicated)
 
@@ -140,7 +146,7 @@ class Evaluator(base.EvaluatorBase):
           scorer = self._scorers[p]
           return scorer if scorer.plan is not None else prompt_scoring.PromptScorer(
               predict_fns, prompts_PxT[p], groups_P, images_per_device=scorer.images_per_device,
-              block_tokens=int(eval_config.block_tokens))
+              block_tokens=int(eval_config.block_tokens), unscored_ids=scorer.unscored_ids)
 
         self._streamers = {p: prompt_streaming.StreamingScorer(
             predict_fns, cached(p), int(eval_config.stream_blocks), self._replicated)
@@ -232,7 +238,8 @@ class Evaluator(base.EvaluatorBase):
     size = min(self._shortlist, num_classes)
     keep_P = (np.arange(num_classes * num_templates) % num_templates) < k1
     stage1 = {p: base.prompt_scorer(predict_fns, prompts_PxT[p][keep_P],
-                                       np.arange(num_classes * k1) % k1, eval_config, self._mesh)
+                                       np.arange(num_classes * k1) % k1, eval_config, self._mesh,
+                                       self._image_size, self._scorers[p].unscored_ids)
               for p in self.prefixes}
     self._tables = {p: jax.device_put(shortlist.suffix_tables(prompts_PxT[p], num_templates),
                                       self._replicated) for p in self.prefixes}
@@ -250,7 +257,7 @@ class Evaluator(base.EvaluatorBase):
           (alpha1,))[0]
       _, shortlist_BxS = jax.lax.top_k(stage1_BxC, size)
       logp_img = shortlist.shortlisted_logprobs(predict_fns, params, visual, tables,
-                                                shortlist_BxS)
+                                                shortlist_BxS, scorer.unscored_ids)
       pred_AxB = shortlist.predictions(logp_img, logp_txt_P, shortlist_BxS, self.alphas,
                                        num_templates)
       kept = ((shortlist_BxS == labels[:, None]).any(-1) & valid).sum()

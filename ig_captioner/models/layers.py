@@ -175,9 +175,11 @@ class MultiHeadAttention(nn.Module):
     """`project_kv`, head-major (k_XxHxSxK): the layout cached segments keep."""
     return tuple(jnp.swapaxes(a, -2, -3) for a in self.project_kv(kv_XxSxE))
 
-  def __call__(self, x_BxQxD, kv_BxSxE, causal: bool = False, bidirectional_B=None):
+  def __call__(self, x_BxQxD, kv_BxSxE, causal: bool = False, bidirectional_B=None,
+               allowed_BxQxS=None):
     """`causal` masks later positions; `bidirectional_B` (bool per example) lifts that mask for
-    the examples where it is True (CapPa's parallel prediction)."""
+    the examples where it is True (CapPa's parallel prediction); `allowed_BxQxS` (bool) masks
+    whatever it marks False, on top of the rest."""
     b, q_len, _ = x_BxQxD.shape
     q_BxQxHxK = nn.with_logical_constraint(self._split_heads(self.query(x_BxQxD)),
                                            sharding.BATCH_LENGTH_HEADS_KV)
@@ -190,6 +192,9 @@ class MultiHeadAttention(nn.Module):
       if bidirectional_B is not None:
         allowed_Bx1xQxS = allowed_Bx1xQxS | bidirectional_B[:, None, None, None]
       logits_BxHxQxS = jnp.where(allowed_Bx1xQxS, logits_BxHxQxS, jnp.finfo(jnp.float32).min)
+    if allowed_BxQxS is not None:
+      logits_BxHxQxS = jnp.where(allowed_BxQxS[:, None], logits_BxHxQxS,
+                                 jnp.finfo(jnp.float32).min)
     weights_BxHxQxS = nn.softmax(logits_BxHxQxS, axis=-1)
     out_BxQxHxK = _einsum("bhqs,bshk->bqhk", weights_BxHxQxS, v_BxSxHxK, self.dtype)
     out_BxQxHxK = nn.with_logical_constraint(out_BxQxHxK, sharding.BATCH_LENGTH_HEADS_KV)
@@ -273,10 +278,10 @@ class TransformerBlock(nn.Module):
     self.ln_mlp = layer_norm(self.dtype, None, eps)
     self.mlp = MlpBlock(self.size.mlp_dim, self.dtype, self.style.activation)
 
-  def __call__(self, x_BxLxD, cross_BxNxE=None, bidirectional_B=None):
+  def __call__(self, x_BxLxD, cross_BxNxE=None, bidirectional_B=None, allowed_BxLxL=None):
     y = self.ln_self(x_BxLxD)
-    x_BxLxD = x_BxLxD + self.self_attn(y, y, causal=self.causal,
-                                       bidirectional_B=bidirectional_B)
+    x_BxLxD = x_BxLxD + self.self_attn(y, y, causal=self.causal, bidirectional_B=bidirectional_B,
+                                       allowed_BxQxS=allowed_BxLxL)
     if cross_BxNxE is not None:
       y = self.ln_cross(x_BxLxD)
       x_BxLxD = x_BxLxD + self.cross_attn(y, cross_BxNxE)
@@ -343,13 +348,23 @@ def token_and_position_embedding(module: nn.Module, tokens_BxL, vocab_size: int,
 
 class TextEmbedding(nn.Module):
   """Token and position embeddings as a module, for modules that define their parts in setup;
-  `positions_L` (default 0..L-1) places tokens after a cached prefix."""
+  `positions_L` (default 0..L-1) places tokens after a cached prefix; `appended_D`, a vector
+  placed after the L tokens at position L (CoCa's class token), makes x_Xx(L+1)xD."""
   vocab_size: int
   max_len: int
   width: int
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens_XxL, positions_L=None):
-    tables = embedding_tables(self, self.vocab_size, self.max_len, self.width)
-    return embed_tokens(*tables, tokens_XxL, self.dtype, positions_L)
+  def __call__(self, tokens_XxL, positions_L=None, appended_D=None):
+    table_VxD, pos_MxD = embedding_tables(self, self.vocab_size, self.max_len, self.width)
+    x_XxLxD = embed_tokens(table_VxD, pos_MxD, tokens_XxL, self.dtype, positions_L)
+    if appended_D is None:
+      return x_XxLxD
+    length = tokens_XxL.shape[-1]
+    if length >= self.max_len:
+      raise ValueError(f"no position left after {length} tokens for the appended vector "
+                       f"(max_len {self.max_len})")
+    extra_D = (appended_D + pos_MxD[length]).astype(self.dtype)
+    extra_Xx1xD = jnp.broadcast_to(extra_D, (*x_XxLxD.shape[:-2], 1, self.width))
+    return jnp.concatenate([x_XxLxD, extra_Xx1xD], axis=-2)

@@ -38,10 +38,12 @@ class Options:
   class_token: a learned token before the patches (CLIP's; its position embedding comes first).
   ln_pre: a layer norm after the position embedding (CLIP's `ln_pre`).
   patch_bias: whether the patch embedding has a bias (CLIP's convolution has none).
+  ln_final: a layer norm after the last block (open_clip's CoCa has its after the pooler).
   """
   class_token: bool = False
   ln_pre: bool = False
   patch_bias: bool = True
+  ln_final: bool = True
   # The per-channel mean and std the weights were trained with, on pixels in [0, 1] (CLIP's:
   # (0.4815, 0.4578, 0.4082), (0.2686, 0.2613, 0.2758)); None: images in [-1, 1] as given.
   # Every pipeline gives [-1, 1] (`image_ops.normalize_images`); the encoder renormalises.
@@ -50,9 +52,11 @@ class Options:
 
 
 def options(model_config) -> Options:
-  """The ViT Options of `config.model` (absent fields: the defaults)."""
-  flags = {name: bool(model_config.get(name, default)) for name, default in (
-      ("class_token", False), ("ln_pre", False), ("patch_bias", True))}
+  """The ViT Options of `config.model` (absent fields: the defaults; `ln_final` is read from
+  `encoder_ln_final`, since a decoder may have its own)."""
+  flags = {name: bool(model_config.get(key, default)) for name, key, default in (
+      ("class_token", "class_token", False), ("ln_pre", "ln_pre", False),
+      ("patch_bias", "patch_bias", True), ("ln_final", "encoder_ln_final", True))}
   stats = {}
   for name in ("image_mean", "image_std"):
     value = model_config.get(name)
@@ -119,4 +123,6 @@ class VisionEncoder(nn.Module):
     block = nn.remat(layers.TransformerBlock) if self.remat else layers.TransformerBlock
     for i in range(size.depth):
       x_BxNxD = block(size, dtype=self.dtype, style=self.style, name=f"block{i}")(x_BxNxD)
+    if not self.options.ln_final:
+      return x_BxNxD
     return layers.layer_norm(self.dtype, "ln_final", eps)(x_BxNxD)

@@ -54,9 +54,10 @@ def chunked_token_logprobs(logits_fn, h_BxLxD: jax.Array, targets_BxL: jax.Array
   return logp_GxBxC.swapaxes(0, 1).reshape(b, -1)[:, :length]
 
 
-def sequence_logprob(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
+def sequence_logprob(logits_BxLxV: jax.Array, targets_BxL: jax.Array,
+                     unscored_ids=token_ids.UNSCORED_IDS) -> jax.Array:
   """log P(t) of each sequence: the sum of its scored target token log-probabilities."""
-  return jnp.sum(jnp.where(token_ids.is_scored(targets_BxL),
+  return jnp.sum(jnp.where(token_ids.is_scored(targets_BxL, unscored_ids),
                            token_logprobs(logits_BxLxV, targets_BxL), 0.0), axis=-1)
 
 
@@ -69,18 +70,19 @@ def chunked(texts_PxT: jax.Array, chunk: int) -> tuple[jax.Array, int]:
   return texts_PxT.reshape(-1, chunk, texts_PxT.shape[-1]), num_texts
 
 
-def text_logprobs(fns: dict, params, texts_PxT, chunk: int):
+def text_logprobs(fns: dict, params, texts_PxT, chunk: int, unscored_ids=token_ids.UNSCORED_IDS):
   """log P(t) of every text, logp_P: `chunk` texts per decoder call, cross-attention skipped."""
   chunks_GxCxT, num_texts = chunked(texts_PxT, chunk)
 
   def score(tokens_CxT):
     inputs, targets = inputs_and_targets(tokens_CxT)
-    return sequence_logprob(fns["decode"](params, inputs, None), targets)
+    return sequence_logprob(fns["decode"](params, inputs, None), targets, unscored_ids)
 
   return jax.lax.map(score, chunks_GxCxT).reshape(-1)[:num_texts]
 
 
-def image_text_logprobs(fns: dict, params, visual_BxNxD, texts_PxT, chunk: int):
+def image_text_logprobs(fns: dict, params, visual_BxNxD, texts_PxT, chunk: int,
+                        unscored_ids=token_ids.UNSCORED_IDS):
   """log P(t|I) of every (image, text) pair, logp_BxP; each decoder call scores B x chunk
   pairs, the visual tokens repeated per text with the (sharded) image axis leading."""
   chunks_GxCxT, num_texts = chunked(texts_PxT, chunk)
@@ -91,7 +93,8 @@ def image_text_logprobs(fns: dict, params, visual_BxNxD, texts_PxT, chunk: int):
     inputs, targets = inputs_and_targets(
         jnp.broadcast_to(tokens_CxT[None], (b, c, t)).reshape(b * c, t))
     visual = jnp.broadcast_to(visual_BxNxD[:, None], (b, c, n, d)).reshape(b * c, n, d)
-    return sequence_logprob(fns["decode"](params, inputs, visual), targets).reshape(b, c)
+    return sequence_logprob(fns["decode"](params, inputs, visual), targets,
+                            unscored_ids).reshape(b, c)
 
   logp_GxBxC = jax.lax.map(score, chunks_GxCxT)
   return jnp.moveaxis(logp_GxBxC, 0, 1).reshape(b, -1)[:, :num_texts]

@@ -44,14 +44,16 @@ def map_image_chunks(fn, chunks: int, per_image):
   return jax.tree.map(lambda y: y.swapaxes(0, 1).reshape(-1, *y.shape[2:]), out)
 
 
-def _masked_logprob_sum(logits_XxLxV, targets_XxL):
+def _masked_logprob_sum(logits_XxLxV, targets_XxL, unscored_ids=token_ids.UNSCORED_IDS):
   """Summed log-softmax of the scored targets (never materialising the log-softmax)."""
   target_XxL = jnp.take_along_axis(logits_XxLxV, targets_XxL[..., None], -1)[..., 0]
   logp_XxL = target_XxL - jax.nn.logsumexp(logits_XxLxV, axis=-1)
-  return jnp.sum(jnp.where(token_ids.is_scored(targets_XxL), logp_XxL, 0.0), axis=-1)
+  return jnp.sum(jnp.where(token_ids.is_scored(targets_XxL, unscored_ids), logp_XxL, 0.0),
+                 axis=-1)
 
 
-def prefix_state(extend, params, cross_kvs, num_images: int, prefix: dict) -> dict:
+def prefix_state(extend, params, cross_kvs, num_images: int, prefix: dict,
+                 unscored_ids=token_ids.UNSCORED_IDS) -> dict:
   """Every group's shared prefix decoded once per image: its keys/values per block (head-major
   k_BxRxHxSxK), its own targets' summed log-probs prefix_BxR, and the next-token log-probs at
   its end last_BxRxV (each prompt's first own target). `prefix`: the plan's
@@ -62,7 +64,7 @@ def prefix_state(extend, params, cross_kvs, num_images: int, prefix: dict) -> di
   logits_BxRxSxV, prefix_kvs = extend(params, jnp.broadcast_to(prefix_RxS, (b, r, s)),
                                       jnp.arange(s), None, cross_kvs)
   prefix_BxR = _masked_logprob_sum(logits_BxRxSxV, jnp.broadcast_to(prefix["prefix_targets_RxS"],
-                                                                     (b, r, s)))
+                                                                     (b, r, s)), unscored_ids)
   last_BxRxV = jax.nn.log_softmax(jnp.take_along_axis(
       logits_BxRxSxV, (prefix["prefix_len_R"] - 1)[None, :, None, None], axis=2)[:, :, 0],
                                   axis=-1)
@@ -71,7 +73,7 @@ def prefix_state(extend, params, cross_kvs, num_images: int, prefix: dict) -> di
 
 
 def suffix_logprobs(extend, params, cross_kvs, state: dict, group, inputs_BxCxL, targets_BxCxL,
-                    first_BxC):
+                    first_BxC, unscored_ids=token_ids.UNSCORED_IDS):
   """log P of C prompts per image of one group (`group`, traced or not), from their suffixes
   (per image, or broadcast) decoded after the group's cached prefix (`prefix_state`): logp_BxC."""
   b, c, length = inputs_BxCxL.shape
@@ -80,13 +82,14 @@ def suffix_logprobs(extend, params, cross_kvs, state: dict, group, inputs_BxCxL,
                    for k_BxRxHxSxK, v_BxRxHxSxK in state["kvs"])
   logits_BxCxLxV, _ = extend(params, inputs_BxCxL, state["len_R"][group] + jnp.arange(length),
                              contexts, cross_kvs)
-  suffix_BxC = _masked_logprob_sum(logits_BxCxLxV, targets_BxCxL)
-  first_BxC = jnp.where(token_ids.is_scored(first_BxC), jnp.take_along_axis(
+  suffix_BxC = _masked_logprob_sum(logits_BxCxLxV, targets_BxCxL, unscored_ids)
+  first_BxC = jnp.where(token_ids.is_scored(first_BxC, unscored_ids), jnp.take_along_axis(
       state["last_BxRxV"][:, group], first_BxC, axis=-1), 0.0)
   return state["prefix_BxR"][:, group, None] + first_BxC + suffix_BxC
 
 
-def score_blocks(extend, params, cross_kvs, state: dict, blocks: dict):
+def score_blocks(extend, params, cross_kvs, state: dict, blocks: dict,
+                 unscored_ids=token_ids.UNSCORED_IDS):
   """scores_GxBxC of G suffix blocks (`group_G`, `inputs_GxCxL`, `targets_GxCxL`, `first_GxC`),
   one block at a time (`lax.map`), after their groups' prefixes (`prefix_state`)."""
   b = state["prefix_BxR"].shape[0]
@@ -96,43 +99,57 @@ def score_blocks(extend, params, cross_kvs, state: dict, blocks: dict):
     return suffix_logprobs(extend, params, cross_kvs, state, item["group_G"],
                            jnp.broadcast_to(item["inputs_GxCxL"], (b, c, length)),
                            jnp.broadcast_to(item["targets_GxCxL"], (b, c, length)),
-                           jnp.broadcast_to(item["first_GxC"], (b, c)))
+                           jnp.broadcast_to(item["first_GxC"], (b, c)), unscored_ids)
 
   return jax.lax.map(block, {k: v for k, v in blocks.items() if k != "prompt_GxC"})
 
 
-def _score(extend, params, cross_kvs, num_images: int, plan: dict, num_prompts: int):
+def _score(extend, params, cross_kvs, num_images: int, plan: dict, num_prompts: int,
+           unscored_ids):
   """logp_BxP of every prompt, from the cached decoder (cross_kvs None: text only, B = 1)."""
   b = num_images
   plan = jax.tree.map(jnp.asarray, plan)
-  state = prefix_state(extend, params, cross_kvs, b, {k: plan[k] for k in prompt_plan.PREFIX_KEYS})
+  state = prefix_state(extend, params, cross_kvs, b, {k: plan[k] for k in prompt_plan.PREFIX_KEYS},
+                       unscored_ids)
   logp_BxP = jnp.zeros((b, num_prompts + 1), jnp.float32)  # Slot P takes the padding rows.
   for bucket in plan["buckets"]:
-    scores_GxBxC = score_blocks(extend, params, cross_kvs, state, bucket)
+    scores_GxBxC = score_blocks(extend, params, cross_kvs, state, bucket, unscored_ids)
     scores_BxGC = jnp.moveaxis(scores_GxBxC, 0, 1).reshape(b, -1)
     logp_BxP = logp_BxP.at[:, bucket["prompt_GxC"].reshape(-1)].set(scores_BxGC)
   return logp_BxP[:, :num_prompts]
 
 
 def image_text_logprobs(fns: dict, params, visual_BxNxD, plan: dict, num_prompts: int,
-                        image_chunks: int = 1):
+                        image_chunks: int = 1, unscored_ids=token_ids.UNSCORED_IDS):
   """log P(t|I), logp_BxP, for every image and every prompt of `plan` (its `arrays`), the
   images in `image_chunks` slices one after another (`prompt_plan.block_shape`'s images per
   block)."""
 
   def score(visual_XxNxD):
     cross_kvs = fns["cross_kv"](params, visual_XxNxD)
-    return _score(fns["extend"], params, cross_kvs, visual_XxNxD.shape[0], plan, num_prompts)
+    return _score(fns["extend"], params, cross_kvs, visual_XxNxD.shape[0], plan, num_prompts,
+                  unscored_ids)
 
   return map_image_chunks(score, image_chunks, visual_BxNxD)
 
 
-def text_logprobs(fns: dict, params, plan: dict, num_prompts: int):
+def text_logprobs(fns: dict, params, plan: dict, num_prompts: int,
+                  unscored_ids=token_ids.UNSCORED_IDS):
   """log P(t), logp_P, of every prompt of `plan`, from the decoder without the image."""
-  return _score(fns["extend"], params, None, 1, plan, num_prompts)[0]
+  return _score(fns["extend"], params, None, 1, plan, num_prompts, unscored_ids)[0]
 
 
 METHODS = ("cached", "reference")
+# Where log P(t) comes from: the decoder with cross-attention skipped (the IG paper's), or the
+# decoder given `null_images` (open_clip's genlip `--pmi` idea, for captioners never trained on
+# text alone, such as public CoCa checkpoints).
+PRIORS = ("no_image", "null_image")
+
+
+def null_images(image_size: int) -> jax.Array:
+  """The fixed blank image of the `null_image` prior, images_1xHxWxC: mid-grey (0 in the
+  pipelines' [-1, 1] pixel range)."""
+  return jnp.zeros((1, image_size, image_size, 3), jnp.float32)
 
 
 class PromptScorer:
@@ -149,9 +166,15 @@ class PromptScorer:
 
   def __init__(self, predict_fns: dict, prompts_PxT: np.ndarray, groups_P=None,
                method: str = "cached", images_per_device: int = 1, block_tokens: int = 4096,
-               chunk: int = 64):
+               chunk: int = 64, prior: str = "no_image", image_size: int | None = None,
+               unscored_ids: tuple[int, ...] = token_ids.UNSCORED_IDS):
     if method not in METHODS:
       raise errors.ConfigError(f"scoring={method!r} is not one of {METHODS}")
+    if prior not in PRIORS or (prior == "null_image" and not image_size):
+      raise errors.ConfigError(f"prior={prior!r} is not one of {PRIORS} (null_image needs the "
+                               "model's image_size)")
+    self.prior, self._image_size = prior, image_size
+    self.unscored_ids = tuple(unscored_ids)  # The tokenizer's (`token_ids.is_scored`).
     if method == "cached" and not all(name in predict_fns for name in ("cross_kv", "extend")):
       raise errors.ConfigError("scoring='cached' needs a family supplying cross_kv and extend "
                                "(models.CACHE_FNS); set the evaluator's scoring='reference'")
@@ -171,16 +194,21 @@ class PromptScorer:
       self.images_per_block = images_per_device
 
   def text_logprobs(self, params, inputs):
+    """log P(t), logp_P, from the source `prior` names."""
+    if self.prior == "null_image":
+      visual_1xNxD = self._fns["encode_images"](params, null_images(self._image_size))
+      return self.image_text_logprobs(params, visual_1xNxD, inputs, image_chunks=1)[0]
     if self.plan is None:
-      return likelihood.text_logprobs(self._fns, params, inputs, self._chunk)
-    return text_logprobs(self._fns, params, inputs, self.num_prompts)
+      return likelihood.text_logprobs(self._fns, params, inputs, self._chunk, self.unscored_ids)
+    return text_logprobs(self._fns, params, inputs, self.num_prompts, self.unscored_ids)
 
-  def image_text_logprobs(self, params, visual_BxNxD, inputs):
+  def image_text_logprobs(self, params, visual_BxNxD, inputs, image_chunks: int | None = None):
+    """log P(t|I), logp_BxP (`image_chunks`: default the plan's image slices)."""
     if self.plan is None:
       return likelihood.image_text_logprobs(self._fns, params, visual_BxNxD, inputs,
-                                            self._chunk)
+                                            self._chunk, self.unscored_ids)
     return image_text_logprobs(self._fns, params, visual_BxNxD, inputs, self.num_prompts,
-                               self.image_chunks)
+                               image_chunks or self.image_chunks, self.unscored_ids)
 
   @property
   def image_chunks(self) -> int:

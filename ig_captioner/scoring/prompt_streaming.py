@@ -58,7 +58,8 @@ class StreamingScorer:
     def start(params, visual_BxNxD, prefix):
       cross_kvs = predict_fns["cross_kv"](params, visual_BxNxD)
       return cross_kvs, prompt_scoring.prefix_state(extend, params, cross_kvs,
-                                                   visual_BxNxD.shape[0], prefix)
+                                                   visual_BxNxD.shape[0], prefix,
+                                                   scorer.unscored_ids)
 
     def chunk(params, cross_kvs, state, blocks):
       per_image = {k: v for k, v in state.items() if k != "len_R"}
@@ -67,7 +68,7 @@ class StreamingScorer:
         kvs, image_state = images
         scores_GxBxC = prompt_scoring.score_blocks(extend, params, kvs,
                                                    {**image_state, "len_R": state["len_R"]},
-                                                   blocks)
+                                                   blocks, scorer.unscored_ids)
         return jnp.moveaxis(scores_GxBxC, 0, 1).reshape(scores_GxBxC.shape[1], -1)
 
       return prompt_scoring.map_image_chunks(score, image_chunks, (cross_kvs, per_image))

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ig_captioner import token_ids
 from ig_captioner.scoring import prompt_plan
 from ig_captioner.scoring import prompt_scoring
 
@@ -38,17 +39,21 @@ def suffix_tables(prompts_PxT: np.ndarray, num_templates: int) -> dict:
   return tables
 
 
-def shortlisted_logprobs(fns: dict, params, visual_BxNxD, tables: dict, shortlist_BxS):
-  """log P(t|I) of every template of each image's shortlisted classes, logp_BxSxR."""
+def shortlisted_logprobs(fns: dict, params, visual_BxNxD, tables: dict, shortlist_BxS,
+                         unscored_ids=token_ids.UNSCORED_IDS):
+  """log P(t|I) of every template of each image's shortlisted classes, logp_BxSxR
+  (`unscored_ids`: the tokenizer's, `token_ids.is_scored`)."""
   extend = fns["extend"]
   cross_kvs = fns["cross_kv"](params, visual_BxNxD)
   state = prompt_scoring.prefix_state(extend, params, cross_kvs, shortlist_BxS.shape[0],
-                                      {k: tables[k] for k in prompt_plan.PREFIX_KEYS})
+                                      {k: tables[k] for k in prompt_plan.PREFIX_KEYS},
+                                      unscored_ids)
 
   def template(r):
     return prompt_scoring.suffix_logprobs(
         extend, params, cross_kvs, state, r, tables["inputs_RxCxL"][r][shortlist_BxS],
-        tables["targets_RxCxL"][r][shortlist_BxS], tables["first_RxC"][r][shortlist_BxS])
+        tables["targets_RxCxL"][r][shortlist_BxS], tables["first_RxC"][r][shortlist_BxS],
+        unscored_ids)
 
   num_templates = tables["first_RxC"].shape[0]
   return jnp.moveaxis(jax.lax.map(template, jnp.arange(num_templates)), 0, -1)

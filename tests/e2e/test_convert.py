@@ -1,10 +1,7 @@
 """`python -m ig_captioner.convert` end to end: an open_clip checkpoint becomes a run that the
 evaluator (`--workdir` alone) and the inference API take; bad input leaves the workdir alone."""
 
-import json
 import os
-import subprocess
-import sys
 
 import flax
 import jax
@@ -17,15 +14,15 @@ from ig_captioner import evaluate
 from ig_captioner import experiment
 from ig_captioner import inference
 from ig_captioner import init_from
-from ig_captioner import metric_files
 from ig_captioner import models
 from ig_captioner import sharding
 from ig_captioner import train
 from ig_captioner.convert import __main__ as convert_cli
 from ig_captioner.convert import open_clip
-from ig_captioner.convert import safetensors_io
 from ig_captioner.convert import weights_files
+from tests import helpers
 from tests.conftest import REPO, load_config_module
+from tests.fixtures.open_clip import clip_vocab
 
 FIXTURES = os.path.join(REPO, "tests", "fixtures", "open_clip")
 
@@ -34,21 +31,7 @@ FIXTURES = os.path.join(REPO, "tests", "fixtures", "open_clip")
 def clip_vocab_checkpoint(tmp_path_factory):
   """The small QuickGELU fixture with CLIP's full vocabulary (new random token embeddings), as
   (model-config path, weights path): real CLIP ids need all 49,408 rows."""
-  out = tmp_path_factory.mktemp("open_clip")
-  arch = json.load(open(os.path.join(FIXTURES, "clip_quickgelu.json"), encoding="utf-8"))
-  arch["text_cfg"]["vocab_size"] = 49408
-  state = weights_files.read(os.path.join(FIXTURES, "clip_quickgelu.safetensors"))
-  width = state["token_embedding.weight"].shape[1]
-  state["token_embedding.weight"] = np.random.default_rng(0).normal(
-      0, 0.02, (49408, width)).astype(np.float32)
-  (out / "arch.json").write_text(json.dumps(arch))
-  safetensors_io.write(str(out / "open_clip_model.safetensors"), state)
-  return str(out / "arch.json"), str(out / "open_clip_model.safetensors")
-
-
-def _run(*args):
-  return subprocess.run([sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True,
-                        check=False)
+  return clip_vocab.widen("clip_quickgelu", str(tmp_path_factory.mktemp("open_clip")))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +39,7 @@ def converted_clip(clip_vocab_checkpoint, data_dir, tmp_path_factory):
   """(workdir, printed output) of the command-line converter on that checkpoint."""
   arch_path, weights = clip_vocab_checkpoint
   workdir = tmp_path_factory.mktemp("converted") / "clip"
-  made = _run("ig_captioner.convert", "--source=open_clip", f"--model={arch_path}",
+  made = helpers.run_module("ig_captioner.convert", "--source=open_clip", f"--model={arch_path}",
               f"--weights={weights}", f"--workdir={workdir}",
               "--config=configs/converted.py:runlocal", f"--config.data.data_dir={data_dir}")
   assert made.returncode == 0, made.stderr[-3000:]
@@ -67,12 +50,7 @@ def test_converted_clip_is_evaluated_and_loaded_as_a_run(clip_vocab_checkpoint, 
   arch_path, weights = clip_vocab_checkpoint
   workdir, printed = converted_clip
   assert f"python -m ig_captioner.evaluate --workdir={workdir} --once" in printed
-  evaluated = _run("ig_captioner.evaluate", f"--workdir={workdir}", "--once")
-  assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-  (row,) = metric_files.read_jsonl(metric_files.jsonl_path(str(workdir), "eval"))
-  assert row["step"] == 0 and 0 <= row["zeroshot/digits/top1"] <= 1
-  assert {f"retrieval/digits_retrieval/{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)} \
-      < set(row)
+  helpers.evaluated_once(workdir)
 
   # The inference API's features equal the model's on the weights as converted, and CLIP's
   # tokenizer came with the run.
@@ -89,6 +67,62 @@ def test_converted_clip_is_evaluated_and_loaded_as_a_run(clip_vocab_checkpoint, 
   np.testing.assert_allclose(np.asarray(run.embed_images(images)), np.asarray(want), atol=1e-6)
   texts = run.embed_texts(["a photo of the number 3", "a handwritten 7!"])
   assert np.isfinite(np.asarray(texts)).all()
+
+
+@pytest.fixture(scope="module")
+def converted_coca(data_dir, tmp_path_factory):
+  """(workdir, model-config path, weights path) of the small CoCa fixture with CLIP's full
+  vocabulary and a longer context (new random token, position and output rows), converted by
+  the command line."""
+  out = tmp_path_factory.mktemp("open_clip_coca")
+  arch_path, weights = clip_vocab.widen("coca_tiny", str(out), context_length=20)
+  workdir = out / "coca"
+  made = helpers.run_module("ig_captioner.convert", "--source=open_clip", f"--model={arch_path}",
+              f"--weights={weights}", f"--workdir={workdir}",
+              "--config=configs/converted.py:runlocal", f"--config.data.data_dir={data_dir}")
+  assert made.returncode == 0, made.stderr[-3000:]
+  return workdir, arch_path, weights
+
+
+def test_converted_coca_is_ig_scored_with_both_priors(converted_coca):
+  workdir = converted_coca[0]
+  row = helpers.evaluated_once(workdir)
+  assert {f"zeroshot/digits/top1_alpha{a}" for a in (0.0, 0.5, 1.0)} < set(row)
+  assert {"zeroshot/digits/top1", "retrieval/digits_retrieval/i2t_r1_alpha1.0"} < set(row)
+
+  # likelihoods(images, texts) is sum log P over the tokens after the start token through the
+  # end token, as the training forward (an independent path: one pass, no cache) gives it;
+  # '&' and "'" inside punctuation runs (CLIP ids 5 and 6, this codebase's prefix ids) count.
+  run = inference.load_run(str(workdir))
+  texts = ["a &. b", "a ''' quote", "a diagram"]
+  images = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+  tokens = run.encode_texts(texts)
+  assert {5, 6} < set(tokens.ravel().tolist())
+  fns = run.model.predict_fns
+
+  def forward_logprobs(images_BxHxWxC):
+    logp = []
+    for image in images_BxHxWxC:
+      logits, _, _ = fns["caption_and_embed"](run.params, np.repeat(image[None], len(texts), 0),
+                                              tokens)
+      targets = tokens[:, 1:]
+      token_logp = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)),
+                                      targets[..., None], -1)[..., 0]
+      logp.append((token_logp * (targets != 0)).sum(-1))
+    return np.stack(logp)
+
+  np.testing.assert_allclose(run.likelihoods(images, texts), forward_logprobs(images), rtol=1e-4)
+  null_image = np.zeros((1, 32, 32, 3), np.float32)
+  np.testing.assert_allclose(run.prior(texts, source="null_image"),
+                             forward_logprobs(null_image)[0], rtol=1e-4)
+  assert np.abs(run.prior(texts) - run.prior(texts, source="null_image")).max() > 1e-3
+  out = run.classify(images, ["dog", "cat"], ["a photo of a {}"], alphas=(0.0, 1.0),
+                     prior="null_image")
+  logp_BxC = run.likelihoods(images, ["a photo of a dog", "a photo of a cat"])
+  null_C = run.prior(["a photo of a dog", "a photo of a cat"], source="null_image")
+  np.testing.assert_allclose(out["ig"][1.0]["scores_BxC"], logp_BxC - null_C, rtol=1e-4)
+  with pytest.raises(errors.ConfigError, match="prior='blank' is not one of"):
+    run.prior(texts, source="blank")
 
 
 def test_bad_input_is_one_line_and_leaves_the_workdir_alone(clip_vocab_checkpoint, data_dir,
@@ -117,7 +151,7 @@ def test_bad_input_is_one_line_and_leaves_the_workdir_alone(clip_vocab_checkpoin
     convert_cli.convert("open_clip", arch_path, weights, str(target), base)
   assert [p.name for p in target.iterdir()] == ["notes.txt"]
 
-  unknown = _run("ig_captioner.convert", "--source=open_clip", "--model=ViT-X-1",
+  unknown = helpers.run_module("ig_captioner.convert", "--source=open_clip", "--model=ViT-X-1",
                  f"--weights={weights}", f"--workdir={tmp_path / 'cli'}")
   assert unknown.returncode == 1
   assert unknown.stderr.strip().splitlines()[-1].startswith(

@@ -16,9 +16,12 @@ from ig_captioner.convert import __main__ as convert_cli
 from ig_captioner.convert import open_clip
 from ig_captioner.convert import safetensors_io
 from ig_captioner.convert import weights_files
+from ig_captioner.data import clip_bpe
+from ig_captioner.scoring import prompt_scoring
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "open_clip")
 SMALL = ("clip_quickgelu", "clip_gelu_custom")
+COCA = ("coca_tiny", "coca_quickgelu_custom")
 
 
 def _converted(name: str):
@@ -29,14 +32,19 @@ def _converted(name: str):
   return config, state, flax.traverse_util.unflatten_dict(params, sep="/")
 
 
-@pytest.mark.parametrize("name", SMALL)
+def _our_images(io) -> np.ndarray:
+  """open_clip's inputs are normalised by CLIP's statistics, ours are in [-1, 1] (channels
+  last)."""
+  images = io["images_NCHW"].transpose(0, 2, 3, 1) * open_clip.CLIP_STD + open_clip.CLIP_MEAN
+  return (2 * images - 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", SMALL + COCA)
 def test_features_equal_open_clips(name):
   config, state, params = _converted(name)
   fns = models.build(config).predict_fns
   io = np.load(os.path.join(FIXTURES, f"{name}_io.npz"))
-  # open_clip's inputs are normalised by CLIP's statistics, ours are in [-1, 1] (channels last).
-  images = io["images_NCHW"].transpose(0, 2, 3, 1) * open_clip.CLIP_STD + open_clip.CLIP_MEAN
-  images = (2 * images - 1).astype(np.float32)
+  images = _our_images(io)
   image_features = np.asarray(jax.jit(fns["embed_images"])(params, images))
   text_features = np.asarray(jax.jit(fns["embed_texts"])(params, io["tokens"].astype(np.int32)))
   np.testing.assert_allclose(image_features, io["image_features"], rtol=0, atol=2e-4)
@@ -51,16 +59,53 @@ def test_features_equal_open_clips(name):
     assert bias is None
 
 
+@pytest.mark.parametrize("name", COCA)
+@pytest.mark.parametrize("method", prompt_scoring.METHODS)
+def test_coca_likelihoods_and_priors_equal_open_clips(name, method):
+  """sum log P(text | image) over the tokens after the start token through the end token (open
+  _clip's labels text[:, 1:], pad excluded), by our scorers (cached and reference) and by the
+  training forward; and the `null_image` prior: open_clip's CoCa given a mid-grey image."""
+  config, _, params = _converted(name)
+  fns = models.build(config).predict_fns
+  io = np.load(os.path.join(FIXTURES, f"{name}_io.npz"))
+  images, tokens = _our_images(io), io["tokens"].astype(np.int32)
+  # open_clip's CoCa also masks the attention to id 0 ('!', its pad) inside a text; our decoder
+  # path does not (our pad never occurs inside a text): compare the texts without it.
+  plain = ~np.any(tokens[:, 1:] == 0, axis=1) | (np.argmax(tokens[:, 1:] == 0, axis=1) >
+                                                  np.argmax(tokens, axis=1) - 1)
+  assert plain.sum() == len(tokens) - 1
+  want = io["caption_logprobs"]
+  logp = {}
+  for prior in prompt_scoring.PRIORS:
+    scorer = prompt_scoring.PromptScorer(fns, tokens, method=method, images_per_device=3,
+                                         prior=prior, image_size=config.image_size,
+                                         unscored_ids=clip_bpe.ClipBpeTokenizer.unscored_ids)
+    visual = jax.jit(fns["encode_images"])(params, images)
+    got = np.asarray(jax.jit(scorer.image_text_logprobs)(params, visual, scorer.inputs))
+    np.testing.assert_allclose(got[:, plain], want[:, plain], rtol=1e-4)
+    logp[prior] = np.asarray(jax.jit(scorer.text_logprobs)(params, scorer.inputs))
+  np.testing.assert_allclose(logp["null_image"][plain], io["null_image_logprobs"][plain],
+                             rtol=1e-4)
+  assert np.abs(logp["no_image"] - logp["null_image"]).max() > 1e-2  # Two different priors.
+  # The training forward masks as open_clip does, id 0 too: every text agrees.
+  logits_BxLxV, _, _ = jax.jit(fns["caption_and_embed"])(
+      params, np.repeat(images[:1], len(tokens), 0), tokens)
+  targets = tokens[:, 1:]
+  token_logp = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits_BxLxV)),
+                                  targets[..., None], -1)[..., 0]
+  np.testing.assert_allclose((token_logp * (targets != 0)).sum(-1), want[0], rtol=1e-4)
+
+
 def test_every_preset_maps_onto_open_clips_state_dict():
   """Each preset's state-dict names and shapes, as open_clip builds the model, convert onto our
   model of that config (0-stride arrays: no memory is spent on the big ones)."""
   with open(os.path.join(FIXTURES, "presets.json"), encoding="utf-8") as f:
     state_shapes = json.load(f)
-  clip_presets = {k for k in open_clip.presets() if not k.startswith("coca")}
-  assert set(state_shapes) == clip_presets
+  assert set(state_shapes) == set(open_clip.presets())
   for name, shapes in state_shapes.items():
     arch = open_clip.load_architecture(name)
     config = open_clip.model_config(arch)
+    assert config.name == ("coca" if name.startswith("coca") else "two_towers")
     assert config.activation == ("quick_gelu" if name.endswith("-quickgelu") else "gelu")
     state = {k: np.broadcast_to(np.zeros((), np.float32), s) for k, s in shapes.items()}
     ours = convert_cli.param_shapes(config)
@@ -89,8 +134,12 @@ def test_weights_of_another_architecture_are_named():
 def test_unknown_architectures_and_unsupported_fields_are_named(tmp_path):
   with pytest.raises(errors.ConfigError, match="known: ViT-B-16, ViT-B-16-quickgelu, ViT-B-32"):
     open_clip.load_architecture("ViT-X-99")
-  coca = open_clip.load_architecture("coca_ViT-B-32")
-  with pytest.raises(errors.ConfigError, match="CoCa"):
+  coca = json.loads(json.dumps(open_clip.load_architecture("coca_ViT-B-32")))
+  coca["vision_cfg"]["attentional_pool"] = "parallel"
+  coca["multimodal_cfg"]["heads"] = 4
+  with pytest.raises(errors.ConfigError, match=r"attentional_pool='parallel' \(CoCa's pooler is "
+                                               r"`true`\); the multimodal decoder's heads 4 "
+                                               r"differs from text_cfg.heads=8"):
     open_clip.model_config(coca)
   arch = json.load(open(os.path.join(FIXTURES, "clip_quickgelu.json"), encoding="utf-8"))
   arch["vision_cfg"]["ls_init_value"] = 0.1

@@ -35,7 +35,7 @@ ALLOWED = {
                    "attached before jax looks (never data or outputs)",
     "tools/launchers.py": "the launching machine's own files (repository, batch scripts), read and "
                     "written without the package's dependencies",
-    "convert/open_clip.py": "its presets file, shipped inside the package",
+    "convert/model_files.py": "the converters' presets files, shipped inside the package",
     "data/clip_bpe.py": "CLIP's merges file, shipped inside the package",
     "convert/__main__.py": "the default config's place in the repository",
     "convert/workdir.py": "on local disks, a staging directory renamed into place (remote "
