@@ -38,9 +38,10 @@ def _place(params: dict[str, np.ndarray], model_config: ml_collections.ConfigDic
   return jax.device_put(tree, shardings)
 
 
-def write(workdir: str, config: ml_collections.ConfigDict,
-          params: dict[str, np.ndarray]) -> None:
-  """Writes `config` and `params` ({'a/b/c': array}) as a run in `workdir` (see the module)."""
+def write(workdir: str, config: ml_collections.ConfigDict, params: dict[str, np.ndarray],
+          files: dict[str, bytes] | None = None) -> None:
+  """Writes `config` and `params` ({'a/b/c': array}) as a run in `workdir` (see the module),
+  and `files` ({name: content}, e.g. the run's tokenizer) beside them."""
   check_target(workdir)
   remote = paths.is_remote(paths.path(workdir))
   staging = workdir if remote else f"{workdir.rstrip('/')}.converting-{os.getpid()}"
@@ -49,6 +50,8 @@ def write(workdir: str, config: ml_collections.ConfigDict,
   try:
     paths.path(staging).mkdir(parents=True, exist_ok=True)
     paths.write_atomic(paths.join(staging, "config.json"), config.to_json_best_effort(indent=2))
+    for name, content in (files or {}).items():
+      paths.write_atomic(paths.join(staging, name), content)
     ckpt = checkpointing.Checkpointer(staging)
     try:
       ckpt.save_params(STEP, _place(params, config.model), config)

@@ -62,13 +62,20 @@ def stored(path, fix: str) -> "Tokenizer":
 
 # `config.data.tokenizer` naming CLIP's BPE (runs converted from open_clip) instead of a file.
 CLIP_BPE = "clip_bpe"
+# `config.data.tokenizer = STICKY_EOS + ':' + path`: big_vision's SigLIP tokenization of the
+# SentencePiece model at path (runs converted from big_vision, `data/sticky_eos.py`).
+STICKY_EOS = "sticky_eos"
 
 
 def from_setting(value: str):
-  """The tokenizer `config.data.tokenizer` names: CLIP_BPE, or a SentencePiece .model path."""
+  """The tokenizer `config.data.tokenizer` names: CLIP_BPE, 'sticky_eos:PATH', or a
+  SentencePiece .model path."""
   if value == CLIP_BPE:
     from ig_captioner.data import clip_bpe  # pylint: disable=g-import-not-at-top
     return clip_bpe.ClipBpeTokenizer()
+  if value.startswith(STICKY_EOS + ":"):
+    from ig_captioner.data import sticky_eos  # pylint: disable=g-import-not-at-top
+    return sticky_eos.StickyEosTokenizer.from_file(paths.resolve(value[len(STICKY_EOS) + 1:]))
   return Tokenizer.from_file(paths.resolve(value))
 
 
