@@ -34,7 +34,9 @@ PAIRING = {"formats": "ipynb,py:percent"}
 # The notebooks' parameters for a seconds-long run (each reads them from the environment).
 QUICK_ENV = {"IG_NOTEBOOK_CONFIG": "configs/demo.py:runlocal",
              "IG_NOTEBOOK_RUNS": "standard captioner,IG captioner,CLIP",
-             "IG_NOTEBOOK_TOPOLOGIES": "v5e:2x2,v4:2x2x1"}
+             "IG_NOTEBOOK_TOPOLOGIES": "v5e:2x2,v4:2x2x1",
+             "IG_NOTEBOOK_CHECKPOINT": "fixture",
+             "IG_NOTEBOOK_CONVERTED_CONFIG": "configs/converted.py:runlocal"}
 
 
 def names(directory: pathlib.Path = DIRECTORY) -> list[str]:

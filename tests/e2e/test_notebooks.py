@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 
+from ig_captioner import inference
 from ig_captioner import metric_files
 from tests.conftest import REPO
 
@@ -18,7 +19,8 @@ pytest.importorskip("nbclient", reason="the notebooks extra is not installed: "
                     "pip install -e '.[notebooks]' (launch/tests.sh does)")
 pytest.importorskip("jupytext", reason="pip install -e '.[notebooks]'")
 
-NOTEBOOKS = ("quickstart", "language_prior", "comparing_families", "planning_a_pod_run")
+NOTEBOOKS = ("quickstart", "language_prior", "comparing_families", "planning_a_pod_run",
+             "public_checkpoints")
 
 
 def _manage():
@@ -118,3 +120,23 @@ def test_comparing_families_draws_the_sweep(notebook_env):
 def test_planning_a_pod_run(notebook_env):
   notebook = _run("planning_a_pod_run", notebook_env)
   assert "v5e:2x2: 4 x TPU v5e" in _text(notebook)
+
+
+def test_public_checkpoints_converts_and_scores_with_both_priors(notebook_env):
+  """Offline: the tiny random-weight CoCa fixture, converted and IG-scored; what it prints is
+  what the inference API gives on that converted run."""
+  notebook = _run("public_checkpoints", notebook_env)
+  text = _text(notebook)
+  run_dir = pathlib.Path(notebook_env["IG_NOTEBOOK_WORKDIR"]) / "public_checkpoints" / "run"
+  run = inference.load_run(str(run_dir))
+  run.config.data.data_dir = notebook_env["TFDS_DATA_DIR"]  # The notebook's, by environment.
+  assert run.family == "coca" and f"coca: {run.config.converted_from.num_params:,}" in text
+  task = run.task("digits")
+  texts = [t.format(c) for c in task.class_names[:3] for t in task.templates[:1]]
+  for prior in ("no_image", "null_image"):
+    printed = re.search(rf"log P\(t\) by {prior}: (.*)", text).group(1)
+    assert printed == ", ".join(f"{t!r} {p:.1f}"
+                                for t, p in zip(texts, run.prior(texts, source=prior)))
+  for prior in ("no_image", "null_image"):
+    for alpha in (0, 1):
+      assert re.search(rf"prior {prior}, alpha={alpha}: top-1 [\d.]+% of \d+ images", text)
