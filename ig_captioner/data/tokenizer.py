@@ -67,6 +67,12 @@ CLIP_BPE = "clip_bpe"
 STICKY_EOS = "sticky_eos"
 
 
+def is_builtin(value: str) -> bool:
+  """Whether `config.data.tokenizer` names a tokenizer that is read as it is (CLIP_BPE, or
+  'sticky_eos:PATH'), not a SentencePiece model that data preparation may train."""
+  return value == CLIP_BPE or value.startswith(STICKY_EOS + ":")
+
+
 def from_setting(value: str):
   """The tokenizer `config.data.tokenizer` names: CLIP_BPE, 'sticky_eos:PATH', or a
   SentencePiece .model path."""

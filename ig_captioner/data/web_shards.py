@@ -225,6 +225,8 @@ def prepare_tokenizer(data_config: ml_collections.ConfigDict) -> str:
         "config.data.tokenizer is unset: web shards keep no tokenizer of their own. Set it to "
         "the SentencePiece .model file to train (e.g. gs://my-bucket/laion400m/tokenizer.model) or "
         "to an existing one")
+  if tokenizer_lib.is_builtin(data_config.tokenizer):  # CLIP's BPE, or big_vision's: no training.
+    return data_config.tokenizer
   path = paths.path(data_config.tokenizer)
   if path.exists():
     return str(path)
@@ -260,7 +262,8 @@ class WebShards(source_base.Source):
 
   def is_prepared(self, with_tokenizer: bool) -> bool:
     tokenizer = self.config.get("tokenizer")
-    return not with_tokenizer or bool(tokenizer) and paths.path(tokenizer).exists()
+    return not with_tokenizer or bool(tokenizer) and (tokenizer_lib.is_builtin(tokenizer)
+                                                      or paths.path(tokenizer).exists())
 
   def prepare(self, verify: bool = False, with_tokenizer: bool = True) -> str:
     del verify  # Records are checked as they are read.
@@ -270,6 +273,8 @@ class WebShards(source_base.Source):
     if not self.config.get("tokenizer"):
       raise errors.ConfigError("config.data.tokenizer is unset; web shards need one: set it to "
                                "a SentencePiece .model path, which `prepare` trains if missing")
+    if tokenizer_lib.is_builtin(self.config.tokenizer):
+      return tokenizer_lib.from_setting(self.config.tokenizer)
     return tokenizer_lib.stored(paths.path(self.config.tokenizer),
                                 f"train it with {self.prepare_command()}")
 

@@ -198,6 +198,19 @@ def test_prepare_trains_the_tokenizer_from_the_shards_captions(laion_web_config,
     prepare.prepare(missing)
 
 
+def test_clips_tokenizer_on_web_shards_is_read_not_trained(laion_web_config, tmp_path,
+                                                           monkeypatch):
+  """LiT on web shards with a converted CLIP's tokenizer: `clip_bpe` names CLIP's BPE, which
+  preparation must not train into a file of that name."""
+  monkeypatch.chdir(tmp_path)
+  data = laion_web_config.data.copy_and_resolve_references()
+  data.tokenizer = "clip_bpe"
+  assert prepare.prepare(data) == "clip_bpe"
+  assert not (tmp_path / "clip_bpe").exists()
+  tokenizer = sources.tokenizer(data)
+  assert tokenizer.encode("a photo", 5).tolist() == [49406, 320, 1125, 49407, 0]
+
+
 def test_train_batches_resume_exactly_and_report_skips(laion_web_config):
   config = laion_web_config
   tokenizer = sources.tokenizer(config.data)
