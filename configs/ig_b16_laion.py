@@ -56,10 +56,12 @@ def get_config(arg=None):
 
   config.data = ml_collections.ConfigDict(dict(
       name="web_shards",
-      # img2dataset's parquet shards, e.g. 'gs://my-bucket/laion400m/{00000..41407}.parquet'.
+      # img2dataset's shards, parquet or webdataset tars, e.g.
+      # 'gs://my-bucket/laion400m/{00000..41407}.tar'.
       shards=ml_collections.FieldReference(None, field_type=str),
-      image_column="jpg",
-      text_column="caption",
+      # None: img2dataset's ('jpg' and 'caption' columns; tar members '.jpg' and '.txt').
+      image_column=ml_collections.FieldReference(None, field_type=str),
+      text_column=ml_collections.FieldReference(None, field_type=str),
       cycle_length=16,  # Shards read at once.
       shuffle_window=1024,  # Examples shuffled in windows of this many (decoded, 224 px).
       # TFDS data of the evaluators (ImageNet, COCO).

@@ -8,7 +8,8 @@ through; again with a stop after the first checkpoint and a resume; and again wi
 that reaches process 1 alone, during its 4th step, and a resume. Then evaluates the resumed
 run's checkpoints in watch mode. Writes this process's copy of the final params
 (`params_<id>.npz`), the step the SIGTERM stopped it at (`sigterm_<id>.json`) and its eval
-results (`eval_<id>.json`).
+results (`eval_<id>.json`). First, the texts it read from webdataset shards the test wrote
+(`tar_texts_<id>.json`).
 """
 
 import faulthandler
@@ -57,6 +58,13 @@ def main(process_id: int, port: int, data_dir: str, out_dir: str) -> None:
   device_barriers, device_barrier = [], multihost_utils.sync_global_devices
   multihost_utils.sync_global_devices = lambda name: (device_barriers.append(name),
                                                       device_barrier(name))[1]
+  _phase("webdataset shards")  # Each process reads its own shards (`shard_files`).
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from ig_captioner.data import web_shards  # pylint: disable=g-import-not-at-top
+  tars = ml_collections.ConfigDict(dict(name="web_shards", cycle_length=2,
+                                        shards=os.path.join(out_dir, "tars", "*.tar")))
+  with open(os.path.join(out_dir, f"tar_texts_{process_id}.json"), "w", encoding="utf-8") as f:
+    json.dump([r["text"] for r in web_shards.load(tars, num_epochs=1)[0]], f)
   _phase("straight run")
   straight = local_params(train.train(config, os.path.join(out_dir, "straight")))
   resumed_dir = os.path.join(out_dir, "resumed")

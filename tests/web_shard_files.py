@@ -1,7 +1,10 @@
-"""img2dataset-style parquet shards for the web-shard tests (unit and end to end)."""
+"""img2dataset-style shards for the web-shard tests (unit and end to end): parquet, and
+webdataset tars in img2dataset's exact layout."""
 
 import io
+import json
 import os
+import tarfile
 
 import ml_collections
 import numpy as np
@@ -47,6 +50,66 @@ def write_shards(directory, corrupt: bool = False) -> dict[str, int]:
     usable.update((c, g) for c, g in zip(captions, grays) if c.strip())
   if corrupt:
     del usable["photo 1 number 2"]
+  return usable
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+  """A member as webdataset's TarWriter (which img2dataset uses) writes it."""
+  info = tarfile.TarInfo(name)
+  info.size, info.mode, info.mtime = len(data), 0o444, 1_700_000_000
+  info.uname = info.gname = "bigdata"
+  tar.addfile(info, io.BytesIO(data))
+
+
+def write_tar_shards(directory, corrupt: bool = False) -> dict[str, int]:
+  """NUM_SHARDS webdataset shards `{00000..00003}.tar` of ROWS samples as img2dataset's
+  `--output_format webdataset` writes them: per sample the members `KEY.jpg`, `KEY.json`,
+  `KEY.txt` (KEY: shard and sample numbers, 5 + 4 digits), beside each tar its metadata
+  `.parquet` and `_stats.json`; returns {caption: gray level} of the usable samples.
+  `corrupt`: shard 1 sample 2 has a damaged JPEG and sample 4 a blank caption; shard 2 is not a
+  tar; shard 3 sample 1 has no image member, sample 3 a caption that is not UTF-8, and the tar
+  is cut inside sample 5 (its samples before the cut are read)."""
+  os.makedirs(directory, exist_ok=True)
+  usable = {}
+  for s in range(NUM_SHARDS):
+    path = os.path.join(directory, f"{s:05d}.tar")
+    captions = [f"photo {s} number {r}".encode() for r in range(ROWS)]
+    grays = [8 * (s * ROWS + r) + 20 for r in range(ROWS)]
+    images = [jpeg(g) for g in grays]
+    skip = set()
+    if corrupt and s == 1:
+      images[2] = images[2][:len(images[2]) // 2]
+      captions[4] = b"  "
+      skip |= {2, 4}
+    if corrupt and s == 3:
+      images[1] = None
+      captions[3] = b"photo \xff\xfe broken"
+      skip |= {1, 3, 5}
+    cut = None
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+      for r in range(ROWS):
+        key = f"{s:05d}{r:04d}"
+        meta = {"url": f"https://example.com/{s}/{r}.jpg", "key": key, "status": "success",
+                "caption": captions[r].decode("utf-8", "replace"), "width": 8, "height": 8}
+        if r == ROWS - 1:
+          cut = tar.offset + 512 + 100  # Inside the last sample's first member.
+        if images[r] is not None:
+          _add_member(tar, f"{key}.jpg", images[r])
+        _add_member(tar, f"{key}.json", json.dumps(meta).encode())
+        _add_member(tar, f"{key}.txt", captions[r])
+    pq.write_table(pa.table({"key": [f"{s:05d}{r:04d}" for r in range(ROWS)]}),
+                   os.path.join(directory, f"{s:05d}.parquet"))
+    with open(os.path.join(directory, f"{s:05d}_stats.json"), "w", encoding="utf-8") as f:
+      json.dump({"count": ROWS, "successes": ROWS}, f)
+    if corrupt and s == 2:
+      with open(path, "wb") as f:
+        f.write(b"not a tar at all " * 64)
+      continue
+    if corrupt and s == 3:
+      with open(path, "r+b") as f:
+        f.truncate(cut)
+    usable.update((c.decode(), g) for r, (c, g) in enumerate(zip(captions, grays))
+                  if r not in skip)
   return usable
 
 

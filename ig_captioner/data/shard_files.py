@@ -1,6 +1,7 @@
 """Where web shards are and how their bytes are read: shard lists from paths, globs and
-`{00000..41407}` ranges, one process's share of them, and parquet files read through `paths`
-(etils.epath), so that local files and `gs://`/`s3://` URIs work alike.
+`{00000..41407}` ranges, one process's share of them, and each shard's rows, from a parquet
+file or a webdataset tar (`tar_samples.py`), read through `paths` (etils.epath), so that local
+files and `gs://`/`s3://` URIs work alike.
 """
 
 import re
@@ -16,6 +17,7 @@ import pyarrow.parquet
 from ig_captioner import errors
 from ig_captioner import paths
 from ig_captioner.data import records
+from ig_captioner.data import tar_samples
 
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
@@ -70,6 +72,36 @@ def process_shards(all_shards: Sequence[str]) -> list[str]:
         "needs at least one): add shards to config.data.shards (img2dataset writes more, "
         "smaller ones with a lower --number_sample_per_shard) or run on fewer processes")
   return list(all_shards[jax.process_index()::count])
+
+
+def is_tar(path: str) -> bool:
+  """Whether the shard at `path` is a webdataset tar (else img2dataset's parquet)."""
+  return path.endswith((".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz"))
+
+
+def default_columns(path: str) -> tuple[str, str]:
+  """img2dataset's (image, text) fields: parquet columns 'jpg', 'caption'; tar members' 'jpg',
+  'txt'."""
+  return ("jpg", "txt") if is_tar(path) else ("jpg", "caption")
+
+
+def open_rows(path: str):
+  """One shard's rows as dicts, an iterator with `get_state`/`set_state`: a parquet file's
+  rows by column, or a tar's samples by member extension (`tar_samples.TarSamples`)."""
+  return tar_samples.TarSamples(path) if is_tar(path) else iter(parquet_rows(path))
+
+
+def start_state(path: str) -> dict:
+  """The state of `open_rows(path)` before its first row."""
+  return tar_samples.START if is_tar(path) else {"row_group": 0, "index_within_row_group": 0}
+
+
+def describe(path: str, after: dict) -> str:
+  """Which row was read last, given the state `after` it (for messages)."""
+  if is_tar(path):
+    return f"the sample before byte {after['offset']}" if after["offset"] is not None \
+        else "the last sample"
+  return f"row {after['index_within_row_group'] - 1} of row group {after['row_group']}"
 
 
 class _EpathFiles(pyarrow.fs.FileSystemHandler):

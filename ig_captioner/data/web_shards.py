@@ -1,15 +1,17 @@
-"""Web-scale image-text shards: img2dataset's parquet output read as a grain IterDataset, one
+"""Web-scale image-text shards, as img2dataset writes them, read as a grain IterDataset: one
 kind of data source (`sources.KINDS['web_shards']`).
 
-img2dataset (`--output_format parquet`) writes shards `00000.parquet`, `00001.parquet`, ...
-with one row per downloaded example: `url`, `caption`, `jpg` (the encoded image) and a few
-more columns. This source reads them with grain's `ParquetIterDataset`, one shard per stream,
-interleaved; it is deterministic, resumable from the iterator state and split over processes.
+img2dataset writes shards `00000.parquet`, `00001.parquet`, ... (`--output_format parquet`: one
+row per downloaded example with columns `url`, `caption`, `jpg` (the encoded image) and a few
+more), or `00000.tar`, ... (`--output_format webdataset`, what open_clip trains from: members
+`KEY.jpg`, `KEY.txt`, `KEY.json` per example; `tar_samples.py`). The shard's suffix says which.
+This source reads them one shard per stream, interleaved; it is deterministic, resumable from
+the iterator state (a parquet row position, a tar byte offset) and split over processes.
 
     config.data = dict(
         name="web_shards",
         shards="gs://bucket/laion/{00000..41407}.parquet",  # or a list; globs and ranges
-        image_column="jpg", text_column="caption",  # (the defaults)
+        image_column="jpg", text_column="caption",  # defaults; for .tar: "jpg", "txt"
         cycle_length=16,      # shards read at once, each by its prefetch thread (default 16)
         shuffle_window=1024,  # decoded examples shuffled in windows of this many (default 0: off)
         shuffle_seed=0,       # shard order (permuted again every epoch) and window shuffle
@@ -17,14 +19,15 @@ interleaved; it is deterministic, resumable from the iterator state and split ov
         tokenizer_vocab_size=32_000,
         tokenizer_sample=1_000_000)  # captions of the first shards that train it (default)
 
-`shards` holds paths, glob patterns (`dir/*.parquet`) or `{00000..00099}` ranges, as a list or
+`shards` holds paths, glob patterns (`dir/*.tar`) or `{00000..00099}` ranges, as a list or
 one comma-separated string (`shard_files.py`). Shard i (in that order, each pattern's matches
 sorted) goes to process i % process_count.
 
-Corrupt data never stops a run and is never silent: a record whose image does not decode, or
-whose text is empty, is skipped; a shard that cannot be read (truncated, missing) is skipped
-from the first bad read on. Each skip is counted per reason in a `skip_counts.SkipCounts` and
-logged (the first few of each reason, then at each power of ten). Only if no shard yields a
+Corrupt data never stops a run and is never silent: a record whose image does not decode or is
+missing, or whose text is empty, missing or not UTF-8, is skipped; a shard that cannot be read
+(not a tar or parquet file, truncated, missing) is skipped from the first bad read on. Each
+skip is counted per reason in a `skip_counts.SkipCounts` and logged (the first few of each
+reason, then at each power of ten). Only if no shard yields a
 single usable record does reading stop, with a DataError. Skipping depends on the bytes alone,
 so the order and the iterator state stay deterministic.
 """
@@ -45,6 +48,7 @@ from ig_captioner.data import records
 from ig_captioner.data import shard_files
 from ig_captioner.data import skip_counts
 from ig_captioner.data import source_base
+from ig_captioner.data import tar_samples
 from ig_captioner.data import tokenizer as tokenizer_lib
 
 IMAGE_KEY, TEXT_KEY = "image", "text"  # Of the records `load` yields.
@@ -55,14 +59,21 @@ NO_IMAGE, BAD_IMAGE, NO_TEXT = skip_counts.NO_IMAGE, skip_counts.BAD_IMAGE, skip
 def check_row(row: dict, image_column: str, text_column: str,
               image_size: int | None = None) -> tuple[np.ndarray | None, str, str]:
   """(uint8 RGB HxWx3 image resized to image_size if given, text, '') of a usable row, else
-  (None, the reason it is unusable, details)."""
-  text = row[text_column]
-  text = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+  (None, the reason it is unusable, details). A tar sample may lack a member: that is an
+  unusable row too."""
+  text = row.get(text_column)
+  if isinstance(text, bytes):
+    try:
+      text = text.decode("utf-8")
+    except UnicodeDecodeError as e:
+      return None, NO_TEXT, f"its {text_column!r} is not UTF-8 text ({e})"
   if not isinstance(text, str) or not text.strip():
-    return None, NO_TEXT, ""
-  encoded = row[image_column]
+    detail = "" if text_column in row else f"no {text_column!r} in {_fields(row)}"
+    return None, NO_TEXT, detail
+  encoded = row.get(image_column)
   if encoded is None or not len(encoded):
-    return None, NO_IMAGE, ""
+    detail = "" if image_column in row else f"no {image_column!r} in {_fields(row)}"
+    return None, NO_IMAGE, detail
   try:
     with Image.open(io.BytesIO(encoded)) as image:
       image_HxWx3 = np.asarray(image.convert("RGB"))
@@ -71,6 +82,10 @@ def check_row(row: dict, image_column: str, text_column: str,
   if image_size:
     image_HxWx3 = image_ops.resize_image(image_HxWx3, image_size)
   return image_HxWx3, text, ""
+
+
+def _fields(row: dict) -> list[str]:
+  return sorted(k for k in row if not k.startswith("__"))
 
 
 def check_columns(row: dict, shard: str, columns: Sequence[str]) -> None:
@@ -92,7 +107,9 @@ class _ShardIterator(grain.DatasetIterator):
     self._from_first_row = True
     self._finished = False
     try:
-      self._rows = iter(shard_files.parquet_rows(shard.path))
+      self._rows = shard_files.open_rows(shard.path)
+    except records.DataError:
+      raise
     except Exception as e:  # pylint: disable=broad-except  # pyarrow raises many types.
       self._fail(e)
 
@@ -116,15 +133,16 @@ class _ShardIterator(grain.DatasetIterator):
       except Exception as e:  # pylint: disable=broad-except
         self._fail(e)
         break
-      check_columns(row, self._shard.path, (self._shard.image_column, self._shard.text_column))
+      if not shard_files.is_tar(self._shard.path):  # A tar sample may lack a member: skipped.
+        check_columns(row, self._shard.path,
+                      (self._shard.image_column, self._shard.text_column))
       image, text, detail = check_row(row, self._shard.image_column, self._shard.text_column,
                                       self._shard.image_size)
       if image is None:
-        after = self._rows.get_state()  # The position after the row just read.
-        self._shard.counts.record_skipped(
-            text, self._shard.path,
-            f"row {after['index_within_row_group'] - 1} of row group {after['row_group']}",
-            detail)
+        where = shard_files.describe(self._shard.path, self._rows.get_state())
+        if tar_samples.KEY in row:
+          where = f"sample {row[tar_samples.KEY]!r}"
+        self._shard.counts.record_skipped(text, self._shard.path, where, detail)
         continue
       self._usable += 1
       return {IMAGE_KEY: image, TEXT_KEY: text}
@@ -139,10 +157,10 @@ class _ShardIterator(grain.DatasetIterator):
     if state["rows"] is None:  # Failed before the checkpoint: no need to read it again.
       self._rows, self._finished = None, True
       return
-    self._from_first_row = state["rows"] == {"row_group": 0, "index_within_row_group": 0}
+    self._from_first_row = state["rows"] == shard_files.start_state(self._shard.path)
     try:
       if self._rows is None:
-        self._rows = iter(shard_files.parquet_rows(self._shard.path))
+        self._rows = shard_files.open_rows(self._shard.path)
       self._rows.set_state(state["rows"])
     except Exception as e:  # pylint: disable=broad-except
       self._fail(e)
@@ -169,12 +187,18 @@ class _OpenShard:
 
   def __init__(self, data_config: ml_collections.ConfigDict, image_size: int | None,
                counts: skip_counts.SkipCounts):
-    self._columns = (data_config.get("image_column", "jpg"),
-                     data_config.get("text_column", "caption"))
+    self._columns = (data_config.get("image_column"), data_config.get("text_column"))
     self._image_size, self._counts = image_size, counts
 
   def __call__(self, path: str) -> _Shard:
-    return _Shard(path, *self._columns, self._image_size, self._counts)
+    return _Shard(path, *columns(self._columns, path), self._image_size, self._counts)
+
+
+def columns(configured: tuple[str | None, str | None], path: str) -> tuple[str, str]:
+  """The (image, text) fields of the shard at `path`: those configured, else img2dataset's
+  (`shard_files.default_columns`)."""
+  defaults = shard_files.default_columns(path)
+  return tuple(c or d for c, d in zip(configured, defaults))
 
 
 def load(data_config: ml_collections.ConfigDict, image_size: int | None = None,
@@ -203,10 +227,17 @@ def load(data_config: ml_collections.ConfigDict, image_size: int | None = None,
 def sample_texts(data_config: ml_collections.ConfigDict, limit: int) -> list[str]:
   """Up to `limit` non-empty texts of the first shards (in `shard_paths` order); unreadable
   shards are skipped with a warning."""
-  column = data_config.get("text_column", "caption")
   texts = []
   for path in shard_files.shard_paths(data_config):
+    _, column = columns((None, data_config.get("text_column")), path)
     try:
+      if shard_files.is_tar(path):
+        for row in tar_samples.TarSamples(path):
+          text = row.get(column, b"").decode("utf-8", "replace")
+          texts += [text] if text.strip() else []
+          if len(texts) >= limit:
+            return texts
+        continue
       for batch in shard_files.parquet_file(path).iter_batches(columns=[column]):
         texts += [t for t in batch.column(0).to_pylist() if isinstance(t, str) and t.strip()]
         if len(texts) >= limit:
@@ -233,9 +264,10 @@ def prepare_tokenizer(data_config: ml_collections.ConfigDict) -> str:
   limit = int(data_config.get("tokenizer_sample", 1_000_000))
   texts = sample_texts(data_config, limit)
   if not texts:
-    raise records.DataError(f"the shards of config.data.shards hold no readable "
-                            f"{data_config.get('text_column', 'caption')!r} text to train the "
-                            "tokenizer on: check the shards and config.data.text_column")
+    column = data_config.get("text_column") or "caption (tar: txt)"
+    raise records.DataError(f"the shards of config.data.shards hold no readable {column!r} "
+                            "text to train the tokenizer on: check the shards and "
+                            "config.data.text_column")
   logging.info("Training a tokenizer on %d captions of the first shards", len(texts))
   model = tokenizer_lib.train(texts, vocab_size=int(data_config.tokenizer_vocab_size))
   path.parent.mkdir(parents=True, exist_ok=True)

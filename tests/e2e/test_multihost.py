@@ -15,6 +15,7 @@ import pytest
 
 from ig_captioner import evaluate
 from ig_captioner import metric_files
+from tests import web_shard_files
 from tests.conftest import REPO
 
 TIMEOUT_S = 240  # A run takes about 70 s on 2 cores.
@@ -62,6 +63,8 @@ def two_process_run(data_dir, tmp_path_factory):
   # second hang, fails.
   for attempt in range(2):
     out = tmp_path_factory.mktemp("multihost")
+    usable = web_shard_files.write_tar_shards(out / "tars")
+    (out / "tars_usable.json").write_text(json.dumps(sorted(usable)))
     codes = _start_and_wait(data_dir, out)
     if codes is not None:
       break
@@ -70,6 +73,13 @@ def two_process_run(data_dir, tmp_path_factory):
   if codes != [0, 0]:
     pytest.fail(f"the two-process run failed or hung (limit {TIMEOUT_S}s):\n{_tails(out, codes)}")
   return out
+
+
+def test_processes_read_disjoint_webdataset_shards(two_process_run):
+  texts = [json.loads((two_process_run / f"tar_texts_{i}.json").read_text()) for i in range(2)]
+  assert texts[0] and texts[1] and not set(texts[0]) & set(texts[1])
+  assert sorted(texts[0] + texts[1]) == json.loads(
+      (two_process_run / "tars_usable.json").read_text())
 
 
 def test_processes_agree_and_resume_matches_straight_run(two_process_run):
