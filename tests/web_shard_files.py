@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ig_captioner.data import prepare
+from ig_captioner.data import tar_samples
 from tests.conftest import load_config_module
 
 NUM_SHARDS, ROWS = 4, 6
@@ -53,14 +54,6 @@ def write_shards(directory, corrupt: bool = False) -> dict[str, int]:
   return usable
 
 
-def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-  """A member as webdataset's TarWriter (which img2dataset uses) writes it."""
-  info = tarfile.TarInfo(name)
-  info.size, info.mode, info.mtime = len(data), 0o444, 1_700_000_000
-  info.uname = info.gname = "bigdata"
-  tar.addfile(info, io.BytesIO(data))
-
-
 def write_tar_shards(directory, corrupt: bool = False) -> dict[str, int]:
   """NUM_SHARDS webdataset shards `{00000..00003}.tar` of ROWS samples as img2dataset's
   `--output_format webdataset` writes them: per sample the members `KEY.jpg`, `KEY.json`,
@@ -85,18 +78,14 @@ def write_tar_shards(directory, corrupt: bool = False) -> dict[str, int]:
       images[1] = None
       captions[3] = b"photo \xff\xfe broken"
       skip |= {1, 3, 5}
-    cut = None
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
-      for r in range(ROWS):
-        key = f"{s:05d}{r:04d}"
-        meta = {"url": f"https://example.com/{s}/{r}.jpg", "key": key, "status": "success",
-                "caption": captions[r].decode("utf-8", "replace"), "width": 8, "height": 8}
-        if r == ROWS - 1:
-          cut = tar.offset + 512 + 100  # Inside the last sample's first member.
-        if images[r] is not None:
-          _add_member(tar, f"{key}.jpg", images[r])
-        _add_member(tar, f"{key}.json", json.dumps(meta).encode())
-        _add_member(tar, f"{key}.txt", captions[r])
+    samples = []
+    for r in range(ROWS):
+      key = f"{s:05d}{r:04d}"
+      meta = {"url": f"https://example.com/{s}/{r}.jpg", "key": key, "status": "success",
+              "caption": captions[r].decode("utf-8", "replace"), "width": 8, "height": 8}
+      samples.append({tar_samples.KEY: key, "json": json.dumps(meta).encode(),
+                      "txt": captions[r], **({} if images[r] is None else {"jpg": images[r]})})
+    tar_samples.write(path, samples)
     pq.write_table(pa.table({"key": [f"{s:05d}{r:04d}" for r in range(ROWS)]}),
                    os.path.join(directory, f"{s:05d}.parquet"))
     with open(os.path.join(directory, f"{s:05d}_stats.json"), "w", encoding="utf-8") as f:
@@ -106,6 +95,8 @@ def write_tar_shards(directory, corrupt: bool = False) -> dict[str, int]:
         f.write(b"not a tar at all " * 64)
       continue
     if corrupt and s == 3:
+      with tarfile.open(path) as tar:  # Cut inside the last sample's first member.
+        cut = tar.getmember(f"{s:05d}{ROWS - 1:04d}.jpg").offset_data + 100
       with open(path, "r+b") as f:
         f.truncate(cut)
     usable.update((c.decode(), g) for r, (c, g) in enumerate(zip(captions, grays))

@@ -10,7 +10,9 @@ reader seeks there and reads on, never re-reading the shard from its start. Comp
 (`.tar.gz`) cannot be sought: they are refused with how to fix it.
 """
 
+import io
 import tarfile
+from typing import Iterable
 
 from ig_captioner import paths
 from ig_captioner.data import records
@@ -27,9 +29,19 @@ def split_name(name: str) -> tuple[str, str]:
   return (f"{directory}/{stem}" if directory else stem), extension
 
 
-def describe(state: dict) -> str:
-  """Where `state` is, for messages."""
-  return f"the sample at byte {state['offset']}"
+def write(path: str, samples: Iterable[dict], mtime: int = 1_700_000_000) -> None:
+  """Writes samples ({'__key__': KEY, extension: bytes, ...}) as a webdataset tar at `path`,
+  members in sorted extension order with webdataset's TarWriter's member metadata (as
+  img2dataset's webdataset output has them)."""
+  with paths.path(path).open("wb") as f, tarfile.open(fileobj=f, mode="w",
+                                                       format=tarfile.GNU_FORMAT) as tar:
+    for sample in samples:
+      for extension in sorted(k for k in sample if k != KEY):
+        data = sample[extension]
+        info = tarfile.TarInfo(f"{sample[KEY]}.{extension}")
+        info.size, info.mode, info.mtime = len(data), 0o444, mtime
+        info.uname = info.gname = "bigdata"
+        tar.addfile(info, io.BytesIO(data))
 
 
 class TarSamples:
