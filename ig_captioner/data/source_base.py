@@ -58,6 +58,16 @@ class Source:
     them while reading."""
     raise NotImplementedError
 
+  def caption_texts(self, split: str, limit: int) -> list[str]:
+    """Up to `limit` texts of `split` (each record's `text_key` field, one or several texts), in
+    record order."""
+    source, out = self.open_split(split), []
+    for i in range(len(source)):
+      out += records.texts(records.field(source[i], self.config.text_key))
+      if len(out) >= limit:
+        break
+    return out[:limit]
+
   def class_names(self, label_key: str) -> list[str]:
     raise records.DataError(f"data set {self.name} has no class labels ({label_key!r})")
 

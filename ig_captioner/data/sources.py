@@ -60,6 +60,12 @@ def open_split(data_config: ml_collections.ConfigDict, split: str) -> records.Ch
   return get(data_config).open_split(split)
 
 
+def caption_texts(data_config: ml_collections.ConfigDict, split: str = "train",
+                  limit: int = 1_000_000) -> list[str]:
+  """Up to `limit` captions of `split` (web shards: of their first shards), in order."""
+  return get(data_config).caption_texts(split, limit)
+
+
 def verify_split(data_config: ml_collections.ConfigDict, split: str, *,
                  force: bool = False) -> None:
   """DataError naming the unreadable records of `split`, before a run reads them."""

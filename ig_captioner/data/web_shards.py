@@ -301,6 +301,10 @@ class WebShards(source_base.Source):
     del verify  # Records are checked as they are read.
     return prepare_tokenizer(self.config) if with_tokenizer else self.location()
 
+  def caption_texts(self, split: str, limit: int) -> list[str]:
+    del split  # Shards hold one split, read for training.
+    return sample_texts(self.config, limit)
+
   def tokenizer(self) -> tokenizer_lib.Tokenizer:
     if not self.config.get("tokenizer"):
       raise errors.ConfigError("config.data.tokenizer is unset; web shards need one: set it to "
