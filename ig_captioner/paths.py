@@ -9,7 +9,7 @@ object directly in a bucket; both leave either the old content or the new, never
 
 import contextlib
 import os
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from etils import epath
 
@@ -54,6 +54,14 @@ def _whole(p: PathLike) -> Iterator[epath.Path]:
       partial.unlink()
     raise
   partial.replace(target)
+
+
+@contextlib.contextmanager
+def open_whole(p: PathLike) -> Iterator[BinaryIO]:
+  """A binary file to write `p`'s new content into; once the block ends, `p` holds it whole (a
+  reader never sees part of it, as with `write_atomic`)."""
+  with _whole(p) as partial, partial.open("wb") as f:
+    yield f
 
 
 def write_atomic(p: PathLike, data: str | bytes) -> None:

@@ -30,11 +30,12 @@ def split_name(name: str) -> tuple[str, str]:
 
 
 def write(path: str, samples: Iterable[dict], mtime: int = 1_700_000_000) -> None:
-  """Writes samples ({'__key__': KEY, extension: bytes, ...}) as a webdataset tar at `path`,
-  members in sorted extension order with webdataset's TarWriter's member metadata (as
-  img2dataset's webdataset output has them)."""
-  with paths.path(path).open("wb") as f, tarfile.open(fileobj=f, mode="w",
-                                                       format=tarfile.GNU_FORMAT) as tar:
+  """Writes samples ({'__key__': KEY, extension: bytes, ...}) as a webdataset tar at `path`
+  (whole or not at all), members in sorted extension order with webdataset's TarWriter's member
+  metadata (as img2dataset's webdataset output has them)."""
+  paths.path(path).parent.mkdir(parents=True, exist_ok=True)
+  with paths.open_whole(path) as f, tarfile.open(fileobj=f, mode="w",
+                                                 format=tarfile.GNU_FORMAT) as tar:
     for sample in samples:
       for extension in sorted(k for k in sample if k != KEY):
         data = sample[extension]

@@ -16,7 +16,6 @@ named get frequency 1/(captions + 1).
 """
 
 import json
-import os
 from typing import Sequence
 
 from absl import flags
@@ -112,7 +111,7 @@ def _panel(ax, result: dict) -> None:
                 fontsize=7, xytext=(3, 3), textcoords="offset points")
   ax.set(xscale="log", xlabel="share of training captions naming the class",
          ylabel="per-class top-1 (%)",
-         title=f"{os.path.basename(result['run'].rstrip('/'))}: {result['eval']}")
+         title=f"{paths.path(result['run']).name}: {result['eval']}")
   ax.legend(fontsize=8)
 
 
@@ -130,7 +129,7 @@ def main():
     del argv
     results = [report(inference.load_run(w), eval_name.value, [float(a) for a in alphas.value],
                       limit.value) for w in workdirs.value]
-    directory = out.value or os.path.join(workdirs.value[0], "concept_frequency")
+    directory = out.value or paths.join(workdirs.value[0], "concept_frequency")
     paths.path(directory).mkdir(parents=True, exist_ok=True)
     tables = "\n\n".join(f"### {r['run']}\n\n{table(r)}" for r in results)
     paths.write_atomic(paths.join(directory, "concept_frequency.json"),

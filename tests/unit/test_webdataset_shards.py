@@ -21,6 +21,7 @@ from ig_captioner.data import shards_to_array_record
 from ig_captioner.data import skip_counts
 from ig_captioner.data import tar_samples
 from ig_captioner.data import web_shards
+from tests.fake_bucket import fake_bucket
 from tests.web_shard_files import NUM_SHARDS, ROWS, write_tar_shards
 
 
@@ -153,6 +154,21 @@ def test_compressed_tars_and_no_usable_sample_are_clear_errors(tmp_path):
     tar.addfile(info, io.BytesIO(b"png"))
   with pytest.raises(records.DataError, match="none of the 1 shards"):
     list(web_shards.load(_data(tmp_path / "00001.tar"))[0])
+
+
+def test_tars_in_a_bucket_are_read_resumed_and_written(tmp_path):
+  usable = write_tar_shards(tmp_path / "bucket" / "laion")
+  with fake_bucket(str(tmp_path)):
+    pattern = "gs://bucket/laion/{00000..00003}.tar"
+    records_, _ = web_shards.load(_data(pattern), num_epochs=1)
+    assert sorted(_texts(records_)) == sorted(usable)
+    samples = tar_samples.TarSamples("gs://bucket/laion/00001.tar")
+    next(samples)
+    resumed = tar_samples.TarSamples("gs://bucket/laion/00001.tar")
+    resumed.set_state(samples.get_state())
+    assert [r[tar_samples.KEY] for r in resumed] == [f"00001{r:04d}" for r in range(1, ROWS)]
+    tar_samples.write("gs://bucket/out/00000.tar", [{tar_samples.KEY: "k", "txt": b"a cat"}])
+  assert tarfile.open(tmp_path / "bucket" / "out" / "00000.tar").getnames() == ["k.txt"]
 
 
 def test_shard_formats_follow_the_suffix():
