@@ -365,12 +365,6 @@ def checkpoint_params(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
           for k, v in state.items()}
 
 
-def _listed(names, limit: int = 8) -> str:
-  names = sorted(names)
-  more = f" and {len(names) - limit} more" if len(names) > limit else ""
-  return ", ".join(names[:limit]) + more
-
-
 def convert_params(state: dict[str, np.ndarray], arch: Architecture, image_size: int,
                    text_len: int | None,
                    shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
@@ -385,16 +379,7 @@ def convert_params(state: dict[str, np.ndarray], arch: Architecture, image_size:
   misshaped = sorted(f"{name} {tuple(state[name].shape)} (expected {shape})"
                      for name, shape in wanted.items()
                      if name in state and tuple(state[name].shape) != shape)
-  problems = []
-  if missing:
-    problems.append(f"missing {_listed(missing)}")
-  if unexpected:
-    problems.append(f"unexpected {_listed(unexpected)}")
-  if misshaped:
-    problems.append(f"mis-shaped {_listed(misshaped, 4)}")
-  if problems:
-    raise WeightsError("the weights do not fit this architecture (" + "; ".join(problems) +
-                       "): pass the --model they were trained as")
+  model_files.check_fit(missing, unexpected, misshaped)
   params = {}
   for ours, (name, _, transform) in table.items():
     params[ours] = np.asarray(transform(np.asarray(state[name], np.float32)), np.float32)

@@ -7,6 +7,7 @@ from typing import Callable
 
 from ig_captioner import errors
 from ig_captioner import paths
+from ig_captioner.convert import safetensors_io
 
 
 def read_presets(file_name: str) -> dict[str, dict]:
@@ -35,3 +36,25 @@ def load(name_or_path: str, known: dict[str, dict], looks_right: Callable[[objec
   if not looks_right(arch):
     raise errors.ConfigError(f"--model={name_or_path} is not {what} ({needs})")
   return arch
+
+
+def _listed(names, limit: int = 8) -> str:
+  names = sorted(names)
+  more = f" and {len(names) - limit} more" if len(names) > limit else ""
+  return ", ".join(names[:limit]) + more
+
+
+def check_fit(missing, unexpected, misshaped) -> None:
+  """WeightsError naming the missing, unexpected and mis-shaped arrays of a weights file that
+  does not fit the architecture named by --model; nothing if all three are empty."""
+  problems = []
+  if missing:
+    problems.append(f"missing {_listed(missing)}")
+  if unexpected:
+    problems.append(f"unexpected {_listed(unexpected)}")
+  if misshaped:
+    problems.append(f"mis-shaped {_listed(misshaped, 4)}")
+  if problems:
+    raise safetensors_io.WeightsError("the weights do not fit this architecture (" +
+                                      "; ".join(problems) + "): pass the --model they were "
+                                      "trained as")

@@ -137,12 +137,6 @@ def rules(arch: dict) -> dict[str, names.Rule]:
   return out
 
 
-def _listed(names, limit: int = 8) -> str:
-  names = sorted(names)
-  more = f" and {len(names) - limit} more" if len(names) > limit else ""
-  return ", ".join(names[:limit]) + more
-
-
 def convert_params(state: dict[str, np.ndarray], arch: dict,
                    shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
   """Our params {path: float32 array} from an open_clip state dict. `shapes`: our params' shapes
@@ -162,17 +156,7 @@ def convert_params(state: dict[str, np.ndarray], arch: dict,
       misshaped.append(f"{them} {tuple(state[them].shape)} (gives {value.shape} for {ours}, "
                        f"expected {tuple(shapes[ours])})")
     params[ours] = value
-  problems = []
-  if missing:
-    problems.append(f"missing {_listed(missing)}")
-  if unexpected:
-    problems.append(f"unexpected {_listed(unexpected)}")
-  if misshaped:
-    problems.append(f"mis-shaped {_listed(misshaped, 4)}")
-  if problems:
-    raise safetensors_io.WeightsError(
-        "the weights do not fit this architecture (" + "; ".join(problems) + "): pass the --model "
-        "they were trained as")
+  model_files.check_fit(missing, unexpected, misshaped)
   if not all(np.isfinite(v).all() for v in params.values()):
     raise safetensors_io.WeightsError("the weights hold NaN or infinite values: the file is "
                                       "corrupt; download it again")

@@ -8,8 +8,8 @@ The shards and DIR may lie in a bucket (each file is written to a local scratch 
 first, since the ArrayRecord writer takes a local path, then copied).
 Each readable shard `NAME.parquet` (or `NAME.tar`) becomes `DIR/NAME.array_record`; every
 record in it is a usable row (its image decodes, its text is not empty) stored as
-`encode_record` lays it out: the encoded image bytes as downloaded and the text. Corrupt records and unreadable shards are
-skipped, counted per reason and printed. Read it back with
+`encode_record` lays it out: the encoded image bytes as downloaded and the text. Corrupt
+records and unreadable shards are skipped, counted per reason and printed. Read it back with
 
     source = grain.sources.ArrayRecordDataSource(sorted(glob.glob('DIR/*.array_record')))
     image_bytes, text = decode_record(source[i])
