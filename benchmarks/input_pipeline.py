@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from benchmarks import measure
 from ig_captioner import config_lib
 from ig_captioner.data import image_ops
+from ig_captioner.data import array_records
 from ig_captioner.data import shards_to_array_record
 from ig_captioner.data import tar_samples
 from ig_captioner.data import tokenizer as tokenizer_lib
@@ -102,7 +103,7 @@ class _ArrayRecordExample(grain.transforms.Map):
     self._tokenizer, self._image_size, self._max_len = tokenizer, image_size, max_len
 
   def map(self, record):
-    image_bytes, text = shards_to_array_record.decode_record(record)
+    image_bytes, text = array_records.decode_record(record)
     image, text, _ = web_shards.check_row({"jpg": image_bytes, "caption": text}, "jpg", "caption",
                                           self._image_size)
     return {"image": image, "tokens": self._tokenizer.encode(text, self._max_len)}

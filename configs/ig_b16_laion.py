@@ -62,6 +62,8 @@ def get_config(arg=None):
       # None: img2dataset's ('jpg' and 'caption' columns; tar members '.jpg' and '.txt').
       image_column=ml_collections.FieldReference(None, field_type=str),
       text_column=ml_collections.FieldReference(None, field_type=str),
+      # A curation's keep_list.tsv (python -m ig_captioner.data.curate): only its pairs read.
+      keep_list=ml_collections.FieldReference(None, field_type=str),
       cycle_length=16,  # Shards read at once.
       shuffle_window=1024,  # Examples shuffled in windows of this many (decoded, 224 px).
       # TFDS data of the evaluators (ImageNet, COCO).

@@ -152,3 +152,21 @@ def demo_sweep(data_dir, tmp_path_factory) -> tuple[str, list[str], str]:
       result = [workdir, cmd, out]
       _store(tmp_path_factory, "demo_sweep", result)
   return tuple(result)
+
+
+@pytest.fixture(scope="session")
+def curation_python() -> str:
+  """The python of the curation's own environment, created (or reused) by
+  launch/curation_venv.sh; the tests needing it skip, saying why, if it cannot be created."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+  try:
+    proc = subprocess.run(["bash", "launch/curation_venv.sh"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+  except subprocess.TimeoutExpired:
+    pytest.skip("the curation environment (launch/curation_venv.sh) took over 15 minutes")
+  if proc.returncode:
+    pytest.skip("the curation environment (launch/curation_venv.sh) could not be created: "
+                + (proc.stderr.strip().splitlines() or ["no message"])[-1])
+  return proc.stdout.strip().splitlines()[-1]

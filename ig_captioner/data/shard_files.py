@@ -4,6 +4,7 @@ file or a webdataset tar (`tar_samples.py`), read through `paths` (etils.epath),
 files and `gs://`/`s3://` URIs work alike.
 """
 
+import itertools
 import re
 from typing import Sequence
 
@@ -94,6 +95,14 @@ def open_rows(path: str):
 def start_state(path: str) -> dict:
   """The state of `open_rows(path)` before its first row."""
   return tar_samples.START if is_tar(path) else {"row_group": 0, "index_within_row_group": 0}
+
+
+def row_group_starts(path: str) -> list[int]:
+  """The number (from 0) of the first row of each row group of a parquet shard, and the row
+  count last: a row's number from the reader's state (keep-lists name rows without a key so)."""
+  metadata = parquet_file(path).metadata
+  return list(itertools.accumulate(
+      (metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)), initial=0))
 
 
 def describe(path: str, after: dict) -> str:

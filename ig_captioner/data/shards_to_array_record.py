@@ -8,42 +8,23 @@ The shards and DIR may lie in a bucket (each file is written to a local scratch 
 first, since the ArrayRecord writer takes a local path, then copied).
 Each readable shard `NAME.parquet` (or `NAME.tar`) becomes `DIR/NAME.array_record`; every
 record in it is a usable row (its image decodes, its text is not empty) stored as
-`encode_record` lays it out: the encoded image bytes as downloaded and the text. Corrupt
-records and unreadable shards are skipped, counted per reason and printed. Read it back with
-
-    source = grain.sources.ArrayRecordDataSource(sorted(glob.glob('DIR/*.array_record')))
-    image_bytes, text = decode_record(source[i])
+`array_records.encode_record` lays it out: the encoded image bytes as downloaded and the text.
+Corrupt records and unreadable shards are skipped, counted per reason and printed. Read it back
+with `array_records.decode_record`.
 """
 
 import itertools
-import os
-import struct
-import tempfile
 
 from absl import flags
-from array_record.python import array_record_module
 import ml_collections
 
 from ig_captioner import cli
 from ig_captioner import paths
+from ig_captioner.data import array_records
 from ig_captioner.data import shard_files
 from ig_captioner.data import skip_counts
 from ig_captioner.data import tar_samples
 from ig_captioner.data import web_shards
-
-_HEADER = struct.Struct("<I")  # Length of the UTF-8 text that follows it; the image bytes last.
-
-
-def encode_record(image_bytes: bytes, text: str) -> bytes:
-  encoded_text = text.encode("utf-8")
-  return _HEADER.pack(len(encoded_text)) + encoded_text + image_bytes
-
-
-def decode_record(record: bytes) -> tuple[bytes, str]:
-  """(encoded image bytes, text) of a record written by `encode_record`."""
-  (text_length,) = _HEADER.unpack_from(record)
-  start = _HEADER.size
-  return record[start + text_length:], record[start:start + text_length].decode("utf-8")
 
 
 def convert_shard(path: str, output_dir: str, image_column: str | None, text_column: str | None,
@@ -57,38 +38,30 @@ def convert_shard(path: str, output_dir: str, image_column: str | None, text_col
     counts.shard_failed(path, e)
     return 0
   target = paths.path(output_dir) / (paths.path(path).name.split(".", 1)[0] + ".array_record")
-  with tempfile.TemporaryDirectory() as scratch:  # The ArrayRecord writer takes a local file.
-    local_file = os.fspath(paths.path(scratch) / target.name)
-    written = _write_records(rows, path, local_file, image_column, text_column, counts)
-    paths.copy_atomic(local_file, target)  # No half-written file under the real name.
-  return written
+  with array_records.writing(target) as write:
+    return _write_records(rows, path, write, image_column, text_column, counts)
 
 
-def _write_records(rows, path: str, local_file: str, image_column: str, text_column: str,
+def _write_records(rows, path: str, write, image_column: str, text_column: str,
                    counts: skip_counts.SkipCounts) -> int:
-  # group_size:1: every record is its own chunk, so a random read decodes one record.
-  writer = array_record_module.ArrayRecordWriter(local_file, "group_size:1")
   written = 0
-  try:
-    for i in itertools.count():
-      try:
-        row = next(rows)
-      except StopIteration:
-        break
-      except Exception as e:  # pylint: disable=broad-except
-        counts.shard_failed(path, e)
-        break
-      if not shard_files.is_tar(path):  # A tar sample may lack a member: skipped below.
-        web_shards.check_columns(row, path, (image_column, text_column))
-      image, text, detail = web_shards.check_row(row, image_column, text_column)
-      if image is None:
-        where = (f"sample {row[tar_samples.KEY]!r}" if tar_samples.KEY in row else f"row {i}")
-        counts.record_skipped(text, path, where, detail)
-        continue
-      writer.write(encode_record(bytes(row[image_column]), text))
-      written += 1
-  finally:
-    writer.close()
+  for i in itertools.count():
+    try:
+      row = next(rows)
+    except StopIteration:
+      break
+    except Exception as e:  # pylint: disable=broad-except
+      counts.shard_failed(path, e)
+      break
+    if not shard_files.is_tar(path):  # A tar sample may lack a member: skipped below.
+      web_shards.check_columns(row, path, (image_column, text_column))
+    image, text, detail = web_shards.check_row(row, image_column, text_column)
+    if image is None:
+      where = (f"sample {row[tar_samples.KEY]!r}" if tar_samples.KEY in row else f"row {i}")
+      counts.record_skipped(text, path, where, detail)
+      continue
+    write(array_records.encode_record(bytes(row[image_column]), text))
+    written += 1
   return written
 
 

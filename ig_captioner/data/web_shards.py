@@ -15,6 +15,7 @@ the iterator state (a parquet row position, a tar byte offset) and split over pr
         cycle_length=16,      # shards read at once, each by its prefetch thread (default 16)
         shuffle_window=1024,  # decoded examples shuffled in windows of this many (default 0: off)
         shuffle_seed=0,       # shard order (permuted again every epoch) and window shuffle
+        keep_list="gs://bucket/curated/keep_list.tsv",  # optional: read only the pairs it names
         tokenizer="gs://bucket/laion/tokenizer.model",  # trained by `prepare` if missing
         tokenizer_vocab_size=32_000,
         tokenizer_sample=1_000_000)  # captions of the first shards that train it (default)
@@ -22,6 +23,10 @@ the iterator state (a parquet row position, a tar byte offset) and split over pr
 `shards` holds paths, glob patterns (`dir/*.tar`) or `{00000..00099}` ranges, as a list or
 one comma-separated string (`shard_files.py`). Shard i (in that order, each pattern's matches
 sorted) goes to process i % process_count.
+
+`keep_list` (optional) names a curation's keep-list (`python -m ig_captioner.data.curate`,
+`keep_lists.py`): only the pairs it lists are read, straight from the raw shards; the others are
+passed over (not counted as corrupt), and each process holds only its own shards' keys.
 
 Corrupt data never stops a run and is never silent: a record whose image does not decode or is
 missing, or whose text is empty, missing or not UTF-8, is skipped; a shard that cannot be read
@@ -44,6 +49,8 @@ from PIL import Image
 from ig_captioner import errors
 from ig_captioner import paths
 from ig_captioner.data import image_ops
+from ig_captioner.data import keep_lists
+from ig_captioner.data import pool_shards
 from ig_captioner.data import records
 from ig_captioner.data import shard_files
 from ig_captioner.data import skip_counts
@@ -106,6 +113,9 @@ class _ShardIterator(grain.DatasetIterator):
     self._usable = 0  # Usable records since the first row, if this read started there.
     self._from_first_row = True
     self._finished = False
+    self._row_starts = None  # A parquet shard's first row of each row group, once needed.
+    if shard.kept is not None and not shard.kept:  # The keep-list keeps none of its pairs.
+      return
     try:
       self._rows = shard_files.open_rows(shard.path)
     except records.DataError:
@@ -136,6 +146,8 @@ class _ShardIterator(grain.DatasetIterator):
       if not shard_files.is_tar(self._shard.path):  # A tar sample may lack a member: skipped.
         check_columns(row, self._shard.path,
                       (self._shard.image_column, self._shard.text_column))
+      if self._shard.kept is not None and self._key(row) not in self._shard.kept:
+        continue  # Not curated: passed over, not corrupt.
       image, text, detail = check_row(row, self._shard.image_column, self._shard.text_column,
                                       self._shard.image_size)
       if image is None:
@@ -148,6 +160,18 @@ class _ShardIterator(grain.DatasetIterator):
       return {IMAGE_KEY: image, TEXT_KEY: text}
     self._finish()
     raise StopIteration
+
+  def _key(self, row: dict) -> str:
+    """The row's key in a keep-list (`keep_lists.py`)."""
+    key = row.get(tar_samples.KEY, row.get(keep_lists.KEY_COLUMN))
+    if key is not None:
+      return keep_lists.pair_key(key)
+    if self._row_starts is None:
+      self._row_starts = shard_files.row_group_starts(self._shard.path)
+    after = self._rows.get_state()
+    return keep_lists.row_key(keep_lists.shard_name(self._shard.path),
+                              self._row_starts[after["row_group"]]
+                              + after["index_within_row_group"] - 1)
 
   def get_state(self) -> dict:
     return {"rows": None if self._rows is None else self._rows.get_state()}
@@ -167,13 +191,13 @@ class _ShardIterator(grain.DatasetIterator):
 
 
 class _Shard(grain.IterDataset):
-  """The usable records of one parquet shard."""
+  """The usable records of one shard (those of `kept` keys only, unless `kept` is None)."""
 
   def __init__(self, path: str, image_column: str, text_column: str, image_size: int | None,
-               counts: skip_counts.SkipCounts):
+               counts: skip_counts.SkipCounts, kept: frozenset[str] | None = None):
     super().__init__()
     self.path, self.image_column, self.text_column = path, image_column, text_column
-    self.image_size, self.counts = image_size, counts
+    self.image_size, self.counts, self.kept = image_size, counts, kept
 
   def __iter__(self) -> _ShardIterator:
     return _ShardIterator(self)
@@ -186,12 +210,14 @@ class _OpenShard:
   """path -> _Shard (a class, not a closure, so that worker processes can unpickle it)."""
 
   def __init__(self, data_config: ml_collections.ConfigDict, image_size: int | None,
-               counts: skip_counts.SkipCounts):
+               counts: skip_counts.SkipCounts, keep: dict[str, frozenset[str]] | None = None):
     self._columns = (data_config.get("image_column"), data_config.get("text_column"))
-    self._image_size, self._counts = image_size, counts
+    self._image_size, self._counts, self._keep = image_size, counts, keep
 
   def __call__(self, path: str) -> _Shard:
-    return _Shard(path, *columns(self._columns, path), self._image_size, self._counts)
+    kept = None if self._keep is None else self._keep.get(keep_lists.shard_name(path),
+                                                          frozenset())
+    return _Shard(path, *columns(self._columns, path), self._image_size, self._counts, kept)
 
 
 def columns(configured: tuple[str | None, str | None], path: str) -> tuple[str, str]:
@@ -205,12 +231,17 @@ def load(data_config: ml_collections.ConfigDict, image_size: int | None = None,
          num_epochs: int | None = None) -> tuple[grain.IterDataset, skip_counts.SkipCounts]:
   """This process's records {'image': uint8 HxWx3 (image_size square if given), 'text': str},
   for `num_epochs` (None: forever), and the counts of what was skipped."""
-  shards = shard_files.process_shards(shard_files.shard_paths(data_config))
+  all_shards = shard_files.shard_paths(data_config)
+  shards = shard_files.process_shards(all_shards)
+  keep = None
+  if data_config.get("keep_list"):
+    keep = keep_lists.read(data_config.keep_list, map(keep_lists.shard_name, shards),
+                           map(keep_lists.shard_name, all_shards))
   seed = int(data_config.get("shuffle_seed", 0))
   counts = skip_counts.SkipCounts(len(shards))
   # Shuffled before repeating: every epoch reads the shards in another order.
   per_shard = grain.MapDataset.source(shards).shuffle(seed=seed).repeat(num_epochs).map(
-      _OpenShard(data_config, image_size, counts))
+      _OpenShard(data_config, image_size, counts, keep))
   cycle_length = int(data_config.get("cycle_length", 16))
   if cycle_length < 1:
     raise errors.ConfigError(f"config.data.cycle_length={cycle_length} must be >= 1")
@@ -225,8 +256,10 @@ def load(data_config: ml_collections.ConfigDict, image_size: int | None = None,
 
 # ------------------------------------------------------------------------------ Tokenizer ---
 def sample_texts(data_config: ml_collections.ConfigDict, limit: int) -> list[str]:
-  """Up to `limit` non-empty texts of the first shards (in `shard_paths` order); unreadable
-  shards are skipped with a warning."""
+  """Up to `limit` non-empty texts of the first shards (in `shard_paths` order; with a
+  `keep_list`, of its pairs only); unreadable shards are skipped with a warning."""
+  if data_config.get("keep_list"):
+    return _kept_texts(data_config, limit)
   texts = []
   for path in shard_files.shard_paths(data_config):
     _, column = columns((None, data_config.get("text_column")), path)
@@ -245,6 +278,22 @@ def sample_texts(data_config: ml_collections.ConfigDict, limit: int) -> list[str
     except Exception as e:  # pylint: disable=broad-except
       logging.warning("Skipped shard %s for the tokenizer sample (%s: %s)", path,
                       type(e).__name__, e)
+  return texts
+
+
+def _kept_texts(data_config: ml_collections.ConfigDict, limit: int) -> list[str]:
+  """`sample_texts` of the pairs the keep-list names (read as the curation reads them)."""
+  shards = shard_files.shard_paths(data_config)
+  names = [keep_lists.shard_name(p) for p in shards]
+  keep = keep_lists.read(data_config.keep_list, names, names)
+  texts = []
+  for path, name in zip(shards, names):
+    if name in keep:
+      pairs, _ = pool_shards.read_pairs(path, data_config.get("image_column"),
+                                        data_config.get("text_column"))
+      texts += [text for key, text in pairs if key in keep[name]]
+      if len(texts) >= limit:
+        return texts[:limit]
   return texts
 
 

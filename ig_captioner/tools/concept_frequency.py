@@ -3,13 +3,17 @@ standard (alpha 0) and IG scoring: does subtracting the language prior flatten t
 on concept frequency that `log P(t|I)` inherits?
 
     python -m ig_captioner.tools.concept_frequency --workdir=RUN [--workdir=RUN2 ...] \\
-        [--eval=NAME] [--alphas=0,1] [--limit=1000000] [--out=DIR]
+        [--eval=NAME] [--alphas=0,1] [--limit=1000000] [--matching=words|metaclip] \\
+        [--curation=DIR] [--out=DIR]
 
 Reads each run's latest checkpoint and its zero-shot evaluator `--eval` (default: the first),
-counts the classes' names in up to `--limit` of its training captions (`data/concept_counts.py`),
-classifies the evaluator's split with the inference API (as the evaluator scores), and writes
-to `--out` (default FIRST_RUN/concept_frequency): `concept_frequency.json` (per run and class:
-captions naming it, accuracy per alpha; per alpha: the least-squares slope of accuracy in
+counts the classes' names in up to `--limit` of its training captions (`data/concept_counts.py`;
+`--matching`: whole words, the default, or MetaCLIP's substring matching) or takes the counts of
+a curation over the whole pool (`--curation=DIR`: `python -m ig_captioner.data.curate` run with
+the class names as its metadata, one a line; on Beam, for billions of captions), classifies the
+evaluator's split with the inference API (as the evaluator scores), and writes to `--out`
+(default FIRST_RUN/concept_frequency): `concept_frequency.json` (per run and class: captions
+naming it, accuracy per alpha; per alpha: the least-squares slope of accuracy in
 points per tenfold frequency and Pearson's r), `concept_frequency.md` (the tables) and
 `concept_frequency.png` (one panel per run; with matplotlib, the `plots` extra). Classes never
 named get frequency 1/(captions + 1).
@@ -39,16 +43,21 @@ def fit(log_frequency_C: np.ndarray, accuracy_C: np.ndarray) -> dict:
 
 
 def report(run: inference.Run, eval_name: str | None = None,
-           alphas: Sequence[float] = (0.0, 1.0), limit: int = 1_000_000) -> dict:
+           alphas: Sequence[float] = (0.0, 1.0), limit: int = 1_000_000,
+           matching: str = "words", curation: str | None = None) -> dict:
   """The figures `main` writes, as a dict."""
   task = run.task(eval_name, kind="zeroshot")
-  counts_C, total = concept_counts.count(
-      sources.caption_texts(run.config.data, limit=limit), task.class_names)
+  if curation:
+    counts_C, total = concept_counts.read_curation(curation, task.class_names)
+  else:
+    counts_C, total = concept_counts.count(
+        sources.caption_texts(run.config.data, limit=limit), task.class_names, matching)
   frequency_C = np.maximum(counts_C, 1) / (total + (counts_C == 0).any())
   examples = task.examples()
   scores = run.classify(examples.images_BxHxWx3, task.class_names, task.templates,
                         alphas=alphas, top_k=1)
   out = {"run": run.workdir, "step": run.step, "eval": task.name, "captions": total,
+         "counted_by": f"curation {curation}" if curation else f"{matching} matching",
          "classes": [], "fits": {}}
   accuracy = {}
   for alpha, result in scores["ig"].items():
@@ -72,6 +81,8 @@ def table(result: dict) -> str:
   for row in sorted(result["classes"], key=lambda r: -r["frequency"]):
     lines.append(f"| {row['class']} | {row['captions_naming']} | {row['frequency']:.2e} | " +
                  " | ".join(f"{100 * row[a]:.1f}" for a in alphas) + " |")
+  lines.append(f"\n{result['captions']} training captions, counted by "
+               f"{result.get('counted_by', 'words matching')}")
   for name, fitted in result["fits"].items():
     if fitted["slope_points_per_decade"] is not None:
       lines.append(f"\n{name}: {fitted['slope_points_per_decade']:+.1f} points per tenfold "
@@ -122,13 +133,18 @@ def main():
   eval_name = flags.DEFINE_string("eval", None, "Its zero-shot evaluator (default: the first).")
   alphas = flags.DEFINE_list("alphas", ["0", "1"], "IG alphas to compare.")
   limit = flags.DEFINE_integer("limit", 1_000_000, "Training captions read at most.")
+  matching = flags.DEFINE_enum("matching", "words", concept_counts.MATCHINGS,
+                               "What names a class: its whole words, any case (words), or "
+                               "MetaCLIP's case-kept substring matching (metaclip).")
+  curation = flags.DEFINE_string("curation", None, "A curation's output directory whose "
+                                 "metadata lists the class names: its counts, not --limit's.")
   out = flags.DEFINE_string("out", None, "Output directory (default RUN/concept_frequency).")
   flags.mark_flags_as_required(["workdir"])
 
   def run(argv):
     del argv
     results = [report(inference.load_run(w), eval_name.value, [float(a) for a in alphas.value],
-                      limit.value) for w in workdirs.value]
+                      limit.value, matching.value, curation.value) for w in workdirs.value]
     directory = out.value or paths.join(workdirs.value[0], "concept_frequency")
     paths.path(directory).mkdir(parents=True, exist_ok=True)
     tables = "\n\n".join(f"### {r['run']}\n\n{table(r)}" for r in results)

@@ -10,6 +10,7 @@ from ig_captioner import errors
 from ig_captioner.data import concept_counts
 from ig_captioner.data import sources
 from ig_captioner.tools import concept_frequency
+from tests.curation_pools import reference_curation
 from tests.web_shard_files import write_tar_shards
 
 
@@ -34,6 +35,42 @@ def test_counts_equal_a_regex_count_per_concept():
   assert concept_counts.count(["a tall Tree in the street"], ["tree", "tre"])[0].tolist() == [1, 0]
   with pytest.raises(errors.ConfigError, match="no words"):
     concept_counts.count(["x"], ["..."])
+
+
+def test_metaclip_matching_equals_the_papers_substring_loop():
+  """matching='metaclip' against the plain `' e ' in spaced(caption)` loop of the curation
+  tests' reference (tests/curation_pools.py): case kept, punctuation spaced, substrings of words
+  never matched."""
+  rng = np.random.default_rng(2)
+  vocabulary = ["tree", "Tree", "street", "red", "car", "car,", "sports", "car.", "a", "dog!",
+                "hot dog", "(dog)", "dog's", "`dog`", "race-car", "tab\tcar", "x:y"]
+  texts = [" ".join(rng.choice(vocabulary, size=rng.integers(1, 9))) for _ in range(400)]
+  concepts = ["tree", "Tree", "car", "sports car", "hot dog", "dog", "race-car", "x", "car ,",
+              "dog's", "(dog)", "street", "tre"]
+  pairs = [("s", str(i), t) for i, t in enumerate(texts)]
+  _, expected = reference_curation(pairs, concepts, threshold=1, seed=0)
+  counts, total = concept_counts.count(texts, concepts, matching="metaclip")
+  assert total == 400
+  assert counts.tolist() == [expected[c] for c in concepts]
+  assert expected["dog"] > 0 and expected["Tree"] > 0 and expected["tre"] == 0
+  # The two definitions differ where they should: case, and what splits words.
+  words_counts = concept_counts.count(texts, concepts)[0]
+  assert words_counts[0] > counts[0] and words_counts[concepts.index("dog")] > counts[5]
+  with pytest.raises(errors.ConfigError, match="one of"):
+    concept_counts.count(texts, concepts, matching="regex")
+  with pytest.raises(errors.ConfigError, match="surrounding white space"):
+    concept_counts.count(texts, [" dog"], matching="metaclip")
+
+
+def test_curation_counts_must_name_every_class(tmp_path):
+  (tmp_path / "entry_counts.tsv").write_text("5\tdog\n0\tcat\n", encoding="utf-8")
+  with pytest.raises(errors.ConfigError, match="holds no finished curation"):
+    concept_counts.read_curation(str(tmp_path), ["dog"])
+  (tmp_path / "summary.json").write_text('{"pairs_in": 9}', encoding="utf-8")
+  counts, total = concept_counts.read_curation(str(tmp_path), ["cat", "dog"])
+  assert counts.tolist() == [0, 5] and total == 9
+  with pytest.raises(errors.ConfigError, match="did not count 1 of the 2 concepts .*'bird'"):
+    concept_counts.read_curation(str(tmp_path), ["dog", "bird"])
 
 
 def test_pool_texts_of_web_shards(tmp_path):

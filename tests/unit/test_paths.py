@@ -38,6 +38,8 @@ ALLOWED = {
     "convert/model_files.py": "the converters' presets files, shipped inside the package",
     "data/clip_bpe.py": "CLIP's merges file, shipped inside the package",
     "convert/__main__.py": "the default config's place in the repository",
+    "data/curation_staging.py": "the launching machine's checkout, packaged for a curation's "
+                                "remote workers",
     "convert/workdir.py": "on local disks, a staging directory renamed into place (remote "
                           "workdirs are written through paths)",
 }

@@ -19,6 +19,7 @@ import pytest
 from ig_captioner import errors
 from ig_captioner.data import prepare
 from ig_captioner.data import shard_files
+from ig_captioner.data import array_records
 from ig_captioner.data import shards_to_array_record
 from ig_captioner.data import skip_counts
 from ig_captioner.data import sources
@@ -170,7 +171,7 @@ def test_array_record_conversion_round_trips(corrupt_shards, tmp_path, capsys):
   assert len(source) == len(usable)
   read = {}
   for i in np.random.default_rng(0).permutation(len(source)):  # Random access.
-    image_bytes, text = shards_to_array_record.decode_record(source[int(i)])
+    image_bytes, text = array_records.decode_record(source[int(i)])
     read[text] = float(np.asarray(Image.open(io.BytesIO(image_bytes))).mean())
   assert sorted(read) == sorted(usable)
   assert all(abs(read[t] - usable[t]) < 3 for t in usable)
