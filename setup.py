@@ -39,7 +39,8 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=setuptools.find_packages(include=["ig_captioner", "ig_captioner.*"]),
-    package_data={"ig_captioner.data": ["metadata/*.txt", "metadata/*.md", "metadata/*.gz"],
+    package_data={"ig_captioner.data": ["metadata/*.txt", "metadata/*.md", "metadata/*.gz",
+                                          "metadata/*.json"],
                   "ig_captioner.convert": ["*.json"]},
     install_requires=INSTALL_REQUIRES,
     # plots: the study's figures (configs/ig_study.py); the tests draw them too.

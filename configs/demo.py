@@ -54,10 +54,10 @@ def sweep(add):
 def sweep_tables():
   """What the sweep prints: [(title, {column: metric without its _alpha<a> suffix})], and the
   alphas whose rows are shown for caption scoring."""
-  held_out = {"zero-shot top-1": "zeroshot/digits/top1",
+  held_out = {"zero-shot top-1": "zeroshot/digits/acc1",
               "image->text R@1": "retrieval/digits_retrieval/i2t_r1",
               "text->image R@1": "retrieval/digits_retrieval/t2i_r1"}
-  validation = {"zero-shot top-1": "zeroshot/digits_val/top1"}
+  validation = {"zero-shot top-1": "zeroshot/digits_val/acc1"}
   captions = {"CIDEr-D": "captioning/digits_captions/cider_d",
               "BLEU-4": "captioning/digits_captions/bleu4"}
   return [("held-out splits `zeroshot` and `retrieval`", held_out),

@@ -46,8 +46,8 @@ VARIANTS = {
     "warm-up": {"objective.text_only_warmup_steps": 400},  # Half of the 800 steps.
     "head only": {"objective.text_only_trainable": "decoder/(ln_final|head)"},
 }
-VAL_METRIC = "zeroshot/digits_val/top1"
-TEST_METRIC = "zeroshot/digits/top1"
+VAL_METRIC = "zeroshot/digits_val/acc1"
+TEST_METRIC = "zeroshot/digits/acc1"
 
 
 def get_config(arg=None):

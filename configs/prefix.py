@@ -55,7 +55,7 @@ def sweep_tables():
   """Zero-shot top-1 per test prefix, on each style."""
   def columns(name):
     return {f"{prefix or 'no'} prefix": f"zeroshot/{name}" +
-            (f"/{prefix}_prefix" if prefix else "") + "/top1"
+            (f"/{prefix}_prefix" if prefix else "") + "/acc1"
             for prefix in (None, "caption", "classification")}
   return [("held-out `zeroshot` (caption style)", columns("digits")),
           ("held-out `zeroshot_inverted` (classification style)", columns("digits_inverted"))], (

@@ -117,7 +117,7 @@ def evaluated_once(workdir) -> dict:
   evaluated = run_module("ig_captioner.evaluate", f"--workdir={workdir}", "--once")
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   (row,) = metric_files.read_jsonl(metric_files.jsonl_path(str(workdir), "eval"))
-  assert row["step"] == 0 and 0 <= row["zeroshot/digits/top1"] <= 1
+  assert row["step"] == 0 and 0 <= row["zeroshot/digits/acc1"] <= 1
   assert {f"retrieval/digits_retrieval/{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)} \
       < set(row)
   return row

@@ -17,6 +17,7 @@ import grain
 import ml_collections
 
 from ig_captioner import paths
+from ig_captioner.data import clip_benchmark_metadata
 from ig_captioner.data import imagenet_metadata
 from ig_captioner.data import records
 from ig_captioner.data import source_base
@@ -87,12 +88,16 @@ def readable_class_names(data_config: ml_collections.ConfigDict, label_key: str 
                          names: str | None = None) -> list[str]:
   """Class names for prompts, in label order. `names`: None, the ClassLabel's with '_' read as a
   space (CIFAR-100's 'aquarium_fish'); 'imagenet', OpenAI's 1,000 human-readable ImageNet names
-  (imagenet2012's ClassLabel holds WordNet ids); else a file, one name a line."""
+  (imagenet2012's ClassLabel holds WordNet ids); 'clip_benchmark:KEY', CLIP_benchmark's list
+  KEY (`clip_benchmark_metadata.py`); else a file, one name a line."""
   label_names = class_names(data_config, label_key)
   if names is None:
     return [n.replace("_", " ") for n in label_names]
   if names == "imagenet":
     out, origin = list(imagenet_metadata.class_names()), "the package's ImageNet list"
+  elif names.startswith(clip_benchmark_metadata.PREFIX):
+    key = names[len(clip_benchmark_metadata.PREFIX):]
+    out, origin = list(clip_benchmark_metadata.class_names(key)), f"CLIP_benchmark's {key!r}"
   else:
     path = paths.path(names)
     if not path.is_file():

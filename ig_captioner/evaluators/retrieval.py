@@ -13,12 +13,20 @@ image and several captions (`captions_key`; a nested one reads 'outer/inner', as
 - Rank: the number of irrelevant candidates scoring at least as high as the query's best
   relevant candidate (ties count against the model); Recall@k is the fraction of queries whose
   rank is below k.
-Metrics: `retrieval/<name>/{i2t,t2i}_r<k>`, and for captioners `i2t_r<k>_alpha<alpha>`. With
-`prefixes`, the texts are read after each prefix-conditioning token, reported apart
+Metrics: `retrieval/<name>/{i2t,t2i}_r<k>`, and for captioners `i2t_r<k>_alpha<alpha>`.
+
+CLIP_benchmark's protocol is reported beside it (evaluators/protocol_metrics.py), from the same
+scores: every caption its own candidate (duplicates apart, each relevant only to its own
+image), `retrieval/<name>/text_retrieval_recall@<k>` (image queries; `_alpha<alpha>` for
+captioners) and `retrieval/<name>/image_retrieval_recall@<k>` (caption queries); ties in
+index order. On COCO or Flickr these are the published protocol's figures; on data whose
+images share caption texts (the embedded digits) only the merged variant is meaningful.
+
+With `prefixes`, the texts are read after each prefix-conditioning token, reported apart
 (`retrieval/<name>/<prefix>_prefix/...`).
 
-Shape letters: I images, U distinct texts, B image batch, E embedding width, Q queries,
-C candidates.
+Shape letters: I images, U distinct texts, N captions (duplicates apart), B image batch,
+E embedding width, Q queries, C candidates.
 """
 
 import functools
@@ -35,6 +43,7 @@ from ig_captioner.data import pipeline
 from ig_captioner.data import records
 from ig_captioner.data import sources
 from ig_captioner.evaluators import base
+from ig_captioner.evaluators import protocol_metrics
 from ig_captioner.scoring import embeddings
 
 
@@ -61,7 +70,14 @@ def validate(name: str, eval_config: ml_collections.ConfigDict) -> None:
 
 def metric_name(name: str, direction: str, k: int, alpha: float | None = None,
                 prefix: str | None = None) -> str:
-  return (base.metric_stem("retrieval", name, prefix) + f"/{direction}_r{k}" +
+  """Merged candidates: direction 'i2t' or 't2i'."""
+  return protocol_name(name, f"{direction}_r{k}", alpha, prefix)
+
+
+def protocol_name(name: str, metric: str, alpha: float | None = None,
+                  prefix: str | None = None) -> str:
+  """'retrieval/<name>[/<prefix>_prefix]/<metric>[_alpha<a>]'."""
+  return (base.metric_stem("retrieval", name, prefix) + f"/{metric}" +
           ("" if alpha is None else f"_alpha{float(alpha)}"))
 
 
@@ -79,8 +95,10 @@ def recall_at_k(scores_QxC: np.ndarray, relevant_QxC: np.ndarray,
   return {k: float(np.mean(rank_Q < k)) for k in ks}
 
 
-def read_captions(source, captions_key: str) -> tuple[list[str], np.ndarray]:
-  """(distinct texts in order of appearance, relevant_IxU: image i has text u as a caption)."""
+def read_captions(source, captions_key: str
+                  ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+  """(distinct texts in order of appearance, relevant_IxU: image i has text u as a caption,
+  image_N and text_N: the image and the distinct text of every caption, in record order)."""
   per_image = []
   for i in range(len(source)):
     per_image.append(records.texts(records.field(source[i], captions_key)))
@@ -89,7 +107,9 @@ def read_captions(source, captions_key: str) -> tuple[list[str], np.ndarray]:
   relevant_IxU = np.zeros((len(per_image), len(texts)), bool)
   for i, captions in enumerate(per_image):
     relevant_IxU[i, [position[c] for c in captions]] = True
-  return texts, relevant_IxU
+  image_N = np.array([i for i, captions in enumerate(per_image) for _ in captions], np.int64)
+  text_N = np.array([position[c] for captions in per_image for c in captions], np.int64)
+  return texts, relevant_IxU, image_N, text_N
 
 
 class Evaluator(base.EvaluatorBase):
@@ -100,7 +120,8 @@ class Evaluator(base.EvaluatorBase):
                tokenizer):
     super().__init__(name, eval_config, config, predict_fns, mesh, "retrieval")
     source = sources.open_split(self._data_config, eval_config.split)
-    texts, self._relevant_IxU = read_captions(source, eval_config.captions_key)
+    texts, self._relevant_IxU, self._image_N, self._text_N = read_captions(
+        source, eval_config.captions_key)
     # Long captions are cut to the model's length, as in training.
     self.prefixes = tuple(eval_config.get("prefixes", (None,)))
     self._texts_UxT = {p: tokenizer.encode_batch(texts, config.model.max_text_len, prefix=p)
@@ -152,6 +173,11 @@ class Evaluator(base.EvaluatorBase):
     if both:
       out.update({metric_name(self.name, "t2i", k, prefix=prefix): r for k, r in recall_at_k(
           scores_IxU.T, self._relevant_IxU.T, self._cfg.ks).items()})
+    # CLIP_benchmark's: every caption a candidate (a duplicate text scores as its first copy).
+    protocol = protocol_metrics.caption_retrieval(scores_IxU[:, self._text_N], self._image_N,
+                                                  self._cfg.ks, text_only=not both)
+    out.update({protocol_name(self.name, m, alpha if m.startswith("text") else None, prefix): r
+                for m, r in protocol.items()})
     return out
 
   def run(self, params) -> dict[str, float]:

@@ -2,29 +2,32 @@
 
 - embeddings (`models.EMBED_FNS`: CLIP, SigLIP) follow CLIP's recipe (Radford et al., 2021): a
   class embedding is the L2-normalised mean of its templates' normalised text embeddings, and an
-  image gets the class of highest cosine similarity. Metric `zeroshot/<name>/top1`.
+  image's classes rank by cosine similarity. Metrics `zeroshot/<name>/<metric>`.
 - caption log-likelihoods (`models.CAPTION_FNS`: captioners) give the IG score
       s(c, I) = mean_k [log P(t_ck|I) - alpha * log P(t_ck)]
               = mean_k log P(t_ck|I) - alpha * mean_k log P(t_ck),
   the log of the geometric mean over templates k of the likelihood ratio, for every alpha of
   `alphas` from the same passes. log P(t) comes from the same decoder without visual tokens, once
   per prompt per checkpoint; the visual tokens once per image batch. Metrics
-  `zeroshot/<name>/top1_alpha<alpha>`.
-A family that supplies both gets both. Caption likelihoods come from the cached scorer
+  `zeroshot/<name>/<metric>_alpha<alpha>`.
+A family that supplies both gets both. <metric>: CLIP_benchmark's `acc1`, `acc5` (5 classes or
+more) and `mean_per_class_recall` (evaluators/protocol_metrics.py; ties to the lower class). Caption likelihoods come from the cached scorer
 (`scoring='cached'`, scoring/prompt_scoring.py; `'reference'` decodes every pair in full, with the
 same numbers); `stream_blocks` streams large prompt sets with progress and an ETA
 (scoring/prompt_streaming.py); `shortlist=k` is two-stage scoring (scoring/shortlist.py), an
-approximation reported apart: `zeroshot/<name>/shortlist<k>/top1_alpha<alpha>` and
-`.../shortlist<k>/recall`. With `prefixes`, every prompt is scored after each
-prefix-conditioning token (for captioners the prior is then log P(t | prefix)), reported apart:
-`zeroshot/<name>/<prefix>_prefix/top1...`.
+approximation reported apart: `zeroshot/<name>/shortlist<k>/acc1_alpha<alpha>` (and
+`mean_per_class_recall`) and `.../shortlist<k>/recall`. With `prefixes`, every prompt is scored
+after each prefix-conditioning token (for captioners the prior is then log P(t | prefix)),
+reported apart: `zeroshot/<name>/<prefix>_prefix/acc1...`. Prompt ensembles beyond the equal average
+(`weightings`: 'logmeanexp', 'zpe') and per-class descriptions (`descriptions`, CuPL's layout)
+take the prompt-ensemble path (evaluators/prompt_ensembles.py), each under its own names:
+`zeroshot/<name>[/descriptions]/<weighting>/acc1...`.
 
 Shape letters: B images, C classes, K templates, P prompts (C x K, class-major), A alphas,
-E embedding width.
+E embedding width, R ranks kept per image (min(5, C)).
 """
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -34,6 +37,8 @@ from ig_captioner import sharding
 from ig_captioner.data import pipeline
 from ig_captioner.data import sources
 from ig_captioner.evaluators import base
+from ig_captioner.evaluators import prompt_ensembles
+from ig_captioner.evaluators import protocol_metrics
 from ig_captioner.scoring import class_scores
 from ig_captioner.scoring import embeddings
 from ig_captioner.scoring import prompt_scoring
@@ -65,6 +70,19 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
       shortlist=0,
       shortlist_templates=1,
       shortlist_alpha=1.0,
+      # Prompt ensembles, each reported apart (evaluators/prompt_ensembles.py): "equal" (the
+      # average above), "logmeanexp", "zpe" (weights from unlabelled images: the test split
+      # and `zpe_images` of a pretraining sample, `zpe_data` overriding config.data, split
+      # `zpe_split`, default its train split).
+      weightings=("equal",),
+      zpe_data=ml_collections.ConfigDict(),
+      zpe_split=ml_collections.FieldReference(None, field_type=str),
+      zpe_images=1024,
+      # Per-class sentences instead of templates: a JSON file in CLIP_benchmark's
+      # cupl_prompts.json layout (a bare name is looked up among the package's metadata too),
+      # and its key (None: its only one).
+      descriptions=ml_collections.FieldReference(None, field_type=str),
+      descriptions_key=ml_collections.FieldReference(None, field_type=str),
   )
   cfg.update(overrides)
   return cfg
@@ -72,6 +90,7 @@ def default_config(**overrides) -> ml_collections.ConfigDict:
 
 def validate(name: str, eval_config: ml_collections.ConfigDict) -> None:
   base.validate_common(name, eval_config)
+  prompt_ensembles.validate(name, eval_config)
   for field in ("stream_blocks", "shortlist", "shortlist_templates"):
     value = eval_config.get(field, 0)
     if not isinstance(value, int) or value < 0:
@@ -90,15 +109,37 @@ def validate(name: str, eval_config: ml_collections.ConfigDict) -> None:
 
 
 def metric_name(name: str, alpha: float | None = None, prefix: str | None = None,
-                shortlist: int = 0, metric: str = "top1") -> str:
-  """'zeroshot/<name>[/<prefix>_prefix][/shortlist<k>]/top1[_alpha<a>]'."""
+                shortlist: int = 0, metric: str = "acc1") -> str:
+  """'zeroshot/<name>[/<prefix>_prefix][/shortlist<k>]/<metric>[_alpha<a>]'."""
   return (base.metric_stem("zeroshot", name, prefix) +
           (f"/shortlist{shortlist}" if shortlist else "") + f"/{metric}" +
           ("" if alpha is None else f"_alpha{float(alpha)}"))
 
 
+class _Ranks:
+  """The best classes of every image seen, and its label, for the metrics at the end."""
+
+  def __init__(self):
+    self._top, self._labels = [], []
+
+  def add(self, top_XxBxR, labels_B, valid_B) -> None:
+    """top_XxBxR: ranks per image (X: alphas, or none), best first, of one global batch."""
+    valid_B = np.asarray(valid_B, bool)
+    self._top.append(np.asarray(top_XxBxR)[..., valid_B, :])
+    self._labels.append(np.asarray(labels_B)[valid_B])
+
+  def metrics(self, num_classes: int) -> list[dict[str, float]]:
+    """protocol_metrics.classification per alpha (one dict without alphas)."""
+    top = np.concatenate(self._top, axis=-2)
+    labels_B = np.concatenate(self._labels)
+    if top.ndim == 2:
+      return [protocol_metrics.classification(top, labels_B, num_classes)]
+    return [protocol_metrics.classification(t, labels_B, num_classes) for t in top]
+
+
 class Evaluator(base.EvaluatorBase):
-  """Zero-shot top-1 on `eval_config.split` of `config.data` (+ `eval_config.data`)."""
+  """Zero-shot classification (CLIP_benchmark's metrics) on `eval_config.split` of
+  `config.data` (+ `eval_config.data`)."""
 
   def __init__(self, name: str, eval_config: ml_collections.ConfigDict,
                config: ml_collections.ConfigDict, predict_fns: dict, mesh: jax.sharding.Mesh,
@@ -107,6 +148,12 @@ class Evaluator(base.EvaluatorBase):
     self.class_names = sources.readable_class_names(self._data_config, eval_config.label_key,
                                                     eval_config.get("class_names"))
     self.prompts = class_scores.class_prompts(self.class_names, eval_config.templates)
+    self._ensembles = None
+    if prompt_ensembles.wanted(eval_config):
+      self._ensembles = prompt_ensembles.PromptEnsembles(
+          name, eval_config, config, predict_fns, mesh, tokenizer, self.class_names,
+          self._data_config, self._caption, self._embed, self.alphas)
+    self._templates_path = not eval_config.get("descriptions")
     prompts = self.prompts
     self.prefixes = tuple(eval_config.get("prefixes", (None,)))
     prompts_PxT = {p: tokenizer.encode_batch(prompts, config.model.max_text_len, strict=True,
@@ -114,6 +161,7 @@ class Evaluator(base.EvaluatorBase):
     self._prompts_PxT = prompts_PxT
     self._replicated = NamedSharding(mesh, P())
     chunk, num_classes = int(eval_config.prompt_chunk), len(self.class_names)
+    ranks = min(protocol_metrics.TOP_K, num_classes)
 
     # Prompts are arguments, not constants baked into the compiled programs (ImageNet with 80
     # templates has 80k of them).
@@ -130,17 +178,17 @@ class Evaluator(base.EvaluatorBase):
       scorer = self._scorers[self.prefixes[0]]  # Same shapes for every prefix.
       self._text_only = jax.jit(scorer.text_logprobs, out_shardings=self._replicated)
 
-      def hits(scores_AxBxC, labels, valid):
-        return ((jnp.argmax(scores_AxBxC, axis=-1) == labels[None]) & valid[None]).sum(-1)
+      def top(scores_AxBxC, labels, valid):  # Ties: the lower class first (lax.top_k).
+        return jax.lax.top_k(scores_AxBxC, ranks)[1], labels, valid
 
-      def caption_hits(params, inputs, logp_txt_P, images, labels, valid):
+      def caption_top(params, inputs, logp_txt_P, images, labels, valid):
         visual = predict_fns["encode_images"](params, images)
         logp_img_BxP = scorer.image_text_logprobs(params, visual, inputs)
         scores_AxBxC = class_scores.ig_class_scores(logp_img_BxP, logp_txt_P, num_classes,
                                                     self.alphas)
-        return hits(scores_AxBxC, labels, valid)
+        return top(scores_AxBxC, labels, valid)
 
-      self._caption_hits = jax.jit(caption_hits, out_shardings=self._replicated)
+      self._caption_top = jax.jit(caption_top, out_shardings=self._replicated)
       if int(eval_config.get("stream_blocks", 0)) and not self._shortlist:
         def cached(p):  # Streaming runs the cached path whatever `scoring` says.
           scorer = self._scorers[p]
@@ -152,8 +200,8 @@ class Evaluator(base.EvaluatorBase):
             predict_fns, cached(p), int(eval_config.stream_blocks), self._replicated)
             for p in self.prefixes}
         self._encode = jax.jit(predict_fns["encode_images"])
-        self._hits_from_logp = jax.jit(
-            lambda logp_img, logp_txt, labels, valid: hits(
+        self._top_from_logp = jax.jit(
+            lambda logp_img, logp_txt, labels, valid: top(
                 class_scores.ig_class_scores(logp_img, logp_txt, num_classes, self.alphas),
                 labels, valid),
             out_shardings=self._replicated)
@@ -166,17 +214,23 @@ class Evaluator(base.EvaluatorBase):
                                             chunk)
         return class_scores.class_embeddings(z_PxE, num_classes)
 
-      def embed_hits(params, classes_CxE, images, labels, valid):
+      def embed_top(params, classes_CxE, images, labels, valid):
         sims_BxC = predict_fns["embed_images"](params, images) @ classes_CxE.T
-        return ((jnp.argmax(sims_BxC, axis=-1) == labels) & valid).sum()
+        return jax.lax.top_k(sims_BxC, ranks)[1], labels, valid
 
       self._classes = jax.jit(classes, out_shardings=self._replicated)
-      self._embed_hits = jax.jit(embed_hits, out_shardings=self._replicated)
+      self._embed_top = jax.jit(embed_top, out_shardings=self._replicated)
 
   def run(self, params) -> dict[str, float]:
-    correct_PxA = {p: np.zeros(len(self.alphas), np.int64) for p in self.prefixes}
+    metrics = self._run_templates(params) if self._templates_path else {}
+    if self._ensembles:
+      metrics.update(self._ensembles.run(params))
+    return metrics
+
+  def _run_templates(self, params) -> dict[str, float]:
+    caption_ranks = {p: _Ranks() for p in self.prefixes}
     self._recall = {p: 0 for p in self.prefixes}
-    correct_P = {p: 0 for p in self.prefixes}
+    embed_ranks = {p: _Ranks() for p in self.prefixes}
     total = len(sources.open_split(self._data_config, self._cfg.split))  # Each image once.
     self._progress = None
     if self._streamers or self._shortlist:
@@ -201,35 +255,39 @@ class Evaluator(base.EvaluatorBase):
           self._progress.update(int(local["valid"].sum()) * jax.process_count())
         for p in self.prefixes:
           if self._caption:
-            correct_PxA[p] += self._caption_batch(params, p, prompts[p], logp_txt[p], inputs)
+            caption_ranks[p].add(*self._caption_batch(params, p, prompts[p], logp_txt[p],
+                                                      inputs))
           if self._embed:
-            correct_P[p] += int(jax.device_get(self._embed_hits(params, classes[p], *inputs)))
-    metrics = {}
+            embed_ranks[p].add(*jax.device_get(self._embed_top(params, classes[p], *inputs)))
+    metrics, num_classes = {}, len(self.class_names)
     for p in self.prefixes:
       if self._embed:
-        metrics[metric_name(self.name, prefix=p)] = correct_P[p] / total
+        (values,) = embed_ranks[p].metrics(num_classes)
+        metrics.update({metric_name(self.name, None, p, metric=m): v for m, v in values.items()})
       if self._caption:
-        metrics.update({metric_name(self.name, a, p, self._shortlist): float(c) / total
-                        for a, c in zip(self.alphas, correct_PxA[p])})
+        for a, values in zip(self.alphas, caption_ranks[p].metrics(num_classes)):
+          metrics.update({metric_name(self.name, a, p, self._shortlist, m): v
+                          for m, v in values.items()})
       if self._shortlist:
         metrics[metric_name(self.name, None, p, self._shortlist, "recall")] = (
             self._recall[p] / total)
     return metrics
 
-  def _caption_batch(self, params, prefix, inputs, logp_txt_P, batch) -> np.ndarray:
-    """Correct predictions per alpha on one global image batch (images, labels, valid)."""
+  def _caption_batch(self, params, prefix, inputs, logp_txt_P, batch) -> tuple:
+    """(best classes per alpha A x B x R, labels, valid) of one global image batch (images,
+    labels, valid); R is 1 with a shortlist."""
     if self._shortlist:
-      hits_A, kept = jax.device_get(self._shortlist_hits(
+      pred_AxB, kept, labels, valid = jax.device_get(self._shortlist_top(
           params, self._stage1_inputs[prefix], self._stage1_txt[prefix], self._tables[prefix],
           logp_txt_P, *batch))
       self._recall[prefix] += int(kept)
-      return np.asarray(hits_A)
+      return np.asarray(pred_AxB)[..., None], labels, valid
     if self._streamers:
       visual = self._encode(params, batch[0])
       logp_img = jax.device_put(self._streamers[prefix].image_text_logprobs(params, visual),
                                 self._replicated)
-      return np.asarray(jax.device_get(self._hits_from_logp(logp_img, logp_txt_P, *batch[1:])))
-    return np.asarray(jax.device_get(self._caption_hits(params, inputs, logp_txt_P, *batch)))
+      return jax.device_get(self._top_from_logp(logp_img, logp_txt_P, *batch[1:]))
+    return jax.device_get(self._caption_top(params, inputs, logp_txt_P, *batch))
 
   def _setup_shortlist(self, predict_fns, eval_config, prompts_PxT, num_classes, num_templates):
     """Stage 1: a cached scorer of the first `shortlist_templates` templates; stage 2: every
@@ -250,7 +308,7 @@ class Evaluator(base.EvaluatorBase):
     self._stage1_txt = {}
     alpha1 = float(eval_config.shortlist_alpha)
 
-    def shortlist_hits(params, inputs1, logp_txt1, tables, logp_txt_P, images, labels, valid):
+    def shortlist_top(params, inputs1, logp_txt1, tables, logp_txt_P, images, labels, valid):
       visual = predict_fns["encode_images"](params, images)
       stage1_BxC = class_scores.ig_class_scores(
           scorer.image_text_logprobs(params, visual, inputs1), logp_txt1, num_classes,
@@ -261,6 +319,6 @@ class Evaluator(base.EvaluatorBase):
       pred_AxB = shortlist.predictions(logp_img, logp_txt_P, shortlist_BxS, self.alphas,
                                        num_templates)
       kept = ((shortlist_BxS == labels[:, None]).any(-1) & valid).sum()
-      return ((pred_AxB == labels[None]) & valid[None]).sum(-1), kept
+      return pred_AxB, kept, labels, valid
 
-    self._shortlist_hits = jax.jit(shortlist_hits, out_shardings=self._replicated)
+    self._shortlist_top = jax.jit(shortlist_top, out_shardings=self._replicated)

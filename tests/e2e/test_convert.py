@@ -87,8 +87,8 @@ def converted_coca(data_dir, tmp_path_factory):
 def test_converted_coca_is_ig_scored_with_both_priors(converted_coca):
   workdir = converted_coca[0]
   row = helpers.evaluated_once(workdir)
-  assert {f"zeroshot/digits/top1_alpha{a}" for a in (0.0, 0.5, 1.0)} < set(row)
-  assert {"zeroshot/digits/top1", "retrieval/digits_retrieval/i2t_r1_alpha1.0"} < set(row)
+  assert {f"zeroshot/digits/acc1_alpha{a}" for a in (0.0, 0.5, 1.0)} < set(row)
+  assert {"zeroshot/digits/acc1", "retrieval/digits_retrieval/i2t_r1_alpha1.0"} < set(row)
 
   # likelihoods(images, texts) is sum log P over the tokens after the start token through the
   # end token, as the training forward (an independent path: one pass, no cache) gives it;
@@ -180,7 +180,7 @@ def test_lit_captioner_trains_a_decoder_on_the_frozen_converted_tower(converted_
   assert np.abs(final["decoder/block0/mlp/fc1/kernel"] - np.asarray(head)).max() > 1e-4
 
   metrics = evaluate.evaluate(config, run_dir, step=config.total_steps)[config.total_steps]
-  assert {"zeroshot/digits/top1_alpha0.0", "zeroshot/digits/top1_alpha1.0"} <= set(metrics)
+  assert {"zeroshot/digits/acc1_alpha0.0", "zeroshot/digits/acc1_alpha1.0"} <= set(metrics)
 
   # Another tower size than the source's: named.
   other = models.build(ml_collections.ConfigDict(

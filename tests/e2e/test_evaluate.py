@@ -11,10 +11,20 @@ from ig_captioner.evaluators import zeroshot
 
 
 def retrieval_names(captioner: bool) -> set[str]:
-  """Recall@{1,5,10} both ways; captioners' image->text per alpha (t2i cannot depend on it)."""
+  """Recall@{1,5,10} both ways, merged and CLIP_benchmark's; captioners' image->text per alpha
+  (text->image cannot depend on it)."""
   suffixes = [f"_alpha{a}" for a in (0.0, 1.0)] if captioner else [""]
-  return {f"retrieval/digits_retrieval/{d}_r{k}{s}" for k in (1, 5, 10)
-          for d, ss in (("i2t", suffixes), ("t2i", [""])) for s in ss}
+  return {f"retrieval/digits_retrieval/{d}{s}" for k in (1, 5, 10)
+          for d, ss in ((f"i2t_r{k}", suffixes), (f"t2i_r{k}", [""]),
+                        (f"text_retrieval_recall@{k}", suffixes),
+                        (f"image_retrieval_recall@{k}", [""])) for s in ss}
+
+
+def zeroshot_names(data_set: str, alphas=None, stem: str = "") -> set[str]:
+  """CLIP_benchmark's classification metrics (10 classes: acc5 too), per alpha if given."""
+  suffixes = [f"_alpha{a}" for a in alphas] if alphas else [""]
+  return {f"zeroshot/{data_set}{stem}/{m}{s}" for m in ("acc1", "acc5", "mean_per_class_recall")
+          for s in suffixes}
 
 
 @pytest.fixture
@@ -38,8 +48,8 @@ def test_evaluates_every_checkpoint_once_on_its_own_mesh(runlocal_config, traine
 
   results = evaluate.evaluate(runlocal_config, trained_workdir, poll_interval_s=0.1, timeout_s=5)
   assert sorted(results) == [3, 6]
-  names = {f"zeroshot/{ds}/top1_alpha{a}" for ds in ("digits", "digits_val")
-           for a in (0.0, 0.5, 1.0)} | retrieval_names(captioner=True)
+  names = (zeroshot_names("digits", (0.0, 0.5, 1.0)) | zeroshot_names("digits_val", (0.0, 0.5, 1.0))
+           | retrieval_names(captioner=True))
   for metrics in results.values():
     assert set(metrics) == names
     assert all(0.0 <= v <= 1.0 for v in metrics.values())

@@ -15,6 +15,7 @@ from ig_captioner import train
 from ig_captioner import train_state
 from tests.conftest import load_config_module
 from tests.e2e.test_evaluate import retrieval_names
+from tests.e2e.test_evaluate import zeroshot_names
 
 CAPTIONING, EMBEDDING = ("captioner", "cappa", "coca"), ("clip", "siglip", "coca")
 
@@ -26,10 +27,10 @@ def check_family_outputs(run_dir, family: str, config) -> None:
   (row,) = metric_files.read_jsonl(metric_files.jsonl_path(str(run_dir), "eval"))
   names = set()
   if family in EMBEDDING:
-    names |= {"zeroshot/digits/top1", "zeroshot/digits_val/top1"} | retrieval_names(False)
+    names |= zeroshot_names("digits") | zeroshot_names("digits_val") | retrieval_names(False)
   if family in CAPTIONING:
-    names |= {f"zeroshot/{ds}/top1_alpha{a}" for ds in ("digits", "digits_val")
-              for a in (0.0, 0.5, 1.0)} | retrieval_names(True)
+    names |= (zeroshot_names("digits", (0.0, 0.5, 1.0))
+              | zeroshot_names("digits_val", (0.0, 0.5, 1.0)) | retrieval_names(True))
   assert set(row) - {"step"} == names
   assert all(0.0 <= v <= 1.0 for k, v in row.items() if k != "step")
   step = row["step"]

@@ -285,7 +285,7 @@ def test_watching_evaluator_records_pruned_and_corrupt_steps_and_goes_on(data_di
   assert [r.get("status") for r in rows] == ["skipped"] * 3 + [None, "failed", None]
   assert "pruned" in rows[0]["reason"]
   assert "could not be read" in rows[4]["reason"] and "trainer" not in rows[4]["reason"]
-  assert rows[3]["zeroshot/digits/top1_alpha1.0"] == results[4]["zeroshot/digits/top1_alpha1.0"]
+  assert rows[3]["zeroshot/digits/acc1_alpha1.0"] == results[4]["zeroshot/digits/acc1_alpha1.0"]
   # Restarted, it has nothing left to do.
   assert evaluate.evaluate(config, str(tmp_path), poll_interval_s=0.1, timeout_s=1) == {}
   assert len(_rows(tmp_path, "eval")) == 6

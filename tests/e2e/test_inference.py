@@ -66,7 +66,7 @@ def test_classify_equals_the_zeroshot_evaluator(workdir, data_dir, tmp_path):
   assert "embedding" not in out
   for alpha in (0.0, 0.5, 1.0):
     top1 = np.mean(out["ig"][alpha]["topk_BxK"][:, 0] == labels)
-    assert top1 == pytest.approx(metrics[f"zeroshot/digits/top1_alpha{alpha}"], abs=1e-9)
+    assert top1 == pytest.approx(metrics[f"zeroshot/digits/acc1_alpha{alpha}"], abs=1e-9)
     assert out["ig"][alpha]["scores_BxC"].shape == (len(labels), 10)
   # With the caption prefix before every prompt, as the evaluator's `prefixes` test it.
   out = run.classify(images, sources.readable_class_names(run.config.data),
@@ -74,7 +74,7 @@ def test_classify_equals_the_zeroshot_evaluator(workdir, data_dir, tmp_path):
   for alpha in (0.0, 1.0):
     top1 = np.mean(out["ig"][alpha]["topk_BxK"][:, 0] == labels)
     assert top1 == pytest.approx(
-        metrics[f"zeroshot/digits/caption_prefix/top1_alpha{alpha}"], abs=1e-9)
+        metrics[f"zeroshot/digits/caption_prefix/acc1_alpha{alpha}"], abs=1e-9)
 
 
 def test_tasks_read_the_evaluators_data_and_prompts(workdir):

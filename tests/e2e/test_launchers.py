@@ -57,7 +57,7 @@ def test_sweep_hands_each_unfinished_run_to_a_remote_launcher_and_trains_nothing
   finished = metric_files.jsonl_path(str(workdir / "clip"), "eval")  # Already evaluated.
   os.makedirs(os.path.dirname(finished), exist_ok=True)
   with open(finished, "w", encoding="utf-8") as f:
-    f.write('{"step": 6, "zeroshot/digits/top1": 0.5}\n')
+    f.write('{"step": 6, "zeroshot/digits/acc1": 0.5}\n')
   out = _sweep(f"--workdir={workdir}", "--launcher=slurm", "--launcher_dry_run",
                f"--slurm_log_dir={tmp_path}/logs", "--gpus_per_node=4",
                "--set=config.data.data_dir=/shared/tfds")

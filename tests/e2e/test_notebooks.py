@@ -104,8 +104,8 @@ def test_language_prior_agrees_with_the_evaluator(notebook_env):
         str(pathlib.Path(notebook_env["IG_NOTEBOOK_DEMO_DIR"]) / run), "eval"))
     printed = re.search(rf"{label}: alpha=0 ([\d.]+)%, alpha=1 ([\d.]+)%", text)
     assert printed, text[-2000:]
-    assert printed.group(1) == f"{100 * row['zeroshot/digits/top1_alpha0.0']:.1f}"
-    assert printed.group(2) == f"{100 * row['zeroshot/digits/top1_alpha1.0']:.1f}"
+    assert printed.group(1) == f"{100 * row['zeroshot/digits/acc1_alpha0.0']:.1f}"
+    assert printed.group(2) == f"{100 * row['zeroshot/digits/acc1_alpha1.0']:.1f}"
 
 
 def test_comparing_families_draws_the_sweep(notebook_env):

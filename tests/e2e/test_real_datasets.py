@@ -5,14 +5,22 @@ coco_captions training (one random caption per image per epoch) and retrieval on
 split."""
 
 import collections
+import csv
+import io
+import json
 import os
 
 import ml_collections
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from ig_captioner import benchmark
+from ig_captioner import errors
 from ig_captioner import evaluate
 from ig_captioner import evaluators
+from ig_captioner import inference
+from ig_captioner import tasks
 from ig_captioner import train
 from ig_captioner.data import presets
 from ig_captioner.evaluators import catalog
@@ -24,6 +32,9 @@ from ig_captioner.data import train_mixture
 from tests import conftest
 from tests import fake_tfds_sources as fake
 from tests import helpers
+from tests.e2e.test_evaluate import zeroshot_names
+from tests.unit.test_protocol_metrics import reference_classification
+from tests.unit.test_protocol_metrics import reference_recall
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                  "truck"]
@@ -144,11 +155,13 @@ def test_coco_trains_and_retrieves_on_karpathy_test_with_all_captions(world, wor
   relevant_IxU = evaluator._relevant_IxU  # pylint: disable=protected-access
   assert relevant_IxU.shape == (len(test_captions), len(distinct)) == (3, 15)
   assert (relevant_IxU.sum(1) == 5).all() and (relevant_IxU.sum(0) == 1).all()
-  names = {f"retrieval/coco/{d}_r{k}{s}" for k in (1, 5, 10)
-           for d, ss in (("i2t", ("_alpha0.0", "_alpha1.0")), ("t2i", ("",))) for s in ss}
+  names = {f"retrieval/coco/{d}{s}" for k in (1, 5, 10)
+           for d, ss in ((f"i2t_r{k}", ("_alpha0.0", "_alpha1.0")), (f"t2i_r{k}", ("",)),
+                         (f"text_retrieval_recall@{k}", ("_alpha0.0", "_alpha1.0")),
+                         (f"image_retrieval_recall@{k}", ("",))) for s in ss}
   assert set(metrics) == names
   for name, value in metrics.items():  # Recalls over 3 image or 15 text queries.
-    queries = 3 if "/i2t" in name else 15
+    queries = 3 if "/i2t" in name or "/text_retrieval" in name else 15
     assert 0 <= value <= 1 and abs(value * queries - round(value * queries)) < 1e-6, name
   assert metrics["retrieval/coco/t2i_r5"] == 1.0  # 5 of 3 candidate images: always found.
 
@@ -171,8 +184,9 @@ def test_imagenet2012_zeroshot_prompts_read_human_class_names(world, workdir, tm
   expected = dict(zip(sorted(world["imagenet"]["validation"]), shipped))
   source = builder.as_data_source(split="validation")
   assert {r["file_name"].decode(): wnids[r["label"]] for r in source} == expected
-  assert set(metrics) == {f"zeroshot/imagenet/top1_alpha{a}" for a in (0.0, 0.5, 1.0)}
-  assert all(v * 4 == round(v * 4) for v in metrics.values())  # Over the 4 fake images.
+  assert set(metrics) == zeroshot_names("imagenet", (0.0, 0.5, 1.0))
+  assert all(v * 4 == round(v * 4) for k, v in metrics.items()
+             if "/acc" in k)  # Over the 4 fake images.
 
 
 @pytest.mark.parametrize("name,class_names", [
@@ -192,8 +206,9 @@ def test_small_classification_sets_zeroshot(world, workdir, tmp_path, monkeypatc
   labels = [int(source[i]["label"]) for i in range(len(source))]
   assert sorted(labels) == sorted(TEST_LABELS[name])
   n = len(labels)
-  assert set(metrics) == {f"zeroshot/{name}/top1_alpha{a}" for a in (0.0, 0.5, 1.0)}
-  assert all(0 <= v <= 1 and v * n == round(v * n) for v in metrics.values())
+  assert set(metrics) == zeroshot_names(name, (0.0, 0.5, 1.0))
+  assert all(0 <= v <= 1 and (v * n == round(v * n) or "/acc" not in k)
+             for k, v in metrics.items())
 
 
 def test_fashion_mnist_without_local_files_names_them(world, tmp_path):
@@ -215,3 +230,75 @@ def test_class_names_file_must_name_every_class(world, tmp_path):
     sources.readable_class_names(data, names=str(names_file))
   with pytest.raises(sources.DataError, match="has 1000 class names .* has 10"):
     sources.readable_class_names(data, names="imagenet")
+
+
+# --------------------------------------------------------- CLIP_benchmark's protocol ---
+BENCHMARK_SETS = ("cifar10", "imagenet1k", "mscoco_captions")
+
+
+def test_clip_benchmark_results_equal_an_independent_computation(world, workdir, tmp_path):
+  """`python -m ig_captioner.benchmark` on the fake-source builds: one CLIP_benchmark-format
+  file per data set and alpha, whose metrics equal the definitions (tests/unit/
+  test_protocol_metrics.py's numpy rendering) applied to the inference API's scores."""
+  data_dir = world["config"].data.data_dir
+  manual_dir = os.path.join(world["root"], "imagenet_manual")
+  output, logs = tmp_path / "cb", []
+  written = benchmark.benchmark(workdir, BENCHMARK_SETS, data_dir=data_dir,
+                                manual_dir=manual_dir, output=str(output), alphas=(0.0, 1.0),
+                                batch_size=8, max_templates=2, log=logs.append)
+  assert list(written) == list(BENCHMARK_SETS) and len(logs) == 3 and "ETA" in logs[-1]
+  run = inference.load_run(workdir)
+  config = run.config.copy_and_resolve_references()
+  config.evals = ml_collections.ConfigDict(benchmark.eval_entries(
+      BENCHMARK_SETS, data_dir, manual_dir, (0.0, 1.0), 8, max_templates=2))
+  for name in BENCHMARK_SETS:
+    records = {}
+    for path in written[name]:
+      record = json.loads(open(path, encoding="utf-8").read())
+      assert os.path.basename(path) == (f"{name}_workdir-step2_captioner-{record['scoring']}_en_"
+                                        f"{record['task']}.json")
+      assert record["dataset"] == name and record["language"] == "en"
+      records[record["scoring"]] = record["metrics"]
+    assert sorted(records) == ["ig_alpha0.0", "ig_alpha1.0"]
+    task = tasks.task(config, name, kind=config.evals[name].type)
+    examples = task.examples()
+    if name == "mscoco_captions":
+      captions = [c for texts in examples.texts_B for c in texts]
+      image_N = np.repeat(np.arange(len(examples.texts_B)), [len(t) for t in examples.texts_B])
+      positive_IxN = np.arange(len(examples.texts_B))[:, None] == image_N[None]
+      for alpha in (0.0, 1.0):
+        scores_IxN = run.retrieval_scores(examples.images_BxHxWx3, captions, alpha)
+        expected = {f"text_retrieval_recall@{k}": reference_recall(scores_IxN, positive_IxN, k)
+                    for k in (1, 5, 10)}
+        expected.update({f"image_retrieval_recall@{k}": reference_recall(
+            scores_IxN.T, positive_IxN.T, k) for k in (1, 5, 10)})
+        assert records[f"ig_alpha{alpha}"] == pytest.approx(expected, abs=1e-12)
+      continue
+    assert len(task.templates) == 2
+    scores = run.classify(examples.images_BxHxWx3, task.class_names, task.templates)
+    for alpha in (0.0, 1.0):
+      expected = reference_classification(scores["ig"][alpha]["scores_BxC"], examples.labels_B)
+      assert records[f"ig_alpha{alpha}"] == pytest.approx(expected, abs=1e-12), (name, alpha)
+    assert set(records["ig_alpha1.0"]) == {"acc1", "acc5", "mean_per_class_recall"}
+
+  # --skip_existing finds every file; the built table has a row per scoring.
+  assert benchmark.benchmark(workdir, BENCHMARK_SETS, data_dir=data_dir, manual_dir=manual_dir,
+                             output=str(output), skip_existing=True, batch_size=8,
+                             log=logs.append) == {}
+  table_csv, table_md = benchmark.build_table([str(output)])
+  rows = list(csv.DictReader(io.StringIO(table_csv)))
+  assert len(rows) == 6 and {"acc1", "image_retrieval_recall@5", "model_fullname"} <= set(rows[0])
+  assert table_md.count("| captioner-ig_alpha") == 2
+
+
+def test_clip_benchmark_lists_data_sets_not_prepared_with_their_commands(world, workdir):
+  with pytest.raises(errors.ConfigError) as raised:
+    benchmark.benchmark(workdir, ["cifar10", "mnist", "vtab/pets"],
+                        data_dir=world["config"].data.data_dir)
+  message = str(raised.value)
+  assert message.startswith("2 of 3 data sets are not prepared (nothing is downloaded")
+  assert "mnist (TFDS mnist at " in message and "vtab/pets (TFDS oxford_iiit_pet at " in message
+  assert (f"python -m ig_captioner.benchmark --prepare --datasets=mnist "
+          f"--data_dir={world['config'].data.data_dir}") in message
+  with pytest.raises(errors.ConfigError, match="'imagenet-a' is not supported here: its classes"):
+    benchmark.benchmark(workdir, ["imagenet_robustness", "imagenet-a"])

@@ -42,11 +42,11 @@ def test_sweep_runs_every_model_and_prints_the_comparison(demo_sweep, data_dir):
     assert row["step"] == 6
     for alpha in (0, 1):
       assert held_out[f"{label}, alpha={alpha}"] == [
-          cell(row[f"zeroshot/digits/top1_alpha{alpha:.1f}"]),
+          cell(row[f"zeroshot/digits/acc1_alpha{alpha:.1f}"]),
           cell(row[f"retrieval/digits_retrieval/i2t_r1_alpha{alpha:.1f}"]),
           cell(row["retrieval/digits_retrieval/t2i_r1"])]
   (row,) = metric_files.read_jsonl(metric_files.jsonl_path(str(workdir / "clip"), "eval"))
-  assert held_out["CLIP"] == [cell(row["zeroshot/digits/top1"]),
+  assert held_out["CLIP"] == [cell(row["zeroshot/digits/acc1"]),
                               cell(row["retrieval/digits_retrieval/i2t_r1"]),
                               cell(row["retrieval/digits_retrieval/t2i_r1"])]
   summary = json.loads((workdir / sweep_tables.SUMMARY).read_text())

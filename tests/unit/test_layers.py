@@ -8,7 +8,7 @@ Layers, bottom to top (a module may import its own layer's modules and any below
   data | models                 (peers: neither imports the other)
   scoring
   objectives | evaluators       (peers)
-  assembly    experiment, train, evaluate, inference, tasks, recipes
+  assembly    experiment, train, evaluate, inference, tasks, recipes, benchmark
   tools       sweep, launchers, planner, study report
 """
 
@@ -29,7 +29,8 @@ LAYERS = {
     "scoring": (2, "scoring"),
     "objectives": (3, "objectives"), "evaluators": (3, "evaluators"),
     **{name: (4, "assembly") for name in (
-        "experiment", "train", "evaluate", "inference", "tasks", "recipes", "init_from")},
+        "experiment", "train", "evaluate", "inference", "tasks", "recipes", "init_from",
+        "benchmark")},
     "tools": (5, "tools"), "convert": (5, "convert"),
 }
 

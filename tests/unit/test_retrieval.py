@@ -50,10 +50,12 @@ class _Source:
 
 
 def test_identical_captions_are_one_candidate_relevant_to_each_image():
-  texts, relevant = retrieval.read_captions(
+  texts, relevant, image_N, text_N = retrieval.read_captions(
       _Source([["a seven", "the digit seven"], ["a seven", "a 7"], ["a two"]]), "captions")
   assert texts == ["a seven", "the digit seven", "a 7", "a two"]
   np.testing.assert_array_equal(relevant, [[1, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]])
+  # Every caption apart, for CLIP_benchmark's protocol: its image and its distinct text.
+  assert image_N.tolist() == [0, 0, 1, 1, 2] and text_N.tolist() == [0, 1, 0, 2, 3]
 
 
 def test_bad_retrieval_config_is_named():

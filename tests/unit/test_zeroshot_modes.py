@@ -40,7 +40,8 @@ def exact(model_and_params):
 def test_streamed_and_reference_scoring_give_the_cached_metrics(model_and_params, exact):
   config, built, params = model_and_params
   cached = exact
-  assert set(cached) == {f"zeroshot/digits/top1_alpha{a}" for a in (0.0, 1.0)}
+  assert set(cached) == {f"zeroshot/digits/{m}_alpha{a}" for a in (0.0, 1.0)
+                         for m in ("acc1", "acc5", "mean_per_class_recall")}
   assert _run(config, params, built, stream_blocks=2) == cached
   assert _run(config, params, built, scoring="reference") == cached
   # Streaming runs the cached path even where `scoring` names the reference.
@@ -54,14 +55,16 @@ def test_shortlist_of_every_class_is_exact_and_of_one_class_is_stage_one(model_a
   every = _run(config, params, built, shortlist=num_classes, shortlist_templates=1)
   assert every["zeroshot/digits/shortlist10/recall"] == 1.0
   for a in (0.0, 1.0):
-    assert every[f"zeroshot/digits/shortlist10/top1_alpha{a}"] == exact[
-        f"zeroshot/digits/top1_alpha{a}"]
+    for m in ("acc1", "mean_per_class_recall"):  # A shortlist reports no acc5.
+      assert every[f"zeroshot/digits/shortlist10/{m}_alpha{a}"] == exact[
+          f"zeroshot/digits/{m}_alpha{a}"]
+  assert "zeroshot/digits/shortlist10/acc5_alpha1.0" not in every
   # A shortlist of one with every template and stage-1 alpha a: exact top-1 at alpha a.
   one = _run(config, params, built, shortlist=1, shortlist_templates=3, shortlist_alpha=1.0)
   for a in (0.0, 1.0):
-    assert one[f"zeroshot/digits/shortlist1/top1_alpha{a}"] == exact[
-        "zeroshot/digits/top1_alpha1.0"]
-  assert one["zeroshot/digits/shortlist1/recall"] == exact["zeroshot/digits/top1_alpha1.0"]
+    assert one[f"zeroshot/digits/shortlist1/acc1_alpha{a}"] == exact[
+        "zeroshot/digits/acc1_alpha1.0"]
+  assert one["zeroshot/digits/shortlist1/recall"] == exact["zeroshot/digits/acc1_alpha1.0"]
 
 
 @pytest.mark.parametrize("field,value,match", [
