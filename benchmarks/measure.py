@@ -3,13 +3,14 @@ call), this machine's matmul peak (in the same process, so that ratios share its
 matmul FLOPs a function executes (from its jaxpr, loop bodies times their trip counts: XLA's
 `cost_analysis` counts a `lax.map`/`scan` body once)."""
 
-import math
 import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ig_captioner import step_flops
 
 
 def seconds(fn: Callable, *args, repeats: int = 3) -> float:
@@ -65,29 +66,7 @@ def matmul_peak(dtype=jnp.float32, size: int = PEAK_SIZE, repeats: int = 5) -> f
   return matmul_call_flops(size) / seconds(*matmul_call(dtype, size), repeats=repeats)
 
 
-def _dot_flops(eqn) -> int:
-  (lhs_contract, _), (lhs_batch, _) = eqn.params["dimension_numbers"]
-  lhs, rhs = (v.aval.shape for v in eqn.invars)
-  out = eqn.outvars[0].aval.shape
-  del rhs
-  contract = math.prod(lhs[i] for i in lhs_contract)
-  return 2 * math.prod(out) * contract if lhs_batch is not None else 0
-
-
-def _jaxpr_flops(jaxpr) -> int:
-  total = 0
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == "dot_general":
-      total += _dot_flops(eqn)
-    trips = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
-    for param in eqn.params.values():
-      for sub in (param if isinstance(param, (tuple, list)) else (param,)):
-        inner = getattr(sub, "jaxpr", sub)
-        if hasattr(inner, "eqns"):
-          total += trips * _jaxpr_flops(inner)
-  return total
-
-
 def matmul_flops(fn: Callable, *args) -> int:
-  """Matmul (dot_general) FLOPs of one call of `fn(*args)`, every loop body times its trips."""
-  return _jaxpr_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+  """Matmul (dot_general) FLOPs of one call of `fn(*args)`, every loop body times its trips
+  (`ig_captioner/step_flops.py`, the trainer's MFU count)."""
+  return step_flops.matmul_flops(fn, *args)

@@ -14,6 +14,7 @@ import json
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -25,7 +26,9 @@ from ig_captioner import models
 from ig_captioner import objectives
 from ig_captioner import optimizer as optimizer_lib
 from ig_captioner import paths
+from ig_captioner import profiling
 from ig_captioner import sharding
+from ig_captioner import step_flops
 from ig_captioner import token_ids
 from ig_captioner import train_state
 
@@ -55,19 +58,32 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check("model.vocab_size", lambda v: v > token_ids.NUM_SPECIAL_IDS,
         "must exceed the 4 special ids (pad, bos, eos, unk)")
   check("data.augment_shift", lambda v: v >= 0, "must be >= 0")
+  profiling.validate(config)
   models.build(config.model)
   objectives.validate(config)
+  accum = config.get("grad_accum_steps", 1)
+  if accum != 1:
+    check("grad_accum_steps", lambda v: isinstance(v, int) and v > 1 and
+          config.batch_size % v == 0, "must be a positive integer dividing config.batch_size")
+    why = objectives.accumulation_error(config)
+    if why:
+      raise errors.ConfigError(f"config.grad_accum_steps={accum} cannot give the full batch's "
+                               f"update: {why}. Use a smaller batch or more devices instead")
   evaluators.validate(config)
 
 
-def make_train_step(loss_fn, tx, schedule, seed: int):
+def make_train_step(loss_fn, tx, schedule, seed: int, accum_steps: int = 1):
   """The update: `loss_fn(params, batch, rng, step) -> (loss, metrics)`, gradients, optax step.
   Returns (new_state, metrics). `rng` depends only on `seed` and the step, so a resumed run
-  draws the same numbers as an uninterrupted one; `step` (traced) is for loss schedules."""
+  draws the same numbers as an uninterrupted one; `step` (traced) is for loss schedules.
+  `accum_steps` N > 1: the gradient of N microbatches, one after another (`accumulated`)."""
   def train_step(state: train_state.TrainState, batch: dict):
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng,
-                                                               state.step)
+    if accum_steps > 1:
+      grads, metrics = accumulated(loss_fn, state.params, batch, rng, state.step, accum_steps)
+    else:
+      (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng,
+                                                                     state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics.update(grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step),
@@ -76,6 +92,36 @@ def make_train_step(loss_fn, tx, schedule, seed: int):
                    param_norm=optax.tree.norm(params))
     return train_state.TrainState(state.step + 1, params, opt_state), metrics
   return train_step
+
+
+def microbatches(batch: dict, n: int) -> dict:
+  """Each leaf B x ... as N x B/N x ...: microbatch k holds rows k, k + N, k + 2N, ..., so that
+  every device's rows split among the microbatches without moving."""
+  return jax.tree.map(lambda x: x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1),
+                      batch)
+
+
+def accumulated(loss_fn, params, batch: dict, rng, step, n: int):
+  """(gradient, metrics) of the batch from N microbatches, the first on its own (so that the
+  running sum takes the gradient's shardings) and the others in a scan: each weighted by its
+  share of the batch's scored tokens (`target_mask`), which for a loss that is a mean over them
+  (`objectives.accumulation_error`) is the full batch's gradient, with a 1/N-th of its
+  activations at a time. Microbatch k's `rng` is `rng` folded with k."""
+  parts = microbatches(batch, n)
+  tokens_N = parts["target_mask"].reshape(n, -1).sum(-1).astype(jnp.float32)
+  weights_N = tokens_N / jnp.maximum(tokens_N.sum(), 1.0)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def weighted(k):
+    part = jax.tree.map(lambda x: x[k], parts)
+    (_, metrics), grads = grad_fn(params, part, jax.random.fold_in(rng, k), step)
+    return jax.tree.map(lambda x: weights_N[k] * x.astype(jnp.float32), (grads, metrics))
+
+  def body(total, k):
+    return jax.tree.map(jnp.add, total, weighted(k)), None
+
+  (grads, metrics), _ = jax.lax.scan(body, weighted(0), jnp.arange(1, n))
+  return jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params), metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +149,8 @@ class Experiment:
     """`make_train_step` jitted as the trainer runs it (and the planner compiles it): the state
     keeps its shardings and is donated (`donate=False` keeps the input state, for timing the
     same state again), the batch is split over the mesh's batch axes."""
-    step = make_train_step(self.loss_fn, self.tx, self.schedule, int(self.config.seed))
+    step = make_train_step(self.loss_fn, self.tx, self.schedule, int(self.config.seed),
+                           int(self.config.get("grad_accum_steps", 1)))
     return jax.jit(step, in_shardings=(self.state_shardings, sharding.batch_sharding(self.mesh)),
                    out_shardings=(self.state_shardings, NamedSharding(self.mesh, P())),
                    donate_argnums=(0,) if donate else ())
@@ -128,6 +175,10 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Experim
   `model`, `objective` and `optimizer` (the model family and the objective check theirs);
   `validate` checks a trainer's config as a whole."""
   sharding.check_batch_divides(config.batch_size, mesh, "config.batch_size")
+  accum = int(config.get("grad_accum_steps", 1))
+  if accum > 1:  # Each microbatch is split over the batch axes.
+    sharding.check_batch_divides(config.batch_size // accum, mesh,
+                                 "config.batch_size / config.grad_accum_steps")
   model = models.build(config.model)
   loss_fn = objectives.make_loss(config, model.predict_fns)
   frozen = config.get("frozen")
@@ -137,6 +188,23 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Experim
                                                                        mesh)
   optimizer_lib.check_frozen(abstract_state.params, frozen)
   return Experiment(config, mesh, model, loss_fn, tx, schedule, abstract_state, shardings)
+
+
+def model_flops(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> int:
+  """Model FLOPs of one train step of `config` (`step_flops.py`: its matmuls, forward and
+  backward): traced, never run, without the recomputation options (`model.remat`,
+  `objective.logits_chunk`), which change neither the loss nor the gradients, so that MFU does
+  not count recomputed work (PaLM's definition)."""
+  plain = config.copy_and_resolve_references()
+  with plain.unlocked():
+    if "remat" in plain.model:
+      plain.model.remat = "none"
+    if "logits_chunk" in plain.objective:
+      plain.objective.logits_chunk = 0
+  exp = build(plain, mesh)
+  with sharding.activate(mesh):
+    return step_flops.matmul_flops(exp.jit_train_step(), exp.abstract_state,
+                                   exp.abstract_batch())
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:

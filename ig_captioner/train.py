@@ -6,7 +6,10 @@ device mesh, with orbax checkpoints.
 
 Restarting with the same workdir resumes from the latest checkpoint, data iterator included.
 SIGTERM or SIGINT (preemption, Ctrl-C) finish the step, save a checkpoint and exit 0.
-Outputs under DIR: `checkpoints/`, `train_metrics.jsonl`, `tb/train/`, `config.json`.
+Outputs under DIR: `checkpoints/`, `train_metrics.jsonl`, `tb/train/`, `config.json`. Every
+log interval gives steps/s, examples/s, model TFLOP/s per device and MFU: the step's matmul
+FLOPs (`step_flops.py`, forward and backward) against the device's peak (`accelerators.py`; on
+CPU a matmul measured at start-up; `config.peak_flops_per_device` overrides it).
 """
 
 import time
@@ -18,6 +21,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from ig_captioner import accelerators
 from ig_captioner import checkpointing
 from ig_captioner import cli
 from ig_captioner import distributed
@@ -30,6 +34,7 @@ from ig_captioner import multihost
 from ig_captioner import objectives
 from ig_captioner import paths
 from ig_captioner import preemption
+from ig_captioner import profiling
 from ig_captioner import sharding
 from ig_captioner.data import prepare
 from ig_captioner.data import sources
@@ -49,6 +54,14 @@ def average_metrics(history: list[dict[str, np.ndarray]]) -> dict[str, float]:
   jax ops run under the multi-process mesh have hung two-process runs on CPU.)"""
   return {name: float(np.mean([np.asarray(m[name], np.float64) for m in history]))
           for name in history[0]}
+
+
+def throughput(steps_per_sec: float, batch_size: int, flops_per_step: float, num_devices: int,
+               peak_per_device: float) -> dict[str, float]:
+  """examples/s, achieved model TFLOP/s per device, and MFU (their share of the peak)."""
+  per_device = steps_per_sec * flops_per_step / num_devices
+  return {"examples_per_sec": steps_per_sec * batch_size,
+          "tflops_per_device": per_device / 1e12, "mfu": per_device / peak_per_device}
 
 
 def check_finite(history: list[tuple[int, dict]], last_checkpoint: int | None,
@@ -139,6 +152,12 @@ def _train(config, workdir, ckpt, stop_at_step):
 
   # ------------------------------------------------------------------------ Jitted update ---
   train_step = exp.jit_train_step()
+  flops_per_step = experiment.model_flops(config, mesh)  # For MFU: traced, not run.
+  peak, peak_source = accelerators.peak_flops(
+      jax.devices()[0].device_kind, config.model.get("dtype", "float32"),
+      config.get("peak_flops_per_device"))
+  logging.info("Model FLOPs per step %.3g (%.3g per device); peak %.3g FLOP/s per device (%s)",
+               flops_per_step, flops_per_step / mesh.size, peak, peak_source)
 
   # --------------------------------------------------------------------------------- Loop ---
   writer = metric_writing.create_writer(workdir, "train")
@@ -156,12 +175,15 @@ def _train(config, workdir, ckpt, stop_at_step):
     interval.extend(m for _, m in fetched)
     unchecked = []
 
+  profile = profiling.StepProfile(config.get("profile"), workdir)
   try:
     with sharding.activate(mesh), preemption.StopRequests() as stop_requests:
       while step < end_step:
-        batch = sharding.global_batch_from_local(next(data_iter), mesh)
-        state, metrics = train_step(state, batch)
+        with profile.step(step + 1):
+          batch = sharding.global_batch_from_local(next(data_iter), mesh)
+          state, metrics = train_step(state, batch)
         step += 1
+        profile.after(step, (state, metrics))
         unchecked.append((step, metrics))
         decision = vote(SAVE_FAILED if ckpt.failed_save() else
                         STOP_REQUESTED if stop_requests.requested else CARRY_ON)
@@ -171,12 +193,16 @@ def _train(config, workdir, ckpt, stop_at_step):
           values = average_metrics(interval)
           now = time.perf_counter()
           values["steps_per_sec"] = (step - interval_step) / (now - interval_start)
+          values.update(throughput(values["steps_per_sec"], config.batch_size, flops_per_step,
+                                   mesh.size, peak))
           for source, counts in loader.skip_counts.items():  # Sources that skip records.
             values.update({f"data_skipped/{source}/{k}": v for k, v in counts.totals().items()})
           writer.write_scalars(step, values)
           eta = (config.total_steps - step) / max(values["steps_per_sec"], 1e-9)
-          logging.info("step %d/%d | loss %.4f | %.2f steps/s | ETA %s", step, config.total_steps,
-                       values["loss"], values["steps_per_sec"],
+          logging.info("step %d/%d | loss %.4f | %.2f steps/s | %.0f examples/s | %.3g TFLOP/s "
+                       "per device | MFU %.1f%% | ETA %s", step, config.total_steps,
+                       values["loss"], values["steps_per_sec"], values["examples_per_sec"],
+                       values["tflops_per_device"], 100 * values["mfu"],
                        time.strftime("%H:%M:%S", time.gmtime(eta)))
           interval, interval_start, interval_step = [], now, step
 
@@ -197,6 +223,7 @@ def _train(config, workdir, ckpt, stop_at_step):
           break
       ckpt.wait()  # The last save, committed before we report success.
   finally:
+    profile.stop()
     writer.close()
   return state
 

@@ -5,6 +5,10 @@ defining
     validate(objective_config)               ConfigError for a bad field
     make_loss(objective_config, predict_fns) -> loss_fn(params, batch, rng, step) -> (loss, metrics)
     check_tokenizer(tokenizer)               (optional) TokenizerError if it lacks an id it needs
+    accumulation_error(objective_config)     (optional) None if its loss is a mean over the
+                                             batch's scored tokens (`target_mask`), so that
+                                             microbatches weighted by their share of them give
+                                             the full batch's gradient; else why not
 
 `batch` is {'image': float BxHxWxC, 'tokens': int BxT, 'target_mask': bool Bx(T-1)} (the
 targets `tokens[:, 1:]` that are scored); `rng` is a key derived from the config's seed and the
@@ -47,3 +51,13 @@ def check_tokenizer(config: ml_collections.ConfigDict, tokenizer) -> None:
   objective = get(config.objective.name)
   if hasattr(objective, "check_tokenizer"):
     objective.check_tokenizer(tokenizer)
+
+
+def accumulation_error(config: ml_collections.ConfigDict) -> str | None:
+  """Why `config.grad_accum_steps` > 1 cannot give the full batch's update with this
+  objective, or None."""
+  objective = get(config.objective.name)
+  if not hasattr(objective, "accumulation_error"):
+    return (f"config.objective.name={config.objective.name!r} couples every example of the "
+            "batch (a contrastive loss), so microbatches would change it")
+  return objective.accumulation_error(config.objective)

@@ -42,6 +42,18 @@ def validate(objective_config: ml_collections.ConfigDict) -> None:
   base.validate_caption_fields(objective_config)
 
 
+def accumulation_error(objective_config: ml_collections.ConfigDict) -> str | None:
+  """Both terms are means over the same scored tokens unless a variant changes the text-only
+  term's texts."""
+  if float(objective_config.text_only_weight) == 0:
+    return None
+  if float(objective_config.get("text_only_fraction", 1.0)) < 1:
+    return "config.objective.text_only_fraction < 1 takes the first texts of the whole batch"
+  if objective_config.get("text_only_batch", "paired") == "separate":
+    return "config.objective.text_only_batch='separate' averages over another batch's tokens"
+  return None
+
+
 def make_loss(objective_config: ml_collections.ConfigDict, predict_fns: dict):
   weight = float(objective_config.text_only_weight)
   fraction = float(objective_config.get("text_only_fraction", 1.0))

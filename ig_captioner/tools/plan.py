@@ -11,7 +11,6 @@ FSDP size). Chips: `CHIPS` (v4 and v5p count one device per chip, "megacore"). N
 TPU and nothing is downloaded; compiling a paper-scale step takes minutes and ~9 GB of RAM.
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -33,6 +32,7 @@ from ml_collections import config_flags
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from ig_captioner import accelerators
 from ig_captioner import cli
 from ig_captioner import errors
 from ig_captioner import experiment
@@ -42,26 +42,9 @@ from ig_captioner import sharding
 from ig_captioner import train_state
 from ig_captioner.scoring import prompt_scoring
 
-GIB = 2 ** 30
-
-
-@dataclasses.dataclass(frozen=True)
-class Chip:
-  name: str
-  hbm_bytes: int
-  peak_bf16_flops: float  # Per second.
-  megacore: bool  # Two TensorCores used as one device.
-  source: str
-
-
-# Per chip, from Google Cloud's TPU pages (https://cloud.google.com/tpu/docs/<kind>, "key chip
-# specifications"; their "GB" of HBM read as GiB, as the compiler counts).
-CHIPS = {
-    "v4": Chip("TPU v4", 32 * GIB, 275e12, True, "cloud.google.com/tpu/docs/v4"),
-    "v5e": Chip("TPU v5e", 16 * GIB, 197e12, False, "cloud.google.com/tpu/docs/v5e"),
-    "v5p": Chip("TPU v5p", 95 * GIB, 459e12, True, "cloud.google.com/tpu/docs/v5p"),
-    "v6e": Chip("TPU v6e", 32 * GIB, 918e12, False, "cloud.google.com/tpu/docs/v6e"),
-}
+GIB = accelerators.GIB
+Chip = accelerators.Chip
+CHIPS = accelerators.TPU_CHIPS  # Per chip, with sources: `ig_captioner/accelerators.py`.
 
 
 class PlanError(errors.UserError):
@@ -141,11 +124,14 @@ def plan_train_step(config: ml_collections.ConfigDict, mesh) -> dict:
   abstract, batch = exp.abstract_state, exp.abstract_batch()
   start = time.perf_counter()
   with sharding.activate(mesh):
-    lowered = exp.jit_train_step().lower(abstract, batch)
-    _, used, step_flops = compile_for_target(lowered, sharded_bytes((abstract, batch)))
+    step = exp.jit_train_step()
+    lowered = step.lower(abstract, batch)
+    _, used, xla_flops = compile_for_target(lowered, sharded_bytes((abstract, batch)))
+  model_flops = experiment.model_flops(config, mesh) / mesh.size
   return {"params": sharded_bytes(abstract.params),
           "optimizer_state": sharded_bytes(abstract.opt_state),
-          "batch": sharded_bytes(batch), **used, "flops": step_flops,
+          "batch": sharded_bytes(batch), **used, "flops": xla_flops,
+          "model_flops": model_flops,
           "compile_seconds": time.perf_counter() - start, "num_params": exp.num_params}
 
 
@@ -205,9 +191,10 @@ def plan(config: ml_collections.ConfigDict, topology: str, mfu: float = 0.4,
             "batch_size": config.batch_size, "remat": config.model.get("remat", "none"),
             "logits_chunk": config.objective.get("logits_chunk", 0),
             "train": plan_train_step(config, mesh)}
-  train_flops = result["train"]["flops"]
-  result["train"]["step_seconds"] = (None if train_flops is None else
-                                     train_flops / (chip.peak_bf16_flops * mfu))
+  # The trainer's MFU counts the same model FLOPs (`step_flops.py`).
+  train = result["train"]
+  result["train"]["step_seconds"] = (None if train.get("refused") else
+                                     train["model_flops"] / (chip.peak_bf16_flops * mfu))
   result["eval"] = plan_eval_step(config, devices) if with_eval else None
   return result
 
@@ -242,9 +229,10 @@ def report(result: dict) -> str:
   hbm = result["hbm_bytes"]
   lines.append(f"  {'of HBM':<22}{t['total'] / hbm:>14.0%}"
                f"{format(e['total'] / hbm, '.0%') if e else '':>16}")
-  lines.append(f"  {'FLOPs per step':<22}{_flops(t):>14}{_flops(e) if e else '':>16}")
-  lines.append("  (FLOPs: XLA's cost analysis, which counts a loop body once: chunked logits and "
-               "scoring blocks are undercounted)")
+  lines.append(f"  {'model FLOPs per step':<22}{t['model_flops']:>14.3g}")
+  lines.append(f"  {'XLA FLOPs per step':<22}{_flops(t):>14}{_flops(e) if e else '':>16}")
+  lines.append("  (model FLOPs: the step's matmuls, loops times their trips, as the trainer's MFU "
+               "counts them; XLA's cost analysis counts a loop body once)")
   lines.append("")
   if t["step_seconds"] is None:
     lines.append("the TPU compiler refused the train step (temporaries above HBM): no FLOPs; "

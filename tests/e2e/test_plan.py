@@ -59,7 +59,7 @@ def test_demo_config_plans_on_a_v5e_topology(tmp_path):
   assert train["temporaries"] > 0 and train["flops"] > 0
   assert train["total"] == (train["arguments"] + train["outputs"] - train["aliased"] +
                             train["temporaries"] + train["code"])
-  assert train["step_seconds"] == pytest.approx(train["flops"] / (197e12 * 0.5))
+  assert train["step_seconds"] == pytest.approx(train["model_flops"] / (197e12 * 0.5))
   assert result["eval"]["evaluator"] == "digits" and result["eval"]["total"] > 0
 
   # The printed table shows the same figures.

@@ -1,6 +1,7 @@
 """The trainer end to end: runs, resumes exactly, checkpoints portably, stops on NaN, checks
 config."""
 
+import glob
 import json
 import os
 import subprocess
@@ -14,6 +15,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from ig_captioner import checkpointing
+from ig_captioner import errors
+from ig_captioner import experiment
 from ig_captioner import metric_files
 from ig_captioner import models
 from ig_captioner import sharding
@@ -23,6 +26,7 @@ from ig_captioner.data import sources
 from ig_captioner.data import tfds_source
 from ig_captioner.data import train_mixture
 from tests import helpers
+from tests.conftest import load_config_module
 
 
 def _params_np(state):
@@ -34,8 +38,14 @@ def test_runlocal_trains_logs_and_checkpoints(runlocal_config, trained_runlocal)
   rows = metric_files.read_jsonl(metric_files.jsonl_path(workdir, "train"))
   assert [r["step"] for r in rows] == [2, 4, 6]
   for key in ("loss", "ce_with_image", "ce_text_only", "info_gain_per_token", "grad_norm",
-              "learning_rate", "steps_per_sec"):
-    assert all(np.isfinite(r[key]) for r in rows), key
+              "learning_rate", "steps_per_sec", "examples_per_sec", "tflops_per_device", "mfu"):
+    assert all(np.isfinite(r[key]) and r[key] >= 0 for r in rows), key
+  # Throughput: examples = steps x batch; achieved TFLOP/s against one peak (measured once).
+  for r in rows:
+    assert r["examples_per_sec"] == pytest.approx(r["steps_per_sec"] * runlocal_config.batch_size)
+    assert 0 < r["mfu"] < 1
+  peaks = [r["tflops_per_device"] / r["mfu"] for r in rows]
+  assert max(peaks) == pytest.approx(min(peaks), rel=1e-6)
   np.testing.assert_allclose([r["loss"] for r in rows],
                              [r["ce_with_image"] + r["ce_text_only"] for r in rows], rtol=1e-5)
   assert rows[-1]["loss"] < rows[0]["loss"]
@@ -190,3 +200,60 @@ def test_missing_data_set_that_needs_source_files_says_how_to_prepare(runlocal_c
   runlocal_config.data.data_dir = str(tmp_path / "empty")
   with pytest.raises(sources.DataError, match="not prepared.*ig_captioner.data.prepare"):
     train.train(runlocal_config, str(tmp_path / "wd"))
+
+
+def test_profile_of_chosen_steps_is_written_for_tensorboard(runlocal_config, tmp_path):
+  runlocal_config.profile = ml_collections.ConfigDict(dict(start_step=2, num_steps=2))
+  train.train(runlocal_config, str(tmp_path))
+  traces = glob.glob(str(tmp_path / "tb" / "profile" / "plugins" / "profile" / "*" /
+                         "*.xplane.pb"))
+  assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
+  # The profile plugin's input format (an XSpace): planes, and the two traced steps marked.
+  data = jax.profiler.ProfileData.from_file(traces[0])
+  names = [event.name for plane in data.planes for line in plane.lines for event in line.events]
+  assert names.count("train") == 2, sorted(set(names))[:20]
+
+
+def test_gradient_accumulation_gives_the_full_batch_update_and_resumes_exactly(runlocal_config,
+                                                                              tmp_path):
+  runlocal_config.total_steps = 4
+  full = _params_np(train.train(runlocal_config, str(tmp_path / "full")))
+  runlocal_config.grad_accum_steps = 2  # Microbatches of 8 over the 8 devices' batch axis.
+  accumulated = train.train(runlocal_config, str(tmp_path / "accumulated"))
+  # Attention key biases are left out: their gradient is 0 in exact arithmetic (a softmax does
+  # not change when every logit of a query moves alike), so Adam turns rounding noise of ~1e-9
+  # into full-size steps of either sign in any two runs that sum in different orders. Adam's
+  # per-element scaling also magnifies the rounding of near-zero gradient entries: 1e-5 after 4
+  # steps (the gradients themselves: tests/unit/test_grad_accumulation.py, to 1e-5 relative).
+  compared = 0
+  for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(full),
+                               jax.tree.leaves(_params_np(accumulated))):
+    name = jax.tree_util.keystr(path)
+    if "['key']['bias']" not in name:
+      np.testing.assert_allclose(got, want, atol=1e-5, rtol=0, err_msg=name)
+      compared += 1
+  assert compared > 20
+  rows = metric_files.read_jsonl(metric_files.jsonl_path(str(tmp_path / "full"), "train"))
+  accumulated_rows = metric_files.read_jsonl(
+      metric_files.jsonl_path(str(tmp_path / "accumulated"), "train"))
+  np.testing.assert_allclose([r["loss"] for r in accumulated_rows], [r["loss"] for r in rows],
+                             rtol=1e-5)
+  # Stopped and resumed with accumulation: the same params as without the stop.
+  train.train(runlocal_config, str(tmp_path / "resumed"), stop_at_step=2)
+  resumed = train.train(runlocal_config, str(tmp_path / "resumed"))
+  for want, got in zip(jax.tree.leaves(_params_np(accumulated)),
+                       jax.tree.leaves(_params_np(resumed))):
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("family,objective,steps,match", [
+    ("captioner", {}, 3, "must be a positive integer dividing"),
+    ("captioner", dict(text_only_fraction=0.5), 2, "text_only_fraction < 1 takes the first"),
+    ("clip", {}, 2, "'softmax_contrastive' couples every example of the batch")])
+def test_gradient_accumulation_that_cannot_be_exact_is_refused(family, objective, steps,
+                                                                match):
+  config = load_config_module("demo").get_config(f"runlocal,family={family}")
+  config.objective.update(objective)
+  config.grad_accum_steps = steps
+  with pytest.raises(errors.ConfigError, match=match):
+    experiment.validate(config)

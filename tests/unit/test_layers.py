@@ -24,7 +24,8 @@ LAYERS = {
     **{name: (0, "foundation") for name in (
         "__init__", "errors", "paths", "tree_paths", "token_ids", "registry", "config_lib",
         "console", "cli", "sharding", "metric_files", "metric_writing", "multihost", "preemption",
-        "distributed", "optimizer", "train_state", "checkpoint_integrity", "checkpointing")},
+        "distributed", "optimizer", "train_state", "checkpoint_integrity", "checkpointing",
+        "step_flops", "accelerators", "profiling")},
     "data": (1, "data"), "models": (1, "models"),
     "scoring": (2, "scoring"),
     "objectives": (3, "objectives"), "evaluators": (3, "evaluators"),
