@@ -155,6 +155,23 @@ class Experiment:
                    out_shardings=(self.state_shardings, NamedSharding(self.mesh, P())),
                    donate_argnums=(0,) if donate else ())
 
+  def model_flops(self) -> int:
+    """Model FLOPs of one train step (`step_flops.py`: its matmuls, forward and backward):
+    traced, never run, without the recomputation options (`model.remat`,
+    `objective.logits_chunk`), which change neither the loss nor the gradients, so that MFU does
+    not count recomputed work (PaLM's definition). Without those options, this step's own."""
+    exp = self
+    if (self.config.model.get("remat", "none") != "none"
+        or self.config.objective.get("logits_chunk", 0)):
+      plain = self.config.copy_and_resolve_references()
+      with plain.unlocked():
+        plain.model.remat = "none"
+        plain.objective.logits_chunk = 0
+      exp = build(plain, self.mesh)
+    with sharding.activate(self.mesh):
+      return step_flops.matmul_flops(exp.jit_train_step(), exp.abstract_state,
+                                     exp.abstract_batch())
+
   def abstract_batch(self) -> dict:
     """The global train batch as the pipeline gives it (`data/train_mixture.py`), shapes only,
     split over the batch axes."""
@@ -188,23 +205,6 @@ def build(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Experim
                                                                        mesh)
   optimizer_lib.check_frozen(abstract_state.params, frozen)
   return Experiment(config, mesh, model, loss_fn, tx, schedule, abstract_state, shardings)
-
-
-def model_flops(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> int:
-  """Model FLOPs of one train step of `config` (`step_flops.py`: its matmuls, forward and
-  backward): traced, never run, without the recomputation options (`model.remat`,
-  `objective.logits_chunk`), which change neither the loss nor the gradients, so that MFU does
-  not count recomputed work (PaLM's definition)."""
-  plain = config.copy_and_resolve_references()
-  with plain.unlocked():
-    if "remat" in plain.model:
-      plain.model.remat = "none"
-    if "logits_chunk" in plain.objective:
-      plain.objective.logits_chunk = 0
-  exp = build(plain, mesh)
-  with sharding.activate(mesh):
-    return step_flops.matmul_flops(exp.jit_train_step(), exp.abstract_state,
-                                   exp.abstract_batch())
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:

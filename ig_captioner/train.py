@@ -152,7 +152,7 @@ def _train(config, workdir, ckpt, stop_at_step):
 
   # ------------------------------------------------------------------------ Jitted update ---
   train_step = exp.jit_train_step()
-  flops_per_step = experiment.model_flops(config, mesh)  # For MFU: traced, not run.
+  flops_per_step = exp.model_flops()  # For MFU: traced, not run.
   peak, peak_source = accelerators.peak_flops(
       jax.devices()[0].device_kind, config.model.get("dtype", "float32"),
       config.get("peak_flops_per_device"))

@@ -13,10 +13,10 @@
 A family that supplies both gets both. <metric>: CLIP_benchmark's `acc1`, `acc5` (5 classes or
 more) and `mean_per_class_recall` (evaluators/protocol_metrics.py; ties to the lower class).
 Caption likelihoods come from the cached scorer (`scoring='cached'`, scoring/prompt_scoring.py;
-`'reference'` decodes every pair in full, with the same numbers); `stream_blocks` streams large prompt sets with progress and an ETA
-(scoring/prompt_streaming.py); `shortlist=k` is two-stage scoring (scoring/shortlist.py), an
-approximation reported apart: `zeroshot/<name>/shortlist<k>/acc1_alpha<alpha>` (and
-`mean_per_class_recall`) and `.../shortlist<k>/recall`. With `prefixes`, every prompt is scored
+`'reference'` decodes every pair in full, with the same numbers); `stream_blocks` streams large
+prompt sets with progress and an ETA (scoring/prompt_streaming.py); `shortlist=k` is two-stage
+scoring (scoring/shortlist.py), an approximation reported apart:
+`zeroshot/<name>/shortlist<k>/acc1_alpha<alpha>` (and `mean_per_class_recall`) and `.../shortlist<k>/recall`. With `prefixes`, every prompt is scored
 after each prefix-conditioning token (for captioners the prior is then log P(t | prefix)),
 reported apart: `zeroshot/<name>/<prefix>_prefix/acc1...`. Prompt ensembles beyond the equal average
 (`weightings`: 'logmeanexp', 'zpe') and per-class descriptions (`descriptions`, CuPL's layout)

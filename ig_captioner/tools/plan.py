@@ -127,7 +127,7 @@ def plan_train_step(config: ml_collections.ConfigDict, mesh) -> dict:
     step = exp.jit_train_step()
     lowered = step.lower(abstract, batch)
     _, used, xla_flops = compile_for_target(lowered, sharded_bytes((abstract, batch)))
-  model_flops = experiment.model_flops(config, mesh) / mesh.size
+  model_flops = exp.model_flops() / mesh.size
   return {"params": sharded_bytes(abstract.params),
           "optimizer_state": sharded_bytes(abstract.opt_state),
           "batch": sharded_bytes(batch), **used, "flops": xla_flops,

@@ -71,11 +71,11 @@ def test_model_flops_do_not_count_recomputation():
   from ig_captioner import experiment  # pylint: disable=g-import-not-at-top
   config = load_config_module("demo").get_config("runlocal")
   mesh = sharding.make_mesh(config.mesh)
-  plain = experiment.model_flops(config, mesh)
+  plain = experiment.build(config, mesh).model_flops()
   config.model.remat = "block"
   config.objective.logits_chunk = 4
-  assert experiment.model_flops(config, mesh) == plain
   exp = experiment.build(config, mesh)
+  assert exp.model_flops() == plain
   with sharding.activate(mesh):
     traced = step_flops.matmul_flops(exp.jit_train_step(), exp.abstract_state,
                                      exp.abstract_batch())
