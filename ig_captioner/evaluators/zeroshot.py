@@ -16,9 +16,10 @@ Caption likelihoods come from the cached scorer (`scoring='cached'`, scoring/pro
 `'reference'` decodes every pair in full, with the same numbers); `stream_blocks` streams large
 prompt sets with progress and an ETA (scoring/prompt_streaming.py); `shortlist=k` is two-stage
 scoring (scoring/shortlist.py), an approximation reported apart:
-`zeroshot/<name>/shortlist<k>/acc1_alpha<alpha>` (and `mean_per_class_recall`) and `.../shortlist<k>/recall`. With `prefixes`, every prompt is scored
-after each prefix-conditioning token (for captioners the prior is then log P(t | prefix)),
-reported apart: `zeroshot/<name>/<prefix>_prefix/acc1...`. Prompt ensembles beyond the equal average
+`zeroshot/<name>/shortlist<k>/acc1_alpha<alpha>` (and `mean_per_class_recall`) and
+`.../shortlist<k>/recall`. With `prefixes`, every prompt is scored after each prefix-conditioning
+token (for captioners the prior is then log P(t | prefix)), reported apart:
+`zeroshot/<name>/<prefix>_prefix/acc1...`. Prompt ensembles beyond the equal average
 (`weightings`: 'logmeanexp', 'zpe') and per-class descriptions (`descriptions`, CuPL's layout)
 take the prompt-ensemble path (evaluators/prompt_ensembles.py), each under its own names:
 `zeroshot/<name>[/descriptions]/<weighting>/acc1...`.
