@@ -7,6 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from benchmarks import matmul_floor
 from benchmarks import shapes as shapes_lib
 from benchmarks import train_step as train_step_bench
 from ig_captioner import accelerators
@@ -80,3 +81,34 @@ def test_model_flops_do_not_count_recomputation():
     traced = step_flops.matmul_flops(exp.jit_train_step(), exp.abstract_state,
                                      exp.abstract_batch())
   assert traced > plain  # The recomputed forward passes are in the traced program.
+
+
+def test_matmul_floor_runs_the_steps_own_matmuls():
+  """The benchmark's matmul floor (`benchmarks/matmul_floor.py`): the dots of a function with a
+  scan and a gradient, loop bodies times their trips, each output equal to the same dot_general
+  of its operands computed here, and as many FLOPs as the model count."""
+  w = jnp.ones((16, 16)) / 16
+
+  def loss(x, y):
+    looped = jax.lax.scan(lambda c, _: (jnp.tanh(c @ w), None), x, None, length=3)[0]
+    return jnp.sum(jnp.einsum("bij,jk->bik", looped[None], y))
+  grad = jax.grad(loss, argnums=(0, 1))
+  x, y = jnp.ones((8, 16)), jnp.ones((16, 4))
+  specs = matmul_floor.dot_specs(grad, x, y)
+  floor_flops = sum(
+      2 * int(np.prod(jax.eval_shape(lambda a, b, d=dims: jax.lax.dot_general(a, b, d), lhs,
+                                     rhs).shape)) * int(np.prod([lhs.shape[i] for i in dims[0][0]]))
+      for lhs, rhs, dims, _ in specs)
+  assert floor_flops == step_flops.matmul_flops(grad, x, y)
+  # Three trips of the loop's forward and input-gradient dots (w is a constant); the einsum's
+  # forward and its two gradients.
+  assert len(specs) == 3 * 2 + 3
+  program, operands = matmul_floor.floor_call(grad, x, y)
+  outs = program(operands)
+  assert len(outs) == len(specs) and len(operands) == 2 * len(specs)
+  for i, (lhs, rhs, dims, _) in enumerate(specs):
+    a, b = np.asarray(operands[2 * i], np.float64), np.asarray(operands[2 * i + 1], np.float64)
+    assert a.shape == lhs.shape and b.shape == rhs.shape
+    (lc, rc), (lb, rb) = dims
+    assert not lb and not rb  # No batch dimensions here: tensordot is the reference.
+    np.testing.assert_allclose(outs[i], np.tensordot(a, b, (lc, rc)), rtol=1e-4, atol=1e-4)
