@@ -4,6 +4,8 @@ the same shape, side by side in one process, with the model FLOPs of a step
 (`ig_captioner/step_flops.py`, the trainer's MFU count), their rate as a fraction of this
 machine's matmul peak in the same dtype, and the step's matmul floor (`matmul_floor.py`: its own
 matmuls run alone, every other operation left out), which bounds that fraction on this machine.
+The standard step's loss forward and loss gradient (no optimizer) are timed too, to show which
+part of the step is far from its floor.
 
     python -m benchmarks.train_step [--batch 64] [--rounds 5] [--big_vision PATH]
 
@@ -32,23 +34,40 @@ from ig_captioner import train_state
 PEAK_BEST_OF = {"peak_float32": 5, "peak_bfloat16": 5}  # A round's peak: its fastest of 5.
 
 
-def step_and_inputs(shape, dtype: str, text_only_weight: float, batch_size: int, mesh):
-  """(jitted train step, state, batch, matmul FLOPs of one step)."""
+def _experiment(shape, dtype: str, text_only_weight: float, batch_size: int, mesh):
   config = ml_collections.ConfigDict(dict(
       seed=0, total_steps=100, batch_size=batch_size,
       model=shapes_lib.model_config(shape, dtype),
       objective=dict(name="captioning", text_only_weight=text_only_weight),
       optimizer=dict(learning_rate=1e-3, warmup_steps=10, final_lr_fraction=0.1,
                      weight_decay=1e-4, b1=0.9, b2=0.98, clip_norm=1.0)))
-  exp = experiment.build(config, mesh)
-  params = shapes_lib.random_params(exp.model)
-  state = train_state.TrainState(jnp.zeros((), jnp.int32), params, exp.tx.init(params))
+  return experiment.build(config, mesh)
+
+
+def _batch(shape, batch_size: int) -> dict:
   rng = np.random.default_rng(0)
   tokens = shapes_lib.random_prompts(rng, batch_size, shape)
-  batch = {"image": shapes_lib.images(rng, batch_size, shape), "tokens": tokens,
-           "target_mask": token_ids.scored_targets(tokens)}
+  return {"image": shapes_lib.images(rng, batch_size, shape), "tokens": tokens,
+          "target_mask": token_ids.scored_targets(tokens)}
+
+
+def step_and_inputs(shape, dtype: str, text_only_weight: float, batch_size: int, mesh):
+  """(jitted train step, state, batch, matmul FLOPs of one step)."""
+  exp = _experiment(shape, dtype, text_only_weight, batch_size, mesh)
+  params = shapes_lib.random_params(exp.model)
+  state = train_state.TrainState(jnp.zeros((), jnp.int32), params, exp.tx.init(params))
+  batch = _batch(shape, batch_size)
   step = exp.jit_train_step(donate=False)  # The same state is timed again and again.
   return step, state, batch, measure.matmul_flops(step, state, batch)
+
+
+def loss_parts(shape, dtype: str, batch_size: int, mesh) -> dict:
+  """{"loss forward" | "loss gradient": (jitted fn, params, batch)} of the standard step."""
+  exp = _experiment(shape, dtype, 0.0, batch_size, mesh)
+  params, batch = shapes_lib.random_params(exp.model), _batch(shape, batch_size)
+  loss = lambda p, b: exp.loss_fn(p, b, jax.random.key(0), jnp.int32(0))[0]
+  return {"loss forward": (jax.jit(loss), params, batch),
+          "loss gradient": (jax.jit(jax.grad(loss)), params, batch)}
 
 
 def _steps(shape, batch_size: int, big_vision: str | None, mesh) -> tuple[dict, dict]:
@@ -60,6 +79,10 @@ def _steps(shape, batch_size: int, big_vision: str | None, mesh) -> tuple[dict, 
       step, state, batch, flops[label, dtype] = step_and_inputs(shape, dtype, weight,
                                                                 batch_size, mesh)
       calls[label, dtype] = (step, state, batch)
+  for dtype in ("float32", "bfloat16"):  # Where the standard step's time goes.
+    for label, call in loss_parts(shape, dtype, batch_size, mesh).items():
+      calls[f"standard: {label}", dtype] = call
+      flops[f"standard: {label}", dtype] = measure.matmul_flops(*call)
   if big_vision:
     from benchmarks import big_vision_cappa  # pylint: disable=g-import-not-at-top
     step, state, batch = big_vision_cappa.step_and_inputs(big_vision, shape, batch_size)
