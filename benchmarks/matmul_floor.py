@@ -1,5 +1,5 @@
 """The matmul floor of a jitted function: its own dot_generals (operand shapes and dtypes,
-dimension numbers, accumulation type, read from its jaxpr, a loop body's repeated its trips) run
+dimension numbers, accumulation type, read from its jaxpr; a loop body's once per trip) run
 alone on random operands in one jitted program, every other operation left out. Its time is what
 the function would take if everything but its matmuls were free on this machine, and the model
 FLOPs over that time bound the fraction of the matmul peak the function can reach here."""
