@@ -9,25 +9,18 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from ig_captioner import step_flops
+
 
 def dot_specs(fn: Callable, *args) -> list[tuple]:
   """[(lhs ShapeDtypeStruct, rhs ShapeDtypeStruct, dimension_numbers, preferred_element_type)]
-  of every dot_general one call of `fn(*args)` executes."""
-  def walk(jaxpr, trips):
-    specs = []
-    for eqn in jaxpr.eqns:
-      if eqn.primitive.name == "dot_general":
-        lhs, rhs = (jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars)
-        specs += trips * [(lhs, rhs, eqn.params["dimension_numbers"],
-                           eqn.params.get("preferred_element_type"))]
-      inner_trips = trips * (eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1)
-      for param in eqn.params.values():
-        for sub in (param if isinstance(param, (tuple, list)) else (param,)):
-          inner = getattr(sub, "jaxpr", sub)
-          if hasattr(inner, "eqns"):
-            specs += walk(inner, inner_trips)
-    return specs
-  return walk(jax.make_jaxpr(fn)(*args).jaxpr, 1)
+  of every dot_general one call of `fn(*args)` executes (`step_flops.dot_equations`)."""
+  specs = []
+  for eqn, trips in step_flops.dot_equations(jax.make_jaxpr(fn)(*args).jaxpr):
+    lhs, rhs = (jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars)
+    specs += trips * [(lhs, rhs, eqn.params["dimension_numbers"],
+                       eqn.params.get("preferred_element_type"))]
+  return specs
 
 
 def floor_call(fn: Callable, *args, seed: int = 0) -> tuple:

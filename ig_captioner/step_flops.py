@@ -18,19 +18,23 @@ def _dot_flops(eqn) -> int:
   return 2 * math.prod(out) * math.prod(lhs[i] for i in lhs_contract)
 
 
-def jaxpr_flops(jaxpr) -> int:
-  """Matmul FLOPs of a jaxpr, sub-jaxprs (jit, remat, custom_vjp, scan bodies) included."""
-  total = 0
+def dot_equations(jaxpr, trips: int = 1):
+  """Yields (dot_general equation, times it runs) of a jaxpr, sub-jaxprs (jit, remat,
+  custom_vjp, scan bodies) included, a scan body's times its trips."""
   for eqn in jaxpr.eqns:
     if eqn.primitive.name == "dot_general":
-      total += _dot_flops(eqn)
-    trips = eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
+      yield eqn, trips
+    inner_trips = trips * (eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1)
     for param in eqn.params.values():
       for sub in (param if isinstance(param, (tuple, list)) else (param,)):
         inner = getattr(sub, "jaxpr", sub)
         if hasattr(inner, "eqns"):
-          total += trips * jaxpr_flops(inner)
-  return total
+          yield from dot_equations(inner, inner_trips)
+
+
+def jaxpr_flops(jaxpr) -> int:
+  """Matmul FLOPs of a jaxpr, sub-jaxprs (jit, remat, custom_vjp, scan bodies) included."""
+  return sum(trips * _dot_flops(eqn) for eqn, trips in dot_equations(jaxpr))
 
 
 def matmul_flops(fn: Callable, *args) -> int:
